@@ -1,0 +1,31 @@
+# The two commands of the README: `make book` and `make test`.
+# Both create (or reuse) .venv and install emlib with its extras into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: book test venv clean pairing
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+book: venv
+	$(BIN)/python -m emlib data synth --out data/synthetic --quiet
+	rm -rf _build/.jupyter_cache
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+pairing: venv
+	$(BIN)/python tests/check_pairing.py
+
+test: venv pairing
+	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider
+
+clean:
+	rm -rf _build .jupyter_cache
