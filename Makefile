@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Notebooks and tests share one synthetic data folder (written on first use).
+export EMLIB_DATA := $(CURDIR)/data/synthetic
+export MPLBACKEND := Agg
 
 .PHONY: book test venv clean pairing
 
@@ -16,7 +19,6 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: venv
-	$(BIN)/python -m emlib data synth --out data/synthetic --quiet
 	rm -rf _build/.jupyter_cache
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
