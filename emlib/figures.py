@@ -1,0 +1,164 @@
+"""Figures and tables that set our runs beside the paper's numbers.
+
+Every plot marks the source of each line: the paper (solid), our runs on real
+data (dashed) and our toy runs on synthetic data (dotted); titles say so too.
+Inputs are rows as returned by `emlib.paper.load_*` and `load_our_results`.
+"""
+from collections import defaultdict
+
+import matplotlib.pyplot as plt
+
+from emlib.paper import INITS, MODELS, PRETRAINED_INITS, RESTORATION_TASKS, SEGMENTATION_DATASETS, TASK_ABBREVIATIONS, curves
+
+INIT_COLORS = {"random": "0.35", "P50k": "tab:blue", "P100k": "tab:orange", "P200k": "tab:green"}
+SOURCE_STYLES = {"paper": dict(linestyle="-"), "real": dict(linestyle="--", marker="o", markersize=3),
+                 "synthetic": dict(linestyle=":", marker="x", markersize=3)}
+SOURCE_LABELS = {"paper": "paper", "real": "ours, real data", "synthetic": "ours, synthetic toy run"}
+
+
+def markdown_table(table: dict, row_names=MODELS, column_names=INITS, fmt="{:.2f}", corner="model") -> str:
+    """A {row: {column: value}} table as Markdown; missing cells show as a dash.
+
+    `fmt` is a format string or a function of the cell value. Rows and columns
+    that are entirely missing are left out.
+    """
+    render = fmt if callable(fmt) else fmt.format
+    rows = [r for r in row_names if r in table] + sorted(r for r in table if r not in row_names)
+    columns = [c for c in column_names if any(c in table[r] for r in rows)]
+    lines = ["| " + " | ".join([corner] + columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for r in rows:
+        cells = [render(table[r][c]) if c in table[r] else "-" for c in columns]
+        lines.append("| " + " | ".join([r] + cells) + " |")
+    return "\n".join(lines)
+
+
+def mean_ci_cell(cell, digits=2) -> str:
+    """(mean, ci95, n) as `mean ± ci (n=3)`, or just the mean for one seed."""
+    mean, ci, n = cell
+    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {ci:.{digits}f} (n={n})"
+
+
+def _plot_curve(ax, curve, init, source, label=None):
+    epochs = sorted(curve)
+    means = [curve[e][0] for e in epochs]
+    ax.plot(epochs, means, color=INIT_COLORS.get(init, "k"), label=label, linewidth=1, **SOURCE_STYLES[source])
+    if any(curve[e][2] > 1 for e in epochs):  # several seeds: 95% interval
+        low = [curve[e][0] - curve[e][1] for e in epochs]
+        high = [curve[e][0] + curve[e][1] for e in epochs]
+        ax.fill_between(epochs, low, high, color=INIT_COLORS.get(init, "k"), alpha=0.2, linewidth=0)
+
+
+def _legend_handles(sources):
+    handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=i) for i in INITS]
+    handles += [plt.Line2D([], [], color="k", label=SOURCE_LABELS[s], **SOURCE_STYLES[s]) for s in sources]
+    return handles
+
+
+def _sources(curve_map):
+    return sorted({key[3] for key in curve_map}, key=list(SOURCE_STYLES).index)
+
+
+def plot_dice_grid(paper_rows, our_rows=(), datasets=SEGMENTATION_DATASETS, models=MODELS):
+    """Dice (%) versus epoch: one panel per (dataset, model), one line per init and source."""
+    curve_map = curves(list(paper_rows) + list(our_rows), "dice_percent", "dataset")
+    fig, axes = plt.subplots(len(datasets), len(models), figsize=(1.9 * len(models), 1.6 * len(datasets) + 0.8),
+                             sharex=True, sharey="row", squeeze=False)
+    for (dataset, model, init, source), curve in curve_map.items():
+        if dataset in datasets and model in models:
+            _plot_curve(axes[datasets.index(dataset)][models.index(model)], curve, init, source)
+    for i, dataset in enumerate(datasets):
+        axes[i][0].set_ylabel(f"{dataset}\nDice %", fontsize=8)
+        for j, model in enumerate(models):
+            axes[i][j].tick_params(labelsize=6)
+            if i == 0:
+                axes[i][j].set_title(model, fontsize=8)
+            if i == len(datasets) - 1:
+                axes[i][j].set_xlabel("epoch", fontsize=8)
+    fig.legend(handles=_legend_handles(_sources(curve_map)), loc="lower center", ncol=7, fontsize=8, frameon=False)
+    fig.suptitle("Test Dice of the best checkpoint so far; " + _source_note(curve_map), fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    return fig
+
+
+def plot_restoration_curves(paper_rows, our_rows=(), tasks=RESTORATION_TASKS):
+    """Test L1 versus epoch for the TEMImageNet tasks (HRNet), one panel per task."""
+    curve_map = curves(list(paper_rows) + list(our_rows), "l1", "task")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False)
+    for (task, _, init, source), curve in curve_map.items():
+        if task in tasks:
+            _plot_curve(axes[0][tasks.index(task)], curve, init, source)
+    for ax, task in zip(axes[0], tasks):
+        ax.set_title(f"{task.replace('_', ' ')} ({TASK_ABBREVIATIONS[task]})", fontsize=10)
+        ax.set_xlabel("epoch")
+    axes[0][0].set_ylabel("test L1 (lower is better)")
+    fig.legend(handles=_legend_handles(_sources(curve_map)), loc="lower center", ncol=7, fontsize=8, frameon=False)
+    fig.suptitle("TEMImageNet restoration with HRNet; " + _source_note(curve_map), fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    return fig
+
+
+def pretraining_gain(rows, epoch_pick="last") -> dict:
+    """Dice gain of pretraining: mean over pretrained inits minus random, per (source, dataset, model).
+
+    `epoch_pick` is `first` or `last` (the first or last evaluated epoch).
+    """
+    if epoch_pick not in ("first", "last"):
+        raise ValueError(f"epoch_pick must be 'first' or 'last', got {epoch_pick!r}")
+    pick = min if epoch_pick == "first" else max
+    by_pair = defaultdict(dict)
+    for (dataset, model, init, source), curve in curves(rows, "dice_percent", "dataset").items():
+        by_pair[(source, dataset, model)][init] = curve[pick(curve)][0]
+    gains = {}
+    for key, values in by_pair.items():
+        pretrained = [values[i] for i in PRETRAINED_INITS if i in values]
+        if "random" in values and pretrained:
+            gains[key] = sum(pretrained) / len(pretrained) - values["random"]
+    return gains
+
+
+def plot_pretraining_gain(paper_rows, our_rows=(), models=MODELS):
+    """Pretraining gain per model (bars: mean over datasets; dots: each dataset),
+    at the first and at the last evaluated epoch, and versus the U-Nets' receptive field."""
+    rows = list(paper_rows) + list(our_rows)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for ax, epoch_pick in zip(axes[:2], ("first", "last")):
+        gains = pretraining_gain(rows, epoch_pick)
+        sources = sorted({k[0] for k in gains}, key=list(SOURCE_STYLES).index)
+        width = 0.8 / max(len(sources), 1)
+        for s, source in enumerate(sources):
+            for m, model in enumerate(models):
+                values = [g for (src, _, mod), g in gains.items() if src == source and mod == model]
+                if not values:
+                    continue
+                x = m + (s - (len(sources) - 1) / 2) * width
+                labelled = SOURCE_LABELS[source] in ax.get_legend_handles_labels()[1]
+                ax.bar(x, sum(values) / len(values), width, color="tab:blue" if source == "paper" else "tab:red",
+                       alpha=0.5, label=None if labelled else SOURCE_LABELS[source])
+                ax.plot([x] * len(values), values, "k.", markersize=3)
+        ax.axhline(0, color="k", linewidth=0.8)
+        ax.set_xticks(range(len(models)), models, rotation=60, fontsize=7)
+        ax.set_ylabel("Dice gain (points)")
+        ax.set_title(f"{epoch_pick} evaluation", fontsize=10)
+        ax.legend(fontsize=7)
+    gains = pretraining_gain([r for r in rows if r.get("receptive_field")], "first")
+    markers = {2: "o", 3: "s", 4: "^"}
+    for (source, dataset, model), gain in gains.items():
+        blocks, rf = int(model.split("_")[1]), int(model.split("_")[2])
+        axes[2].scatter(rf, gain, marker=markers.get(blocks, "o"), s=14,
+                        color="tab:blue" if source == "paper" else "tab:red", alpha=0.6)
+    axes[2].axhline(0, color="k", linewidth=0.8)
+    axes[2].set_xlabel("receptive field (px)")
+    axes[2].set_ylabel("Dice gain at first evaluation")
+    axes[2].set_title("U-Nets: gain vs receptive field (o 2, s 3, ^ 4 blocks)", fontsize=10)
+    fig.suptitle("Gain of pretraining (mean of P50k/P100k/P200k minus random); " + _source_note_rows(rows), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _source_note(curve_map):
+    return "sources: " + ", ".join(SOURCE_LABELS[s] for s in _sources(curve_map))
+
+
+def _source_note_rows(rows):
+    sources = sorted({r.get("source") or "paper" for r in rows}, key=list(SOURCE_STYLES).index)
+    return "sources: " + ", ".join(SOURCE_LABELS[s] for s in sources)

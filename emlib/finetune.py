@@ -1,0 +1,663 @@
+"""Fine-tuning on the downstream tasks (paper section 4.2-4.3, Tables 2-7).
+
+One loop serves both kinds of task:
+
+- segmentation of Au nanoparticles (Au2.2nm, Au5nm, Au10nm, Au20nm, Au5nmV1):
+  BCE-with-logits, Dice (`emlib.metrics.dice_scores`) as the metric, higher is better;
+- restoration of TEMImageNet images (denoising, noise & background removal,
+  super-resolution): L1 + L2 loss, L1 (plus PSNR, SSIM) as the metric, lower is better.
+
+The model starts from random weights (`init="random"`) or from a pretrained
+generator export (`generator.safetensors` or its folder). Adam, lr 2e-4 (the
+paper's value for both kinds of task). Every `eval_every` epochs (and after the
+last) the model is evaluated on the validation split; the best one so far is
+kept and, as in the paper's tables ("model performance on the test datasets
+using the best models at the 5 epoch intervals"), its test score is recorded.
+
+Files in `output_dir` (the run contract of `emlib.training`):
+    config.json          the config, at start
+    checkpoint.pt        atomic, resumable (model, optimiser, best model, RNG, position)
+    log.csv              one row per epoch: train loss, validation metric, lr, speed
+    results.csv          per evaluated epoch, the TEST score of the best model so far:
+                         the paper's Tables 2-7 (`table` = the paper's table number,
+                         columns `emlib.results.SEGMENTATION_COLUMNS` / `RESTORATION_COLUMNS`)
+    validation.csv       per evaluated epoch, the VALIDATION score (same columns; the
+                         curves of Figs. 6-9, 11). A separate file, so that readers of
+                         results*.csv (emlib.paper.load_our_results) see test rows only.
+    best_model.safetensors  the best model's weights (load with `load_finetuned`)
+    summary.json         written last, at successful completion
+"""
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from emlib import results, training
+from emlib.metrics import dice_scores, restoration_scores
+
+SEGMENTATION = "segmentation"
+RESTORATION_TASKS = ("denoising", "noise_background_removal", "super_resolution")
+TASKS = (SEGMENTATION,) + RESTORATION_TASKS
+TASK_ALIASES = {"background_removal": "noise_background_removal"}
+OPTIMIZERS = ("adam", "adamw")
+RESTORATION_DATASET = "TEMImageNet"
+PAPER_TABLES = {"Au5nmV1": 2, "Au2.2nm": 3, "Au5nm": 4, "Au10nm": 5, "Au20nm": 6, RESTORATION_DATASET: 7}
+PRETRAINED_TAGS = {50_000: "P50k", 100_000: "P100k", 200_000: "P200k"}  # pretraining subset -> paper's name
+# Defaults that depend on the task: the paper's GPU settings.
+TASK_DEFAULTS = {
+    SEGMENTATION: dict(model="unet_4_424", dataset="Au5nmV1", crop=448, batch_size=16),
+    "restoration": dict(model="hrnet_w44", dataset=RESTORATION_DATASET, crop=256, batch_size=64),
+}
+LOG_COLUMNS = ["epoch", "step", "train_loss", "val_metric", "lr", "images_per_s"]
+RESUME_MAY_GROW = ("epochs",)
+RESUME_IGNORED = ("device", "workers", "output_dir", "compile", "data_root")
+
+
+def canonical_task(task: str) -> str:
+    """The task's canonical name (accepts `background_removal`); ValueError for unknown tasks."""
+    task = TASK_ALIASES.get(task, task)
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)} (or {list(TASK_ALIASES)}), got {task!r}")
+    return task
+
+
+def primary_metric(task: str) -> tuple:
+    """(metric name, higher is better) used to pick the best model."""
+    return ("dice_percent", True) if task == SEGMENTATION else ("l1", False)
+
+
+# ----------------------------------------------------------------------------- the config
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that defines a fine-tuning run. Defaults are the paper's GPU settings
+    (fields left None get the task's defaults, TASK_DEFAULTS); `FinetuneConfig.toy()`
+    is a CPU preset on synthetic data."""
+
+    task: str = SEGMENTATION  # or denoising | noise_background_removal (alias background_removal) | super_resolution
+    model: str | None = None  # registry name; None: unet_4_424 (segmentation), hrnet_w44 (restoration)
+    init: str = "random"  # "random" or a pretrained generator.safetensors (or the folder holding it)
+    dataset: str | None = None  # Au2.2nm | Au5nm | Au10nm | Au20nm | Au5nmV1; TEMImageNet for restoration
+    data_root: str | None = None  # folder of the dataset's files (or a root holding au/ or temimagenet/); None = synthetic
+    crop: int | None = None  # train crop: 448 of the 512 tiles (segmentation), 256 = whole image (restoration)
+    eval_crop: int | None = None  # centre crop for validation/test images; None = whole images (paper)
+    batch_size: int | None = None  # per process: 16 (segmentation, not stated in the paper), 64 (restoration, paper)
+    epochs: int = 60
+    steps_per_epoch: int | None = None  # None: one pass over the train split; n: n batches drawn from it
+    lr: float = 2e-4  # paper, for both kinds of task
+    optimizer: str = "adam"  # paper: Adam
+    weight_decay: float = 0.0
+    eval_every: int = 5  # paper: every 5 epochs (and always after the last)
+    label_fraction: float = 1.0  # train on a seeded fraction of the labelled train images, in (0, 1]
+    augment: bool = True  # segmentation: random dihedral transform of the train crops
+    test: bool = True  # record the best model's test score at every evaluation
+    seed: int = 0  # model init, data order, crops
+    split_seed: int = 0  # train/val/test split and label subset (fixed across training seeds)
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    workers: int = 4
+    deterministic: bool = False
+    output_dir: str = "runs/finetune"
+
+    def __post_init__(self):
+        self.task = canonical_task(self.task)
+        defaults = TASK_DEFAULTS[SEGMENTATION if self.task == SEGMENTATION else "restoration"]
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.validate()
+
+    @classmethod
+    def toy(cls, **overrides) -> "FinetuneConfig":
+        """A CPU preset on synthetic data: the smallest models, small crops, eval every epoch.
+
+        Segmentation: unet_2_44 on Au5nmV1, 96 px crops, lr 3e-3 (a toy run has few
+        steps), 8 epochs of 6 batches. Restoration: hrnet_w18_small, 64 px crops,
+        evaluated on 64 px centre crops, 4 epochs of 4 batches.
+        """
+        task = canonical_task(overrides.get("task", SEGMENTATION))
+        common = dict(task=task, device="cpu", amp=False, channels_last=False, workers=0, eval_every=1,
+                      output_dir=f"runs/finetune_toy/{task}")
+        if task == SEGMENTATION:
+            toy = dict(model="unet_2_44", dataset="Au5nmV1", crop=96, batch_size=4, epochs=8, steps_per_epoch=6, lr=3e-3)
+        else:
+            toy = dict(model="hrnet_w18_small", dataset=RESTORATION_DATASET, crop=64, eval_crop=64, batch_size=8,
+                       epochs=4, steps_per_epoch=4, lr=2e-3)
+        return cls(**{**common, **toy, **overrides})
+
+    def to_dict(self) -> dict:
+        return training.config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinetuneConfig":
+        """From a dict of fields; unknown keys raise ValueError naming them."""
+        return training.config_from_dict(cls, data)
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.task == SEGMENTATION
+
+    def validate(self) -> None:
+        """Raise ValueError / FileNotFoundError naming the first bad field."""
+        from emlib import models
+        from emlib.data import AU_DATASETS
+
+        self.task = canonical_task(self.task)
+        if self.model not in models.generator_names():
+            raise ValueError(f"model={self.model!r} is not a registry model; choose one of {models.generator_names()}")
+        datasets = list(AU_DATASETS) if self.is_segmentation else [RESTORATION_DATASET]
+        if self.dataset not in datasets:
+            raise ValueError(f"dataset={self.dataset!r} is not a dataset of task {self.task!r}; choose one of {datasets}")
+        positive = {"crop": self.crop, "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr,
+                    "eval_every": self.eval_every}
+        for name in ("eval_crop", "steps_per_epoch"):
+            if getattr(self, name) is not None:
+                positive[name] = getattr(self, name)
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.weight_decay < 0 or self.workers < 0:
+            raise ValueError(f"weight_decay and workers must be >= 0, got {self.weight_decay}, {self.workers}")
+        if self.device not in training.DEVICES:
+            raise ValueError(f"device must be one of {training.DEVICES}, got {self.device!r}")
+        if self.init != "random":
+            pretrained_path(self.init)  # raises FileNotFoundError naming init
+        if self.data_root is not None and not Path(self.data_root).is_dir():
+            raise FileNotFoundError(f"data_root folder not found: {self.data_root}")
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def pretrained_path(init) -> Path:
+    """The generator.safetensors named by `init` (the file or the folder holding it)."""
+    path = Path(init)
+    if path.is_dir():
+        path = path / "generator.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"init={str(init)!r}: no pretrained weights file {path} (use 'random' or a generator export)")
+    return path
+
+
+def init_tag(init) -> str:
+    """The `init` column of results: `random`, the paper's P50k / P100k / P200k when the
+    model card's pretraining subset is one of those sizes, else `pretrained`."""
+    if init == "random":
+        return "random"
+    card_path = pretrained_path(init).parent / "model_card.json"
+    if not card_path.is_file():
+        return "pretrained"
+    card = json.loads(card_path.read_text())
+    subset = card.get("subset", card.get("config", {}).get("subset"))
+    return PRETRAINED_TAGS.get(subset, "pretrained")
+
+
+def build_model(config: FinetuneConfig):
+    """(model with 1 input and 1 output channel, transfer report or None for random init)."""
+    from emlib import models
+
+    model = models.create(config.model, in_channels=1, out_channels=1)
+    if config.init == "random":
+        return model, None
+    path = pretrained_path(config.init)
+    try:
+        report = models.transfer_weights(model, path)
+    except ValueError as err:
+        raise ValueError(f"init={config.init!r} does not fit model={config.model!r}: {err}") from None
+    return model, report
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class RandomCropPairs(Dataset):
+    """(input, target) pairs cropped at the same random place (torch RNG), or centred."""
+
+    def __init__(self, dataset, size: int, centre: bool = False):
+        self.dataset, self.size, self.centre = dataset, size, centre
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        inputs, target = self.dataset[index]
+        height, width = inputs.shape[-2:]
+        size_y, size_x = min(self.size, height), min(self.size, width)
+        if self.centre:
+            top, left = (height - size_y) // 2, (width - size_x) // 2
+        else:
+            top = int(torch.randint(0, height - size_y + 1, ()))
+            left = int(torch.randint(0, width - size_x + 1, ()))
+        window = (..., slice(top, top + size_y), slice(left, left + size_x))
+        return inputs[window], target[window]
+
+
+class Repeated(Dataset):
+    """`length` items cycling through `dataset` (fixed-size epochs for tiny datasets)."""
+
+    def __init__(self, dataset, length: int):
+        self.dataset, self.length = dataset, length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        return self.dataset[index % len(self.dataset)]
+
+
+class SeededItems(Dataset):
+    """`dataset[i]` under the torch seed (seed, epoch, i): random crops and flips do not
+    depend on the loader's workers or on where a run was resumed. Set `.epoch`."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        from emlib.pretrain import sample_seed
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, index))
+            return self.dataset[index]
+
+
+def resolve_data_root(config: FinetuneConfig):
+    """(folder of the task's files, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
+    from emlib import data
+
+    root = Path(data.ensure_synthetic()) if config.data_root is None else Path(config.data_root)
+    sub = "au" if config.is_segmentation else "temimagenet"
+    folder = root / sub if (root / sub).is_dir() else root
+    return folder, "synthetic" if data.is_synthetic(folder) else "real"
+
+
+def label_subset(dataset, fraction: float, seed: int):
+    """A seeded subset of `fraction` of the items (at least one)."""
+    if fraction >= 1.0:
+        return dataset
+    keep = max(1, round(fraction * len(dataset)))
+    return Subset(dataset, np.sort(np.random.default_rng(seed + 1).permutation(len(dataset))[:keep]).tolist())
+
+
+def build_datasets(config: FinetuneConfig, folder: Path) -> dict:
+    """{"train", "val", "test"} datasets of the task (test only when config.test)."""
+    from emlib.data import AuSegmentation, TEMImageNet
+
+    splits = ("train", "val", "test") if config.test else ("train", "val")
+    out = {}
+    for split in splits:
+        if config.is_segmentation:
+            item = AuSegmentation(folder, config.dataset, split=split, crop=config.crop, seed=config.split_seed,
+                                  augment=config.augment if split == "train" else False,
+                                  label_fraction=config.label_fraction if split == "train" else 1.0)
+        else:
+            item = TEMImageNet(folder, config.task, split=split, seed=config.split_seed)
+            if split == "train":
+                item = label_subset(item, config.label_fraction, config.split_seed)
+                if config.crop < 256:
+                    item = RandomCropPairs(item, config.crop)
+        if split != "train" and config.eval_crop is not None:
+            item = RandomCropPairs(item, config.eval_crop, centre=True)
+        if len(item) == 0:
+            raise ValueError(f"the {split} split of {config.dataset} in {folder} is empty")
+        out[split] = item
+    return out
+
+
+# ----------------------------------------------------------------------------- loss, evaluation, best model
+
+
+def task_loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits (segmentation) or L1 + L2 (restoration), in float32."""
+    output, target = output.float(), target.float()
+    if task == SEGMENTATION:
+        return F.binary_cross_entropy_with_logits(output, target)
+    return F.l1_loss(output, target) + F.mse_loss(output, target)
+
+
+@torch.no_grad()
+def evaluate(model, dataset, task: str, device, batch_size: int = 8, amp: bool = False) -> dict:
+    """Mean metrics over `dataset`: {"dice_percent"} or {"l1", "psnr", "ssim"}; eval mode, no grad."""
+    model = training.unwrap_model(model)
+    was_training = model.training
+    model.eval()
+    per_image = {}
+    for inputs, target in DataLoader(dataset, batch_size=batch_size):
+        with training.autocast(device, amp):
+            output = model(inputs.to(device)).float().cpu()
+        if task == SEGMENTATION:
+            scores = {"dice_percent": 100.0 * dice_scores(output, target)}
+        else:
+            scores = restoration_scores(output, target)
+        for name, values in scores.items():
+            per_image.setdefault(name, []).append(values)
+    model.train(was_training)
+    return {name: torch.cat(values).mean().item() for name, values in per_image.items()}
+
+
+class BestModel:
+    """The best model seen at the evaluations: its epoch, score and a copy of its weights.
+
+    `update` keeps the earlier model on ties, as "best so far" means strictly better.
+    """
+
+    def __init__(self, higher_is_better: bool):
+        self.higher_is_better = higher_is_better
+        self.epoch, self.score, self.state, self.test = None, None, None, {}
+
+    def is_better(self, score: float) -> bool:
+        if self.score is None:
+            return True
+        return score > self.score if self.higher_is_better else score < self.score
+
+    def update(self, epoch: int, score: float, model) -> bool:
+        """Keep `model` if `score` beats the best so far; returns whether it did."""
+        if not self.is_better(score):
+            return False
+        state = training.unwrap_model(model).state_dict()
+        self.epoch, self.score, self.test = epoch, score, {}
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        return True
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "score": self.score, "state": self.state or {}, "test": dict(self.test)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.score, self.test = state["epoch"], state["score"], dict(state["test"])
+        self.state = state["state"] or None
+
+
+def is_evaluation_epoch(epoch: int, config: FinetuneConfig) -> bool:
+    """Evaluate after every `eval_every`-th epoch (1-based) and after the last one."""
+    return epoch % config.eval_every == 0 or epoch == config.epochs
+
+
+# ----------------------------------------------------------------------------- results rows
+
+
+def results_columns(config: FinetuneConfig) -> list:
+    return results.SEGMENTATION_COLUMNS if config.is_segmentation else results.RESTORATION_COLUMNS
+
+
+def result_row(config: FinetuneConfig, epoch: int, scores: dict, init: str, source: str) -> dict:
+    """One row of results.csv / validation.csv in the schema of emlib.results."""
+    common = dict(table=PAPER_TABLES[config.dataset], dataset=config.dataset, model=results.paper_model_name(config.model),
+                  init=init, epoch=epoch, seed=config.seed, source=source, run_id=Path(config.output_dir).name)
+    if config.is_segmentation:
+        blocks, receptive_field = "", ""
+        if config.model.startswith("unet_"):
+            _, blocks, receptive_field = config.model.split("_")
+        return dict(common, blocks=blocks, receptive_field=receptive_field, label_fraction=config.label_fraction,
+                    dice_percent=round(scores["dice_percent"], 4))
+    return dict(common, task=config.task, l1=round(scores["l1"], 6), psnr=round(scores["psnr"], 4),
+                ssim=round(scores["ssim"], 5))
+
+
+def drop_rows_after(path: Path, columns, epoch: int) -> None:
+    """Keep only rows up to `epoch` (rows an interrupted run wrote after its last checkpoint)."""
+    if not path.is_file():
+        return
+    rows = [r for r in results.read_rows(path) if int(r["epoch"]) <= epoch]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    results.append_rows(tmp, rows, columns)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_state(config, model, optimizer, scaler, position: dict, best: BestModel, history: list) -> dict:
+    """Everything a resumed run needs, as weights_only-safe containers."""
+    return {
+        "format": 1,
+        "config": config.to_dict(),
+        "model": training.unwrap_model(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": training.capture_rng_state(),
+        "position": dict(position),  # epoch (completed), batches_done (in the next), step, loss_sum
+        "best": best.state_dict(),
+        "history": [list(h) for h in history],
+    }
+
+
+def restore_checkpoint(path, config, model, optimizer, scaler, best: BestModel, device):
+    """Load a checkpoint into the run's objects; returns (position, history)."""
+    state = training.load_checkpoint(path, map_location="cpu")
+    training.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
+    training.unwrap_model(model).load_state_dict(training.strip_module_prefix(state["model"]))
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    best.load_state_dict(state["best"])
+    training.restore_rng_state(state["rng"])
+    return dict(state["position"]), [tuple(h) for h in state["history"]]
+
+
+def make_optimizer(config: FinetuneConfig, model) -> torch.optim.Optimizer:
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run(config: FinetuneConfig, resume: bool = False) -> dict:
+    """Fine-tune `config.model` on `config.task`; returns the run summary (see summary.json).
+
+    Under `torchrun` this is DistributedDataParallel training (rank 0 evaluates,
+    logs and writes). resume=True continues from output_dir/checkpoint.pt when it
+    exists. A SIGINT/SIGTERM saves a checkpoint and returns a summary with status
+    "interrupted" (no summary.json); a NaN/inf loss raises NonFiniteLossError.
+    """
+    config.validate()
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    ctx = training.init_distributed(config.device)
+    try:
+        if config.deterministic:
+            training.set_deterministic(True)
+        return _run(config, ctx, resume)
+    finally:
+        training.set_deterministic(deterministic_before)
+        training.cleanup_distributed()
+
+
+def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool) -> dict:
+    output_dir, device = Path(config.output_dir), ctx.device
+    checkpoint_path = output_dir / "checkpoint.pt"
+    results_path, validation_path = output_dir / "results.csv", output_dir / "validation.csv"
+    resuming = resume and checkpoint_path.is_file()
+    columns = results_columns(config)
+    metric, higher_is_better = primary_metric(config.task)
+    if ctx.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "summary.json").unlink(missing_ok=True)  # running = not finished
+        if not resuming:
+            results_path.unlink(missing_ok=True)
+            validation_path.unlink(missing_ok=True)
+        training.write_json_atomic(output_dir / "config.json", config.to_dict())
+    training.seed_everything(config.seed)
+
+    folder, source = resolve_data_root(config)
+    datasets = build_datasets(config, folder)
+    model, report = build_model(config)
+    tag = init_tag(config.init)
+    n_train = len(datasets["train"])
+    if config.steps_per_epoch is not None:
+        train_items = Repeated(datasets["train"], config.steps_per_epoch * config.batch_size * ctx.world_size)
+    else:
+        train_items = datasets["train"]
+    train_data = SeededItems(train_items, config.seed)
+    sampler = training.ResumableSampler(train_data, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
+    epoch_steps = math.ceil(sampler.num_samples / config.batch_size)
+
+    model = training.prepare_model(model, device, config.channels_last)
+    optimizer = make_optimizer(config, model)
+    scaler = training.make_grad_scaler(device, config.amp)
+    best = BestModel(higher_is_better)
+    position, history = {"epoch": 0, "batches_done": 0, "step": 0, "loss_sum": 0.0}, []
+    if resuming:
+        position, history = restore_checkpoint(checkpoint_path, config, model, optimizer, scaler, best, device)
+        if ctx.is_main:
+            drop_rows_after(results_path, columns, position["epoch"])
+            drop_rows_after(validation_path, columns, position["epoch"])
+    model_run = training.maybe_compile(training.wrap_ddp(model, ctx), config.compile)
+    logger = None
+    if ctx.is_main:
+        logger = training.CSVLogger(output_dir / "log.csv", LOG_COLUMNS, position["step"] if resuming else None)
+
+    def save():
+        if ctx.is_main:
+            state = checkpoint_state(config, model, optimizer, scaler, position, best, history)
+            training.save_checkpoint(checkpoint_path, state)
+        training.barrier()
+
+    def evaluate_epoch(epoch):
+        """Validation score; the best model's test score; one row each in the results files."""
+        if ctx.is_main:
+            scores = evaluate(model, datasets["val"], config.task, device, config.batch_size, config.amp)
+            history.append((epoch, scores[metric]))
+            if best.update(epoch, scores[metric], model) and config.test:
+                best.test = evaluate(model, datasets["test"], config.task, device, config.batch_size, config.amp)
+            results.append_rows(validation_path, [result_row(config, epoch, scores, tag, source)], columns)
+            if config.test:
+                results.append_rows(results_path, [result_row(config, epoch, best.test, tag, source)], columns)
+        training.barrier()
+        return history[-1][1] if ctx.is_main else float("nan")
+
+    meter, started, status = training.Throughput(), time.perf_counter(), "finished"
+    images_per_s = float("nan")
+    total_steps = config.epochs * epoch_steps
+    progress = tqdm(total=total_steps, initial=position["step"], disable=not ctx.is_main,
+                    desc=f"finetune {config.model} {config.task}")
+    model_run.train()
+    with training.StopRequest() as stop:
+        while position["epoch"] < config.epochs and status == "finished":
+            epoch = position["epoch"] + 1  # 1-based, as in the paper's tables
+            sampler.set_epoch(epoch, start_index=position["batches_done"] * config.batch_size)
+            train_data.epoch = epoch
+            loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                                pin_memory=device.type == "cuda")
+            for inputs, target in loader:
+                inputs = training.to_device(inputs, device, config.channels_last)
+                target = training.to_device(target, device, config.channels_last)
+                with training.autocast(device, config.amp):
+                    loss = task_loss(config.task, model_run(inputs), target)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                position["step"] += 1
+                position["batches_done"] += 1
+                value = training.all_reduce_mean(loss.detach().float()).item()
+                training.check_finite(position["step"], loss=value)
+                position["loss_sum"] += value
+                images_per_s = meter.update(len(inputs) * ctx.world_size)
+                progress.update(1)
+                progress.set_postfix(loss=f"{value:.3g}")
+                if training.all_reduce_any(stop.requested, device):
+                    status = "interrupted"
+                    break
+            if status != "finished":
+                save()
+                break
+            val = evaluate_epoch(epoch) if is_evaluation_epoch(epoch, config) else None
+            if ctx.is_main:
+                logger.log({"epoch": epoch, "step": position["step"], "lr": optimizer.param_groups[0]["lr"],
+                            "train_loss": position["loss_sum"] / max(position["batches_done"], 1),
+                            "val_metric": val if val is not None else "", "images_per_s": images_per_s})
+            position.update(epoch=epoch, batches_done=0, loss_sum=0.0)
+            save()
+    progress.close()
+    if status == "interrupted":
+        if ctx.is_main:
+            print(f"stopped by {stop.signal_name} in epoch {position['epoch'] + 1}; resume with --resume (checkpoint: {checkpoint_path})")
+        return {"status": status, "epoch": position["epoch"], "step": position["step"], "output_dir": str(output_dir)}
+
+    summary = {
+        "status": "finished", "task": config.task, "dataset": config.dataset, "model": config.model,
+        "init": tag, "source": source, "data_root": str(folder), "output_dir": str(output_dir),
+        "metric": metric, "best_epoch": best.epoch, f"best_val_{metric}": best.score,
+        **{f"test_{k}": v for k, v in best.test.items()},
+        "val_history": [list(h) for h in history], "epochs": position["epoch"], "steps": position["step"],
+        "train_images": n_train, "transferred_tensors": len(report.loaded) if report else 0,
+        "world_size": ctx.world_size, "wall_s": round(time.perf_counter() - started, 3),
+    }
+    if ctx.is_main:
+        from emlib import models
+
+        best_model = models.create(config.model, in_channels=1, out_channels=1)
+        best_model.load_state_dict(best.state)
+        models.save_weights(best_model, output_dir / "best_model.safetensors",
+                            {"task": config.task, "best_epoch": best.epoch, metric: best.score})
+        training.write_json_atomic(output_dir / "summary.json", summary)  # last: marks the run finished
+    training.barrier()
+    return summary
+
+
+def load_finetuned(output_dir):
+    """The best model of a finished run (eval mode, CPU) and its FinetuneConfig."""
+    from emlib import models
+
+    output_dir = Path(output_dir)
+    config_path, weights_path = output_dir / "config.json", output_dir / "best_model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: is {output_dir} a finished fine-tuning run?")
+    data = json.loads(config_path.read_text())
+    data["init"] = "random"  # the pretrained file need not exist any more
+    config = FinetuneConfig.from_dict(data)
+    model = models.create(config.model, in_channels=1, out_channels=1)
+    state, _ = models.load_weights(weights_path)
+    model.load_state_dict(state)
+    return model.eval(), config
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_cli(subparsers) -> None:
+    """`python -m emlib finetune --task segmentation|denoising|background_removal|super_resolution [--toy] ...`."""
+    parser = subparsers.add_parser("finetune", help="fine-tune on Au segmentation or TEMImageNet restoration",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("--toy", action="store_true", help="start from FinetuneConfig.toy() (CPU, synthetic data)")
+    parser.add_argument("--config", help="JSON file of FinetuneConfig fields (flags override it)")
+    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.pt")
+    training.add_config_arguments(parser, FinetuneConfig)
+    parser.set_defaults(func=_run_cli)
+
+
+def _cli_task(args) -> str:
+    """The task named by --task, else by the --config file, else segmentation."""
+    if getattr(args, "task", None):
+        return args.task
+    if getattr(args, "config", None) and Path(args.config).is_file():
+        return json.loads(Path(args.config).read_text()).get("task", SEGMENTATION)
+    return SEGMENTATION
+
+
+def _run_cli(args) -> int:
+    task = _cli_task(args)
+    # The preset depends on the task (its model, dataset and sizes), so build it for that task.
+    preset = (lambda: FinetuneConfig.toy(task=task)) if args.toy else (lambda: FinetuneConfig(task=task))
+    config = training.config_from_cli(FinetuneConfig, args, preset)
+    summary = run(config, resume=args.resume)
+    if training.is_main_process():
+        print(json.dumps({k: v for k, v in summary.items() if k != "val_history"}, indent=2))
+    return 0

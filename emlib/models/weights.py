@@ -1,0 +1,138 @@
+"""Weights: pix2pix initialisation, safetensors files, and pretrained weight transfer.
+
+A pretrained generator is saved with `save_weights` (safetensors; the registry
+name goes in the file's metadata) and loaded into a downstream model of the
+same architecture with `transfer_weights`. The downstream task may need another
+number of output channels (e.g. 2 segmentation classes); the output head (the
+last convolution) then keeps the downstream model's fresh initialisation.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, std: float = 0.02) -> nn.Module:
+    """pix2pix init: conv/linear weights N(0, std), biases 0; BatchNorm weights N(1, std), biases 0."""
+    for module in model.modules():
+        if isinstance(module, _CONVS):
+            nn.init.normal_(module.weight, 0.0, std)
+        elif isinstance(module, _NORMS) and module.affine:
+            nn.init.normal_(module.weight, 1.0, std)
+        else:
+            continue
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    return model
+
+
+def save_weights(model: nn.Module, path, metadata: dict | None = None) -> Path:
+    """Write the model's state dict to a safetensors file (atomically); returns the path.
+
+    The file's metadata holds `name` (model.name) and `metadata` as JSON; any
+    JSON-serialisable dict round-trips through `load_weights`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        extra = json.dumps(metadata or {})
+    except TypeError as err:
+        raise ValueError(f"metadata for {path} must be JSON-serialisable: {err}") from None
+    header = {"name": getattr(model, "name", type(model).__name__), "emlib": extra}
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    os.replace(tmp, path)
+    return path
+
+
+def load_weights(path) -> tuple[dict, dict]:
+    """Read a safetensors file written by `save_weights`: (state_dict, metadata incl. 'name')."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    state_dict = load_file(str(path))
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    metadata = json.loads(header.get("emlib", "{}"))
+    if "name" in header:
+        metadata["name"] = header["name"]
+    return state_dict, metadata
+
+
+@dataclass
+class TransferReport:
+    """What `transfer_weights` did, key by key."""
+
+    source: str
+    target: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # in the source, not usable by the target
+    reinitialised: list[str] = field(default_factory=list)  # target keys left at their fresh init
+
+    def __str__(self) -> str:
+        lines = [f"transferred {len(self.loaded)} tensors from {self.source} into {self.target}"]
+        if self.reinitialised:
+            lines.append(f"re-initialised (output head): {', '.join(self.reinitialised)}")
+        if self.skipped:
+            lines.append(f"skipped (shape or key mismatch): {', '.join(self.skipped)}")
+        return "\n".join(lines)
+
+
+def output_head_prefix(model: nn.Module) -> str:
+    """The state-dict prefix of the output head: the last Conv2d registered in the model."""
+    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no Conv2d output head")
+    return convs[-1] + "."
+
+
+@torch.no_grad()
+def transfer_weights(model: nn.Module, source) -> TransferReport:
+    """Load pretrained weights (a safetensors path, a state dict or a model) into `model`.
+
+    Tensors whose key and shape match are copied. When the output head's shape
+    differs (other out_channels), the head keeps the model's own initialisation.
+    Raises ValueError when the source is a different architecture (another
+    registry name, or a different set of tensor names).
+    """
+    source_name = None
+    if isinstance(source, nn.Module):
+        source_name, state_dict = getattr(source, "name", None), source.state_dict()
+    elif isinstance(source, dict):
+        state_dict = source
+    else:
+        state_dict, metadata = load_weights(source)
+        source_name = metadata.get("name")
+    target_name = getattr(model, "name", type(model).__name__)
+    own = model.state_dict()
+    if source_name is not None and hasattr(model, "name") and source_name != model.name:
+        raise ValueError(f"cannot transfer weights: source architecture {source_name} != target architecture {model.name}")
+    if set(state_dict) != set(own):
+        missing, extra = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+        raise ValueError(
+            f"cannot transfer weights: source architecture {source_name or 'unnamed state dict'} does not match "
+            f"target architecture {target_name} ({len(missing)} target tensors missing, e.g. {missing[:3]}; "
+            f"{len(extra)} unexpected, e.g. {extra[:3]})"
+        )
+    report = TransferReport(source=source_name or "state dict", target=target_name)
+    head = output_head_prefix(model)
+    for key, value in state_dict.items():
+        if value.shape == own[key].shape:
+            own[key].copy_(value)
+            report.loaded.append(key)
+        elif key.startswith(head):
+            report.reinitialised.append(key)
+        else:
+            report.skipped.append(key)
+    return report

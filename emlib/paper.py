@@ -1,0 +1,291 @@
+"""The paper's results as data, and its claims computed from any results rows.
+
+The numbers are those of Kazimi, Ruzaeva and Sandfeld, "Self-Supervised Learning
+in Electron Microscopy: Towards a Foundation Model for Advanced Image Analysis"
+(arXiv 2402.18286, 2024), Tables 1-7, shipped in `emlib/paper/*.csv` (see the
+README there). Rows are plain dicts with the columns of `emlib.results`, so the
+same functions summarise the paper's rows and the rows our runs write.
+"""
+import csv
+import glob
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from emlib.results import read_rows
+
+PAPER_DIR = Path(__file__).parent / "paper"
+INITS = ("random", "P50k", "P100k", "P200k")
+PRETRAINED_INITS = INITS[1:]
+SEGMENTATION_DATASETS = ("Au5nmV1", "Au2.2nm", "Au5nm", "Au10nm", "Au20nm")  # Tables 2-6
+RESTORATION_TASKS = ("denoising", "noise_background_removal", "super_resolution")  # Table 7
+TASK_ABBREVIATIONS = {"denoising": "DN", "noise_background_removal": "N&BGR", "super_resolution": "SR"}
+# The rows of Tables 2-6, in the paper's order.
+MODELS = ("HRNet", "U-Net_4_424", "U-Net_4_360", "U-Net_4_200", "U-Net_3_240", "U-Net_3_176",
+          "U-Net_3_96", "U-Net_2_116", "U-Net_2_84", "U-Net_2_44")
+INT_COLUMNS = ("table", "blocks", "receptive_field", "epoch", "seed")
+FLOAT_COLUMNS = ("dice_percent", "l1", "psnr", "ssim", "label_fraction")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def parse_row(row: dict) -> dict:
+    """A results row with numbers as numbers; empty cells become None."""
+    parsed = {}
+    for key, value in row.items():
+        if value is None or value == "":
+            parsed[key] = None
+        elif key in INT_COLUMNS:
+            parsed[key] = int(float(value))
+        elif key in FLOAT_COLUMNS:
+            parsed[key] = float(value)
+        else:
+            parsed[key] = value
+    return parsed
+
+
+def _load_paper_csv(name: str) -> list:
+    rows = [parse_row(row) for row in read_rows(PAPER_DIR / name)]
+    for row in rows:
+        row.setdefault("source", "paper")
+    return rows
+
+
+def load_segmentation() -> list:
+    """Tables 2-6: test Dice (%) per dataset, model, init and epoch (2400 rows)."""
+    return _load_paper_csv("segmentation_dice.csv")
+
+
+def load_restoration() -> list:
+    """Table 7: test L1 of HRNet per TEMImageNet task, init and epoch (144 rows)."""
+    return _load_paper_csv("temimagenet_l1.csv")
+
+
+def load_splits() -> list:
+    """Table 1: train / validation / test image counts per dataset.
+
+    `train` is a tuple because CEM500K was used in three subset sizes.
+    """
+    with open(PAPER_DIR / "dataset_splits.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["train"] = tuple(int(n) for n in row["train"].split("|"))
+        row["validation"], row["test"] = int(row["validation"]), int(row["test"])
+    return rows
+
+
+# ---------------------------------------------------------------- our runs
+
+
+def load_our_results(results_dir="runs") -> tuple:
+    """All results rows our runs wrote under `results_dir`, parsed and deduplicated.
+
+    Reads every `**/results.csv` plus the sweep's aggregates
+    `results_segmentation.csv` / `results_restoration.csv`; a row present in
+    several files counts once. Returns (segmentation_rows, restoration_rows).
+    """
+    paths = sorted(glob.glob(os.path.join(results_dir, "**", "results*.csv"), recursive=True))
+    segmentation, restoration, seen = [], [], set()
+    for path in paths:
+        for row in read_rows(path):
+            key = tuple(sorted(row.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            if "dice_percent" in row:
+                segmentation.append(parse_row(row))
+            elif "l1" in row:
+                restoration.append(parse_row(row))
+    return segmentation, restoration
+
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+       10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def mean_ci95(values) -> tuple:
+    """Mean and half-width of the 95% t confidence interval (0 for one value)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_ci95: values is empty")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    df = n - 1
+    t = T95.get(df) or next((T95[k] for k in sorted(T95) if k >= df), 1.960)
+    return mean, t * std / math.sqrt(n)
+
+
+def curves(rows, metric: str, group: str = "dataset") -> dict:
+    """Mean curve per (group, model, init, source): {key: {epoch: (mean, ci95, n_seeds)}}.
+
+    `group` is `dataset` for segmentation rows and `task` for restoration rows;
+    several rows for one epoch (seeds) are averaged with a 95% interval.
+    """
+    values = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.get(metric) is None:
+            continue
+        key = (row[group], row["model"], row["init"], row.get("source") or "paper")
+        values[key][row["epoch"]].append(row[metric])
+    return {key: {epoch: (*mean_ci95(v), len(v)) for epoch, v in sorted(by_epoch.items())}
+            for key, by_epoch in values.items()}
+
+
+def final_table(rows, metric: str, group: str = "dataset", with_ci: bool = False) -> dict:
+    """The paper's table layout at the last epoch: {group: {model: {init: mean}}}.
+
+    With `with_ci`, each cell is (mean, ci95 half-width, number of seeds). Pass
+    rows of one source (and one label fraction): they are pooled.
+    """
+    table = defaultdict(lambda: defaultdict(dict))
+    for (name, model, init, _), curve in curves(rows, metric, group).items():
+        last = curve[max(curve)]
+        table[name][model][init] = last if with_ci else last[0]
+    return {name: dict(models) for name, models in table.items()}
+
+
+# ---------------------------------------------------------------- the paper's claims
+
+CLAIMS = (
+    "Pretraining helps every model: fine-tuned from GAN-pretrained weights, each model scores better than from random weights.",
+    "Small pretrained U-Nets match or beat larger randomly initialised ones.",
+    "Pretrained HRNet beats all: every pretrained HRNet beats the random HRNet and every U-Net.",
+    "Training is more stable when pretrained: the curves have fewer and smaller setbacks.",
+)
+
+
+def _mean_curves(rows, metric, group):
+    """{(group, model, init): {epoch: mean}} pooled over sources and seeds."""
+    pooled = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.get(metric) is not None:
+            pooled[(row[group], row["model"], row["init"])][row["epoch"]].append(row[metric])
+    return {key: {e: sum(v) / len(v) for e, v in sorted(c.items())} for key, c in pooled.items()}
+
+
+def _pretrained_mean(curve_by_init, epoch_pick):
+    values = [epoch_pick(c) for init, c in curve_by_init.items() if init in PRETRAINED_INITS]
+    return sum(values) / len(values) if values else None
+
+
+def _first(curve):
+    return curve[min(curve)]
+
+
+def _last(curve):
+    return curve[max(curve)]
+
+
+def _setback(curve, higher_is_better):
+    """Total amount by which a curve moves the wrong way between evaluations."""
+    values = [curve[e] for e in sorted(curve)]
+    sign = 1 if higher_is_better else -1
+    return sum(max(0.0, sign * (a - b)) for a, b in zip(values, values[1:]))
+
+
+def _mean_over_epochs(curve):
+    return sum(curve.values()) / len(curve)
+
+
+def _by_group_model(curve_map):
+    grouped = defaultdict(dict)
+    for (name, model, init), curve in curve_map.items():
+        grouped[(name, model)][init] = curve
+    return grouped
+
+
+def claim_pretraining_helps(curve_map, higher_is_better=True):
+    """Count (group, model) pairs where the mean over pretrained inits beats random,
+    at the first evaluated epoch, the last one, and averaged over all epochs."""
+    sign = 1 if higher_is_better else -1
+    counts = {"first": 0, "last": 0, "mean": 0, "pairs": 0}
+    for by_init in _by_group_model(curve_map).values():
+        if "random" not in by_init or not set(by_init) & set(PRETRAINED_INITS):
+            continue
+        counts["pairs"] += 1
+        for name, pick in (("first", _first), ("last", _last), ("mean", _mean_over_epochs)):
+            counts[name] += sign * (_pretrained_mean(by_init, pick) - pick(by_init["random"])) > 0
+    return counts
+
+
+def claim_small_pretrained_match_large(curve_map, tolerance=1.0):
+    """Per dataset: does the best pretrained 2-block U-Net come within `tolerance`
+    Dice points of (or beat) the best random 4-block U-Net, at the first and last epoch?"""
+    counts = {"first": 0, "last": 0, "datasets": 0}
+    for dataset in sorted({key[0] for key in curve_map}):
+        small = [c for (d, m, i), c in curve_map.items() if d == dataset and m.startswith("U-Net_2_") and i in PRETRAINED_INITS]
+        large = [c for (d, m, i), c in curve_map.items() if d == dataset and m.startswith("U-Net_4_") and i == "random"]
+        if not small or not large:
+            continue
+        counts["datasets"] += 1
+        for name, pick in (("first", _first), ("last", _last)):
+            counts[name] += max(map(pick, small)) >= max(map(pick, large)) - tolerance
+    return counts
+
+
+def claim_pretrained_hrnet_best(curve_map):
+    """Per dataset: is every pretrained HRNet, at the last epoch, above the random
+    HRNet and above every U-Net (any init)?"""
+    counts = {"last": 0, "datasets": 0}
+    for dataset in sorted({key[0] for key in curve_map}):
+        hrnet_p = [_last(c) for (d, m, i), c in curve_map.items() if d == dataset and m == "HRNet" and i in PRETRAINED_INITS]
+        others = [_last(c) for (d, m, i), c in curve_map.items()
+                  if d == dataset and (m != "HRNet" or i == "random")]
+        if not hrnet_p or not others:
+            continue
+        counts["datasets"] += 1
+        counts["last"] += min(hrnet_p) > max(others)
+    return counts
+
+
+def claim_more_stable(curve_map, higher_is_better=True):
+    """Count (group, model) pairs whose mean setback over pretrained inits is smaller
+    than the random init's setback (`_setback`: sum of moves the wrong way)."""
+    counts = {"stable": 0, "pairs": 0}
+    for by_init in _by_group_model(curve_map).values():
+        if "random" not in by_init or not set(by_init) & set(PRETRAINED_INITS):
+            continue
+        counts["pairs"] += 1
+        pretrained = _pretrained_mean(by_init, lambda c: _setback(c, higher_is_better))
+        counts["stable"] += pretrained < _setback(by_init["random"], higher_is_better)
+    return counts
+
+
+def check_claims(segmentation_rows, restoration_rows) -> list:
+    """The paper's four claims, each with what the given rows show.
+
+    Returns one dict per claim: `claim` (the paper's statement) and `evidence`
+    (a sentence with the counts), plus the raw counts under `segmentation` and
+    `restoration`. Rows of any source work; with no rows, the evidence says so.
+    """
+    seg = _mean_curves(segmentation_rows, "dice_percent", "dataset")
+    res = _mean_curves(restoration_rows, "l1", "task")
+    helps_seg, helps_res = claim_pretraining_helps(seg), claim_pretraining_helps(res, higher_is_better=False)
+    small = claim_small_pretrained_match_large(seg)
+    hrnet = claim_pretrained_hrnet_best(seg)
+    stable_seg, stable_res = claim_more_stable(seg), claim_more_stable(res, higher_is_better=False)
+
+    def ratio(n, total):
+        return f"{n}/{total}" if total else "not measured"
+
+    return [
+        {"claim": CLAIMS[0], "segmentation": helps_seg, "restoration": helps_res,
+         "evidence": f"mean of pretrained inits beats random in {ratio(helps_seg['first'], helps_seg['pairs'])} (dataset, model) pairs "
+                     f"at the first evaluation, {ratio(helps_seg['last'], helps_seg['pairs'])} at the last and "
+                     f"{ratio(helps_seg['mean'], helps_seg['pairs'])} averaged over all evaluations; TEMImageNet tasks: "
+                     f"{ratio(helps_res['first'], helps_res['pairs'])} first, {ratio(helps_res['last'], helps_res['pairs'])} last, "
+                     f"{ratio(helps_res['mean'], helps_res['pairs'])} averaged"},
+        {"claim": CLAIMS[1], "segmentation": small, "restoration": None,
+         "evidence": f"best pretrained 2-block U-Net within 1 Dice point of, or above, the best random 4-block U-Net in "
+                     f"{ratio(small['first'], small['datasets'])} datasets at the first evaluation and {ratio(small['last'], small['datasets'])} at the last"},
+        {"claim": CLAIMS[2], "segmentation": hrnet, "restoration": None,
+         "evidence": f"every pretrained HRNet above random HRNet and every U-Net at the last evaluation in {ratio(hrnet['last'], hrnet['datasets'])} datasets"},
+        {"claim": CLAIMS[3], "segmentation": stable_seg, "restoration": stable_res,
+         "evidence": f"pretrained curves have a smaller total setback than random in {ratio(stable_seg['stable'], stable_seg['pairs'])} (dataset, model) pairs "
+                     f"and {ratio(stable_res['stable'], stable_res['pairs'])} TEMImageNet tasks"},
+    ]

@@ -1,0 +1,553 @@
+"""Self-supervised GAN pretraining: Pix2Pix with a least-squares loss (paper section 3.2).
+
+The generator G sees a corrupted CEM500K image A (noise, blur; flips and rot90
+applied to A and the clean target B alike) and learns to return B. A PatchGAN
+discriminator D scores (A, B) pairs as real and (A, G(A)) pairs as fake. Per batch:
+
+    D step: L_D = 0.5 * (MSE(D(A, B), 1) + MSE(D(A, G(A)), 0))
+    G step: L_G = adv_weight * MSE(D(A, G(A)), 1) + l1_weight * |G(A) - B|_1
+
+Adam (lr 2e-4, betas 0.5, 0.999), weights N(0, 0.02), validation L1 every epoch
+on a fixed, seeded, corrupted validation set. adv_weight=0 trains G with L1 only
+(no D: the ablation). Only the generator is exported (`generator.safetensors` +
+`model_card.json`), for fine-tuning.
+
+Every sample is a pure function of (seed, epoch, index) and every device-side
+corruption of (seed, step, rank), so a run resumed from a checkpoint continues
+exactly like one that was never stopped, whatever the number of loader workers.
+"""
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from emlib import __version__, training
+
+LOG_COLUMNS = ["epoch", "step", "d_loss", "g_adv", "g_l1", "d_real", "d_fake", "lr", "images_per_s"]
+VAL_COLUMNS = ["epoch", "step", "val_l1"]
+CORRUPT_ON = ("device", "loader")
+VAL_SEED_OFFSET = 1_000_003  # the validation corruptions use their own seed stream
+# Fields that may change between a checkpoint and its resumption.
+RESUME_MAY_GROW = ("epochs", "max_steps")
+RESUME_IGNORED = ("device", "workers", "output_dir", "checkpoint_every", "log_every", "compile", "deterministic", "data_root", "manifest_path")
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that defines a pretraining run. Defaults are the paper's GPU settings;
+    `PretrainConfig.toy()` is a CPU preset on synthetic data."""
+
+    generator: str = "unet_4_424"  # a name of emlib.models.generator_names()
+    data_root: str | None = None  # CEM500K TIFF folder (or a root holding cem500k/); None = synthetic
+    subset: int | None = 100_000  # train images (paper: 50k, 100k, 200k); None = all
+    image_size: int = 224
+    batch_size: int = 128  # per process
+    epochs: int = 60
+    steps_per_epoch: int | None = None  # cap on batches per epoch (None = the whole subset)
+    max_steps: int | None = None  # stop after this many steps in total (None = epochs decide)
+    lr: float = 2e-4
+    betas: tuple = (0.5, 0.999)
+    l1_weight: float = 100.0
+    adv_weight: float = 1.0  # 0 = L1-only ablation (no discriminator)
+    noise_std: tuple = (0.0, 0.1)
+    blur_sigma: tuple = (0.0, 2.0)
+    p_noise: float = 0.8
+    p_blur: float = 0.5
+    flip: bool = True
+    rot90: bool = True
+    corrupt_on: str = "device"  # "device": batched on the GPU; "loader": per sample in the workers
+    val_limit: int | None = None  # use only the first n validation images (None = all, paper 5000)
+    seed: int = 0  # model init, data order, corruptions
+    split_seed: int = 0  # the CEM500K train/val/test split and the fixed validation corruptions
+    manifest_path: str | None = None
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    workers: int = 8
+    deterministic: bool = False
+    output_dir: str = "runs/pretrain"
+    checkpoint_every: int = 1000  # steps; 0 = only at epoch ends
+    log_every: int = 1  # steps between log.csv rows
+
+    def __post_init__(self):
+        self.betas, self.noise_std, self.blur_sigma = tuple(self.betas), tuple(self.noise_std), tuple(self.blur_sigma)
+        self.validate()
+
+    @classmethod
+    def toy(cls, **overrides) -> "PretrainConfig":
+        """A CPU preset: synthetic data, the smallest U-Net, 64 px, batch 8, tens of steps."""
+        toy = dict(generator="unet_2_44", subset=None, image_size=64, batch_size=8, epochs=3, steps_per_epoch=8,
+                   val_limit=16, device="cpu", amp=False, channels_last=False, workers=0,
+                   output_dir="runs/pretrain_toy", checkpoint_every=0)
+        return cls(**{**toy, **overrides})
+
+    def to_dict(self) -> dict:
+        return training.config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PretrainConfig":
+        """From a dict of fields; unknown keys raise ValueError naming them."""
+        return training.config_from_dict(cls, {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def validate(self) -> None:
+        """Raise ValueError / FileNotFoundError naming the first bad field."""
+        from emlib import models
+
+        if self.generator not in models.generator_names():
+            raise ValueError(f"generator={self.generator!r} is not a generator; choose one of {models.generator_names()}")
+        positive = {"image_size": self.image_size, "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr}
+        for name in ("subset", "steps_per_epoch", "max_steps", "val_limit"):
+            if getattr(self, name) is not None:
+                positive[name] = getattr(self, name)
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name in ("l1_weight", "adv_weight", "checkpoint_every", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.l1_weight == 0 and self.adv_weight == 0:
+            raise ValueError("l1_weight and adv_weight are both 0: nothing to train")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.corrupt_on not in CORRUPT_ON:
+            raise ValueError(f"corrupt_on must be one of {CORRUPT_ON}, got {self.corrupt_on!r}")
+        if self.device not in training.DEVICES:
+            raise ValueError(f"device must be one of {training.DEVICES}, got {self.device!r}")
+        min_size = patchgan_min_size()
+        if self.adv_weight > 0 and self.image_size < min_size:
+            raise ValueError(f"image_size={self.image_size} is smaller than the PatchGAN's minimum input ({min_size} px)")
+        if self.data_root is not None and not Path(self.data_root).is_dir():
+            raise FileNotFoundError(f"data_root folder not found: {self.data_root}")
+        self.corruption()  # its own checks name noise_std, blur_sigma, p_noise, p_blur
+
+    def corruption(self):
+        """The `emlib.data.Corruption` these fields describe."""
+        from emlib.data import Corruption
+
+        return Corruption(noise_std=self.noise_std, blur_sigma=self.blur_sigma, p_noise=self.p_noise,
+                          p_blur=self.p_blur, flip=self.flip, rot90=self.rot90)
+
+
+# ----------------------------------------------------------------------------- the models
+
+
+def patchgan_min_size(n_layers: int = 3) -> int:
+    """The smallest square input for which the PatchGAN still returns a patch map."""
+    for size in range(1, 512):
+        s = size
+        for _ in range(n_layers):
+            s = (s + 2 - 4) // 2 + 1  # 4x4 conv, stride 2, padding 1
+        if s - 2 >= 1:  # two 4x4 convs, stride 1, padding 1
+            return size
+    raise AssertionError("unreachable")
+
+
+def build_models(config: PretrainConfig):
+    """(G, D) freshly initialised N(0, 0.02); D is None for the L1-only ablation."""
+    from emlib import models
+    from emlib.models.patchgan import PatchGAN
+
+    generator = models.create(config.generator, in_channels=1, out_channels=1)
+    models.init_weights(generator)
+    multiple = getattr(generator, "size_multiple", 1)
+    if config.image_size % multiple:
+        raise ValueError(f"image_size={config.image_size} must be a multiple of {multiple} for generator {config.generator!r}")
+    discriminator = None
+    if config.adv_weight > 0:
+        discriminator = PatchGAN(in_channels=2)
+        models.init_weights(discriminator)
+    return generator, discriminator
+
+
+# ----------------------------------------------------------------------------- losses and the two updates
+
+
+def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN: 0.5 * (MSE(D(A, B), 1) + MSE(D(A, G(A)), 0))."""
+    return 0.5 * (F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, torch.zeros_like(d_fake)))
+
+
+def generator_losses(d_fake: torch.Tensor | None, fake: torch.Tensor, target: torch.Tensor):
+    """(MSE(D(A, G(A)), 1), L1(G(A), B)); the adversarial term is 0 without a D."""
+    adv = F.mse_loss(d_fake, torch.ones_like(d_fake)) if d_fake is not None else fake.new_zeros(())
+    return adv, F.l1_loss(fake, target)
+
+
+def discriminator_step(D, opt_d, scaler, corrupted, target, fake, amp_context) -> dict:
+    """One D update on real (A, B) and fake (A, G(A).detach()) pairs."""
+    with amp_context():
+        d_real = D(torch.cat([corrupted, target], 1))
+        d_fake = D(torch.cat([corrupted, fake.detach()], 1))
+        loss = discriminator_loss(d_real.float(), d_fake.float())
+    opt_d.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt_d)
+    return {"d_loss": loss.detach(), "d_real": d_real.detach().float().mean(), "d_fake": d_fake.detach().float().mean()}
+
+
+def generator_step(G_opt, D, scaler, corrupted, target, fake, config, amp_context, freeze_d=True) -> dict:
+    """One G update: adversarial + l1_weight * L1. D's weights get no update (its
+    gradients are either not computed, `freeze_d`, or zeroed before its next step)."""
+    if D is not None and freeze_d:
+        D.requires_grad_(False)
+    with amp_context():
+        d_fake = D(torch.cat([corrupted, fake], 1)).float() if D is not None else None
+        g_adv, g_l1 = generator_losses(d_fake, fake.float(), target.float())
+        loss = config.adv_weight * g_adv + config.l1_weight * g_l1
+    G_opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(G_opt)
+    if D is not None and freeze_d:
+        D.requires_grad_(True)
+    return {"g_adv": g_adv.detach(), "g_l1": g_l1.detach()}
+
+
+def gan_step(G, D, opt_g, opt_d, scaler, corrupted, target, config, amp_context, freeze_d=True) -> dict:
+    """D step then G step on one batch (DESIGN §2); returns the detached losses."""
+    with amp_context():
+        fake = G(corrupted)
+    losses = {}
+    if D is not None:
+        losses.update(discriminator_step(D, opt_d, scaler, corrupted, target, fake, amp_context))
+    losses.update(generator_step(opt_g, D, scaler, corrupted, target, fake, config, amp_context, freeze_d))
+    scaler.update()
+    return losses
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def sample_seed(*numbers: int) -> int:
+    """A well-mixed 63-bit seed from a tuple of non-negative integers."""
+    return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class SeededSamples(Dataset):
+    """`dataset[i]` drawn under its own seed (seed, epoch, i), optionally corrupted.
+
+    Random crops (torch RNG inside the dataset) and loader-side corruptions then do
+    not depend on worker count, worker assignment or where a run was resumed. Set
+    `.epoch` before creating each epoch's DataLoader iterator.
+    """
+
+    def __init__(self, dataset, seed: int, corruption=None):
+        self.dataset, self.seed, self.corruption, self.epoch = dataset, seed, corruption, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        seed = sample_seed(self.seed, self.epoch, index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            clean = self.dataset[index]
+        if self.corruption is None:
+            return clean
+        corrupted, target = self.corruption(clean[None], torch.Generator().manual_seed(seed))
+        return corrupted[0], target[0]
+
+
+def resolve_data_root(config: PretrainConfig):
+    """(CEM500K folder, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
+    from emlib import data
+
+    root = Path(data.ensure_synthetic()) if config.data_root is None else Path(config.data_root)
+    folder = root / "cem500k" if (root / "cem500k").is_dir() else root
+    synthetic = data.is_synthetic(root) or data.is_synthetic(folder.parent)
+    return folder, "synthetic" if synthetic else "real"
+
+
+def build_datasets(config: PretrainConfig, folder: Path):
+    """(train CEM500K subset, validation set of fixed corrupted pairs, manifest hash)."""
+    from emlib.data import CEM500K
+
+    common = dict(image_size=config.image_size, seed=config.split_seed, manifest_path=config.manifest_path)
+    train = CEM500K(folder, split="train", subset=config.subset, **common)
+    val = CEM500K(folder, split="val", **common)
+    if config.val_limit is not None:
+        val = Subset(val, range(min(config.val_limit, len(val))))
+    val = SeededSamples(val, config.split_seed + VAL_SEED_OFFSET, config.corruption())
+    return train, val, train.manifest_hash
+
+
+def steps_in_epoch(config: PretrainConfig, n_samples_per_rank: int) -> int:
+    """Full batches per epoch on one rank (a last partial batch is dropped), capped by steps_per_epoch."""
+    steps = n_samples_per_rank // config.batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size={config.batch_size} is larger than the {n_samples_per_rank} training images per process")
+    return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
+
+
+@torch.no_grad()
+def validation_l1(G, val_set, config: PretrainConfig, ctx: training.DistributedContext) -> float:
+    """Mean |G(A) - B| over the fixed validation pairs (shared out over ranks)."""
+    G = training.unwrap_model(G)
+    was_training = G.training
+    G.eval()
+    shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
+    loader = DataLoader(shard, batch_size=config.batch_size, num_workers=config.workers,
+                        pin_memory=ctx.device.type == "cuda", generator=torch.Generator())
+    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    for corrupted, target in loader:
+        corrupted = training.to_device(corrupted, ctx.device, config.channels_last)
+        target = training.to_device(target, ctx.device, config.channels_last)
+        with training.autocast(ctx.device, config.amp):
+            fake = G(corrupted)
+        total[0] += (fake.float() - target).abs().sum().double()
+        total[1] += target.numel()
+    G.train(was_training)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+    return float(total[0] / total[1])
+
+
+# ----------------------------------------------------------------------------- checkpoints and export
+
+
+def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_history: list) -> dict:
+    """Everything a resumed run needs, as weights_only-safe containers."""
+    return {
+        "format": 1,
+        "config": config.to_dict(),
+        "generator": training.unwrap_model(G).state_dict(),
+        "discriminator": training.unwrap_model(D).state_dict() if D is not None else {},
+        "opt_g": opt_g.state_dict(),
+        "opt_d": opt_d.state_dict() if opt_d is not None else {},
+        "scaler": scaler.state_dict(),
+        "rng": training.capture_rng_state(),
+        "position": dict(position),  # epoch, batches_done (in that epoch), step
+        "val_history": [list(v) for v in val_history],
+    }
+
+
+def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device):
+    """Load a checkpoint into the run's objects; returns (position, val_history).
+    The checkpoint's config must match (epochs / max_steps may grow)."""
+    state = training.load_checkpoint(path, map_location=device)
+    training.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
+    training.unwrap_model(G).load_state_dict(training.strip_module_prefix(state["generator"]))
+    if D is not None:
+        training.unwrap_model(D).load_state_dict(training.strip_module_prefix(state["discriminator"]))
+        opt_d.load_state_dict(state["opt_d"])
+    opt_g.load_state_dict(state["opt_g"])
+    scaler.load_state_dict(state["scaler"])
+    training.restore_rng_state(state["rng"])
+    return dict(state["position"]), [tuple(v) for v in state["val_history"]]
+
+
+def export_generator(G, config, output_dir: Path, info: dict) -> dict:
+    """Write generator.safetensors and model_card.json (what fine-tuning loads)."""
+    from emlib import models
+
+    card = {
+        "generator": config.generator,
+        "task": "pix2pix_lsgan_pretraining",
+        "in_channels": 1,
+        "out_channels": 1,
+        "emlib_version": __version__,
+        "config": config.to_dict(),
+        **info,
+    }
+    metadata = {"generator": config.generator, "source": info["source"], "steps": str(info["steps"])}
+    models.save_weights(training.unwrap_model(G), output_dir / "generator.safetensors", metadata)
+    training.write_json_atomic(output_dir / "model_card.json", card)
+    return card
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train(config: PretrainConfig, resume: bool = False) -> dict:
+    """Pretrain `config.generator`; returns the run summary (see summary.json).
+
+    Under `torchrun` this is DistributedDataParallel training (rank 0 logs and
+    writes). resume=True continues from output_dir/checkpoint.pt when it exists.
+    A SIGINT/SIGTERM saves a checkpoint and returns a summary with status
+    "interrupted" (no summary.json); a NaN/inf loss raises NonFiniteLossError.
+    """
+    config.validate()
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    ctx = training.init_distributed(config.device)
+    try:
+        if config.deterministic:
+            training.set_deterministic(True)
+        return _train(config, ctx, resume)
+    finally:
+        training.set_deterministic(deterministic_before)
+        training.cleanup_distributed()
+
+
+def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: bool) -> dict:
+    output_dir, device = Path(config.output_dir), ctx.device
+    checkpoint_path = output_dir / "checkpoint.pt"
+    resuming = resume and checkpoint_path.is_file()
+    if ctx.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "summary.json").unlink(missing_ok=True)  # running = not finished
+        training.write_json_atomic(output_dir / "config.json", config.to_dict())
+    training.seed_everything(config.seed)
+
+    folder, source = resolve_data_root(config)
+    train_set, val_set, manifest_hash = build_datasets(config, folder)
+    corruption = config.corruption()
+    train_data = SeededSamples(train_set, config.seed, corruption if config.corrupt_on == "loader" else None)
+    sampler = training.ResumableSampler(train_data, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
+    epoch_steps = steps_in_epoch(config, sampler.num_samples)
+
+    G, D = build_models(config)
+    G = training.prepare_model(G, device, config.channels_last)
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=config.betas)
+    opt_d = None
+    if D is not None:
+        D = training.prepare_model(D, device, config.channels_last)
+        opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=config.betas)
+    scaler = training.make_grad_scaler(device, config.amp)
+    position, val_history = {"epoch": 0, "batches_done": 0, "step": 0}, []
+    if resuming:
+        position, val_history = restore_checkpoint(checkpoint_path, config, G, D, opt_g, opt_d, scaler, device)
+    G_run = training.maybe_compile(training.wrap_ddp(G, ctx), config.compile)
+    D_run = training.maybe_compile(training.wrap_ddp(D, ctx), config.compile) if D is not None else None
+
+    def amp_context():
+        return training.autocast(device, config.amp)
+
+    loggers = {}
+    if ctx.is_main:
+        resume_step = position["step"] if resuming else None
+        loggers["log"] = training.CSVLogger(output_dir / "log.csv", LOG_COLUMNS, resume_step)
+        loggers["val"] = training.CSVLogger(output_dir / "val.csv", VAL_COLUMNS, resume_step)
+
+    def save():
+        if ctx.is_main:
+            training.save_checkpoint(checkpoint_path, checkpoint_state(config, G, D, opt_g, opt_d, scaler, position, val_history))
+        training.barrier()
+
+    def run_validation():
+        val_l1 = validation_l1(G_run, val_set, config, ctx)
+        val_history.append((position["epoch"], position["step"], val_l1))
+        if ctx.is_main:
+            loggers["val"].log({"epoch": position["epoch"], "step": position["step"], "val_l1": val_l1})
+        return val_l1
+
+    total_steps = config.epochs * epoch_steps
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    meter, started, status = training.Throughput(), time.perf_counter(), "finished"
+    progress = tqdm(total=total_steps, initial=position["step"], disable=not ctx.is_main, desc=f"pretrain {config.generator}")
+    with training.StopRequest() as stop:
+        while position["step"] < total_steps and status == "finished":
+            epoch = position["epoch"]
+            sampler.set_epoch(epoch, start_index=position["batches_done"] * config.batch_size)
+            train_data.epoch = epoch
+            loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                                pin_memory=device.type == "cuda", drop_last=True,
+                                generator=torch.Generator().manual_seed(sample_seed(config.seed, epoch)))
+            for batch in loader:
+                position["step"] += 1
+                position["batches_done"] += 1
+                step = position["step"]
+                corrupted, target = _pair(batch, corruption, config, ctx, step)
+                losses = gan_step(G_run, D_run, opt_g, opt_d, scaler, corrupted, target, config, amp_context,
+                                  freeze_d=not ctx.distributed)
+                values = _checked_values(losses, step, ctx)
+                images_per_s = meter.update(config.batch_size * ctx.world_size)
+                if ctx.is_main and step % config.log_every == 0:
+                    loggers["log"].log({"epoch": epoch, "step": step, "lr": opt_g.param_groups[0]["lr"],
+                                        "images_per_s": images_per_s, **values})
+                progress.update(1)
+                progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("d_loss", "g_l1")} | {"img/s": f"{images_per_s:.3g}"})
+                epoch_done = position["batches_done"] >= epoch_steps
+                if epoch_done:
+                    run_validation()
+                    position.update(epoch=epoch + 1, batches_done=0)
+                if training.all_reduce_any(stop.requested, device):
+                    status = "interrupted"
+                if epoch_done or status != "finished" or step >= total_steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                    save()
+                if epoch_done or status != "finished" or step >= total_steps:
+                    break
+    progress.close()
+    if status == "interrupted":
+        if ctx.is_main:
+            print(f"stopped by {stop.signal_name} at step {position['step']}; resume with --resume (checkpoint: {checkpoint_path})")
+        return {"status": status, "step": position["step"], "output_dir": str(output_dir)}
+
+    if not val_history or val_history[-1][1] != position["step"]:
+        run_validation()
+        save()
+    info = {
+        "source": source,
+        "data_root": str(folder),
+        "subset": len(train_set),
+        "manifest_hash": manifest_hash,
+        "image_size": config.image_size,
+        "steps": position["step"],
+        "epochs": round(position["step"] / epoch_steps, 4),
+        "images_seen": position["step"] * config.batch_size * ctx.world_size,
+        "world_size": ctx.world_size,
+        "final_val_l1": val_history[-1][2],
+        "val_l1": [list(v) for v in val_history],
+    }
+    summary = {"status": "finished", "generator": config.generator, "output_dir": str(output_dir),
+               "wall_s": round(time.perf_counter() - started, 3), **info}
+    if ctx.is_main:
+        export_generator(G, config, output_dir, info)
+        training.write_json_atomic(output_dir / "summary.json", summary)  # last: marks the run finished
+    training.barrier()
+    return summary
+
+
+def _pair(batch, corruption, config, ctx, step):
+    """(corrupted, target) on the device; corrupts there with a (seed, step, rank) generator when asked."""
+    if config.corrupt_on == "loader":
+        corrupted, target = batch
+        return (training.to_device(corrupted, ctx.device, config.channels_last),
+                training.to_device(target, ctx.device, config.channels_last))
+    clean = training.to_device(batch, ctx.device, config.channels_last)
+    generator = torch.Generator(device=ctx.device).manual_seed(sample_seed(config.seed, step, ctx.rank))
+    corrupted, target = corruption(clean, generator)
+    if config.channels_last and ctx.device.type == "cuda":
+        corrupted = corrupted.contiguous(memory_format=torch.channels_last)
+        target = target.contiguous(memory_format=torch.channels_last)
+    return corrupted, target
+
+
+def _checked_values(losses: dict, step: int, ctx) -> dict:
+    """The losses as floats (mean over ranks); a NaN/inf raises NonFiniteLossError."""
+    names = list(losses)
+    stacked = training.all_reduce_mean(torch.stack([losses[n].float() for n in names]))
+    values = dict(zip(names, stacked.tolist()))
+    training.check_finite(step, **values)
+    return values
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_cli(subparsers) -> None:
+    """`python -m emlib pretrain [--toy] [--config FILE.json] [--field value ...] [--resume]`."""
+    parser = subparsers.add_parser("pretrain", help="GAN (Pix2Pix LSGAN) pretraining on CEM500K",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("--toy", action="store_true", help="start from PretrainConfig.toy() (CPU, synthetic data)")
+    parser.add_argument("--config", help="JSON file of PretrainConfig fields (flags override it)")
+    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.pt")
+    training.add_config_arguments(parser, PretrainConfig)
+    parser.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    config = training.config_from_cli(PretrainConfig, args, PretrainConfig.toy if args.toy else None)
+    summary = train(config, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # the process group is gone by now
+        print(json.dumps({k: v for k, v in summary.items() if k != "val_l1"}, indent=2))
+    return 0

@@ -1,0 +1,415 @@
+"""The experiment grid runner: `python -m emlib sweep experiments/paper.yaml`.
+
+The grid is data (a YAML file): pretraining runs (generators x CEM500K subsets)
+and fine-tuning runs (Au datasets x models x inits, TEMImageNet tasks x inits),
+optionally times seeds and label fractions. Each run is one folder
+`runs/<run-id>/` that follows the run contract: the sweep writes its
+`config.json`, then runs
+
+    python -m emlib pretrain|finetune --config runs/<id>/config.json --output-dir runs/<id>
+
+(or executes the matching notebook with papermill). A run counts as finished iff
+its `summary.json` exists; finished runs are skipped, interrupted ones (a
+`checkpoint.pt` but no `summary.json`) are resumed with `--resume`, and
+pretraining runs go before the fine-tuning runs that load their generator. A
+failing run is reported and does not stop the others. At the end all results
+CSVs are aggregated into `runs/results_segmentation.csv` and
+`runs/results_restoration.csv`.
+"""
+import copy
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, append_rows, read_rows
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = {"pretrain": "notebooks/03_pretraining.ipynb", "segmentation": "notebooks/04_segmentation.ipynb",
+             "restoration": "notebooks/05_restoration.ipynb"}
+
+# Estimated seconds per 224x224 training image (forward + backward, AMP) on one
+# A100-class GPU, including data loading. These are rough extrapolations from
+# model size and FLOPs, NOT measurements: use them to size a reservation. A
+# YAML `estimates:` mapping overrides them. Keys are registry-name prefixes.
+SECONDS_PER_IMAGE = {"unet_2": 2e-4, "unet_3": 2.5e-4, "unet_4": 3e-4,
+                     "hrnet_w18_small": 4e-4, "hrnet_w18": 8e-4, "hrnet_w44": 1.5e-3}
+GAN_COST_FACTOR = 1.5  # pretraining also trains the PatchGAN discriminator
+# Training images per epoch for fine-tuning: Table 1 of the paper.
+TRAIN_IMAGES = {"Au10nm": 660, "Au5nmV1": 144, "Au5nm": 1044, "Au20nm": 660, "Au2.2nm": 1740, "TEMImageNet": 10377}
+IMAGE_SIDE = {"pretrain": 224, "segmentation": 448, "restoration": 256}
+
+
+@dataclass
+class Run:
+    """One run of the grid: its id, what it runs and the config fields it gets."""
+    run_id: str
+    kind: str                       # "pretrain" or "finetune"
+    task: str                       # "pretrain", "segmentation" or "restoration"
+    config: dict
+    depends_on: str | None = None   # the pretraining run whose generator it loads
+    gpus: int = 1
+    est_gpu_hours: float | None = None
+    labels: dict = field(default_factory=dict)  # grid coordinates, for listings
+
+
+# ---------------------------------------------------------------- the grid
+
+
+def load_spec(path) -> dict:
+    """Read a sweep YAML file (see experiments/paper.yaml)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep spec not found: {path}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = set(spec) - {"runs_dir", "seeds", "label_fractions", "pretrain", "segmentation", "restoration", "toy", "estimates"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
+    if "pretrain" not in spec:
+        raise ValueError(f"{path}: the spec needs a 'pretrain' section")
+    return spec
+
+
+def toy_spec(spec: dict) -> dict:
+    """The spec with its `toy:` section applied: each key of `toy` (and of its
+    sections) replaces the same key of the full grid; a section's `config` is
+    replaced, not merged, so that no GPU-sized setting leaks into a toy run."""
+    if "toy" not in spec:
+        raise ValueError("the sweep spec has no 'toy' section, so --toy cannot shrink it")
+    toy = copy.deepcopy(spec)
+    for key, value in spec["toy"].items():
+        if key in ("pretrain", "segmentation", "restoration") and isinstance(value, dict):
+            toy[key] = {**spec.get(key, {}), **value}
+        else:
+            toy[key] = value
+    toy.pop("toy")
+    return toy
+
+
+def _fields(section: dict, grid_values: dict) -> dict:
+    """Section config plus the grid coordinates, renamed by the section's `fields:` map."""
+    rename = section.get("fields", {})
+    config = copy.deepcopy(section.get("config") or {})
+    config.update({rename.get(axis, axis): value for axis, value in grid_values.items()})
+    return config
+
+
+def _seconds_per_image(model: str, estimates: dict) -> float:
+    table = {**SECONDS_PER_IMAGE, **(estimates or {})}
+    prefix = max((p for p in table if model.startswith(p)), key=len, default=None)
+    if prefix is None:
+        raise ValueError(f"no GPU time estimate for model {model!r}; add it under 'estimates:' in the spec")
+    return table[prefix]
+
+
+def estimate_gpu_hours(task: str, model: str, images_per_epoch: int, epochs: int, estimates=None) -> float:
+    """Estimated single-GPU hours of one run (see SECONDS_PER_IMAGE: not measured)."""
+    pixels = (IMAGE_SIDE[task] / 224) ** 2
+    factor = GAN_COST_FACTOR if task == "pretrain" else 1.0
+    return epochs * images_per_epoch * pixels * factor * _seconds_per_image(model, estimates) / 3600
+
+
+def _pretrain_id(model, subset):
+    return f"pretrain-{model}-{subset.lower()}"
+
+
+def expand_grid(spec: dict, toy: bool = False, runs_dir=None) -> list:
+    """All runs of the spec, pretraining first. With `toy`, the `toy:` section applies.
+
+    Fine-tuning with init `P50k` (etc.) loads `<runs_dir>/<pretraining id>/generator.safetensors`.
+    """
+    spec = toy_spec(spec) if toy else spec
+    runs_dir = Path(runs_dir or spec.get("runs_dir", "runs"))
+    estimates = spec.get("estimates")
+    seeds, fractions = spec.get("seeds", [0]), spec.get("label_fractions", [1.0])
+    runs = []
+
+    pre = spec["pretrain"]
+    for model in pre["models"]:
+        for subset, n_images in pre["subsets"].items():
+            axes = {"model": model, "seed": pre.get("seed", 0)}
+            if not toy:  # the toy preset picks its own tiny subset
+                axes["num_images"] = n_images
+            config = _fields(pre, axes)
+            epochs = config.get("epochs", 60)
+            runs.append(Run(_pretrain_id(model, subset), "pretrain", "pretrain", config, gpus=pre.get("gpus", 1),
+                            est_gpu_hours=estimate_gpu_hours("pretrain", model, n_images, epochs, estimates),
+                            labels={"model": model, "subset": subset}))
+    subsets = set(pre["subsets"])
+
+    def finetune_runs(section, task, groups, group_axis):
+        for group in groups:
+            for model in section["models"]:
+                for init in section["inits"]:
+                    if init != "random" and init not in subsets:
+                        raise ValueError(f"init {init!r} of the {task} grid has no pretraining subset; known: {sorted(subsets)}")
+                    if init != "random" and model not in pre["models"]:
+                        raise ValueError(f"model {model!r} of the {task} grid is not pretrained; add it to pretrain.models")
+                    depends = None if init == "random" else _pretrain_id(model, init)
+                    init_value = "random" if depends is None else str(runs_dir / depends / "generator.safetensors")
+                    for seed in seeds:
+                        for fraction in fractions if task == "segmentation" else [1.0]:
+                            axes = {"task": group if task == "restoration" else "segmentation", "dataset": group if task == "segmentation" else "TEMImageNet",
+                                    "model": model, "init": init_value, "seed": seed}
+                            if task == "segmentation":
+                                axes["label_fraction"] = fraction
+                            config = _fields(section, axes)
+                            run_id = f"{'seg' if task == 'segmentation' else 'restore'}-{group}-{model}-{init.lower()}-s{seed}"
+                            if fraction != 1.0:
+                                run_id += f"-lf{fraction:g}"
+                            images = TRAIN_IMAGES.get("TEMImageNet" if task == "restoration" else group, 1000)
+                            runs.append(Run(run_id, "finetune", task, config, depends_on=depends, gpus=section.get("gpus", 1),
+                                            est_gpu_hours=estimate_gpu_hours(task, model, int(images * fraction), config.get("epochs", 60), estimates),
+                                            labels={group_axis: group, "model": model, "init": init, "seed": seed}))
+
+    if "segmentation" in spec:
+        finetune_runs(spec["segmentation"], "segmentation", spec["segmentation"]["datasets"], "dataset")
+    if "restoration" in spec:
+        finetune_runs(spec["restoration"], "restoration", spec["restoration"]["tasks"], "task")
+    ids = [run.run_id for run in runs]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"the sweep spec gives several runs the same id: {duplicates[:5]}")
+    return runs
+
+
+def select(runs: list, pattern: str | None, runs_dir) -> list:
+    """Runs whose id matches `pattern` (re.search), plus the unfinished pretraining
+    runs they depend on (so that --only seg-Au5nm still works on a fresh folder)."""
+    if not pattern:
+        return list(runs)
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"--only: invalid regular expression {pattern!r}: {err}") from None
+    chosen = {run.run_id for run in runs if regex.search(run.run_id)}
+    by_id = {run.run_id: run for run in runs}
+    for run_id in list(chosen):
+        dep = by_id[run_id].depends_on
+        if dep and run_status(Path(runs_dir) / dep) != "finished":
+            chosen.add(dep)
+    return [run for run in runs if run.run_id in chosen]
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_status(run_dir) -> str:
+    """`finished` (summary.json), `unfinished` (checkpoint.pt, no summary) or `new`."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").exists():
+        return "finished"
+    if (run_dir / "checkpoint.pt").exists():
+        return "unfinished"
+    return "new"
+
+
+def build_command(run: Run, run_dir: Path, resume: bool, toy: bool = False, runner: str = "cli") -> list:
+    """The argv that executes one run: the emlib CLI (under torchrun for several
+    GPUs) or, with runner="papermill", the run's notebook with its config as parameters."""
+    if runner == "papermill":
+        notebook = REPO_ROOT / NOTEBOOKS[run.task]
+        if not notebook.exists():
+            raise FileNotFoundError(f"papermill runner: notebook {notebook} not found (it ships with the repository, not the package)")
+        parameters = {**run.config, "output_dir": str(run_dir)}
+        (run_dir / "parameters.yaml").write_text(yaml.safe_dump(parameters, sort_keys=False))
+        return [sys.executable, "-m", "papermill", str(notebook), str(run_dir / "notebook.ipynb"),
+                "-f", str(run_dir / "parameters.yaml"), "--cwd", str(REPO_ROOT)]
+    if runner != "cli":
+        raise ValueError(f"runner must be 'cli' or 'papermill', got {runner!r}")
+    launcher = [sys.executable]
+    if run.gpus > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={run.gpus}"]
+    argv = launcher + ["-m", "emlib", run.kind, "--config", str(run_dir / "config.json"), "--output-dir", str(run_dir)]
+    return argv + (["--resume"] if resume else []) + (["--toy"] if toy else [])
+
+
+def execute_command(argv: list, log_path: str) -> int:
+    """Run argv, appending its output to log_path; return the exit code.
+    A module-level function so that submitit can pickle it."""
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(map(str, argv))}\n")
+        log.flush()
+        return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def prepare(run: Run, runs_dir, command_builder) -> tuple:
+    """Create the run folder, write config.json unless the run already wrote one,
+    and return (argv, log path)."""
+    run_dir = Path(runs_dir) / run.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = run_status(run_dir) == "unfinished"
+    if not (run_dir / "config.json").exists():
+        (run_dir / "config.json").write_text(json.dumps(run.config, indent=2))
+    return command_builder(run, run_dir, resume), str(run_dir / "sweep.log")
+
+
+def _outcome(run_dir, exit_code):
+    if exit_code != 0:
+        return f"failed (exit code {exit_code}; see {Path(run_dir) / 'sweep.log'})"
+    if run_status(run_dir) != "finished":
+        return f"failed (exit code 0 but no summary.json in {run_dir})"
+    return "finished"
+
+
+def _stages(runs):
+    """Pretraining first, then everything else (fine-tuning needs the generators)."""
+    return [[r for r in runs if r.kind == "pretrain"], [r for r in runs if r.kind != "pretrain"]]
+
+
+def _blocked(run, runs_dir, outcomes):
+    if run.depends_on and run_status(Path(runs_dir) / run.depends_on) != "finished":
+        return f"blocked (pretraining run {run.depends_on} is not finished: {outcomes.get(run.depends_on, 'not run')})"
+    return None
+
+
+def execute(runs, runs_dir="runs", command_builder=None, launcher="local", cluster=None, slurm=None) -> dict:
+    """Run every unfinished run in dependency order; return {run_id: outcome}.
+
+    `command_builder(run, run_dir, resume) -> argv` defaults to the emlib CLI.
+    `launcher` is `local` (one after the other, here) or `slurm` (one submitit job
+    per run; `cluster="local"` uses submitit's local executor, for tests).
+    Outcomes are `skipped (finished)`, `finished`, `failed (...)` or `blocked (...)`.
+    """
+    command_builder = command_builder or build_command
+    if launcher not in ("local", "slurm"):
+        raise ValueError(f"launcher must be 'local' or 'slurm', got {launcher!r}")
+    outcomes = {}
+    for stage in _stages(runs):
+        todo = []
+        for run in stage:
+            run_dir = Path(runs_dir) / run.run_id
+            if run_status(run_dir) == "finished":
+                outcomes[run.run_id] = "skipped (finished)"
+            elif blocked := _blocked(run, runs_dir, outcomes):
+                outcomes[run.run_id] = blocked
+            else:
+                todo.append(run)
+        if launcher == "local":
+            for run in tqdm(todo, desc="sweep", unit="run", disable=not todo):
+                argv, log = prepare(run, runs_dir, command_builder)
+                outcomes[run.run_id] = _outcome(Path(runs_dir) / run.run_id, execute_command(argv, log))
+                tqdm.write(f"{run.run_id}: {outcomes[run.run_id]}")
+        else:
+            outcomes.update(_execute_submitit(todo, runs_dir, command_builder, cluster, slurm or {}))
+    return outcomes
+
+
+def _execute_submitit(runs, runs_dir, command_builder, cluster, slurm):
+    """Submit one job per run and wait for them all (the next stage needs them)."""
+    import submitit
+
+    if not runs:
+        return {}
+    executor = submitit.AutoExecutor(folder=Path(runs_dir) / "_submitit", cluster=cluster)
+    jobs = {}
+    for run in runs:
+        argv, log = prepare(run, runs_dir, command_builder)
+        executor.update_parameters(name=run.run_id, timeout_min=slurm.get("timeout_min", 24 * 60), nodes=1,
+                                   tasks_per_node=1, gpus_per_node=run.gpus, cpus_per_task=slurm.get("cpus_per_task", 8),
+                                   **{f"slurm_{k}": v for k, v in slurm.items() if k not in ("timeout_min", "cpus_per_task")})
+        jobs[run.run_id] = executor.submit(execute_command, argv, log)
+    outcomes = {}
+    for run_id, job in tqdm(jobs.items(), desc="sweep jobs", unit="run"):
+        try:
+            exit_code = job.result()
+        except Exception as err:  # the job itself died (node failure, timeout)
+            outcomes[run_id] = f"failed (job {job.job_id}: {type(err).__name__})"
+            continue
+        outcomes[run_id] = _outcome(Path(runs_dir) / run_id, exit_code)
+        tqdm.write(f"{run_id}: {outcomes[run_id]}")
+    return outcomes
+
+
+# ---------------------------------------------------------------- results
+
+
+def aggregate(runs_dir="runs") -> dict:
+    """Collect every `runs_dir/*/results.csv` into `results_segmentation.csv` and
+    `results_restoration.csv` in runs_dir (rewritten atomically); returns {path: rows}."""
+    runs_dir = Path(runs_dir)
+    schemas = {"results_segmentation.csv": SEGMENTATION_COLUMNS, "results_restoration.csv": RESTORATION_COLUMNS}
+    collected = {name: [] for name in schemas}
+    for path in sorted(runs_dir.glob("*/results.csv")):
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        name = next((n for n, columns in schemas.items() if header == columns), None)
+        if name is None:
+            print(f"aggregate: {path} has neither results schema; left out", file=sys.stderr)
+            continue
+        collected[name] += read_rows(path)
+    written = {}
+    for name, rows in collected.items():
+        if not rows:
+            continue
+        target, tmp = runs_dir / name, runs_dir / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        append_rows(tmp, rows, schemas[name])
+        os.replace(tmp, target)
+        written[str(target)] = len(rows)
+    return written
+
+
+# ---------------------------------------------------------------- command line
+
+
+def format_listing(runs, runs_dir, toy=False) -> str:
+    """The dry-run table: id, status, dependency and estimated GPU hours."""
+    lines = [f"{'run':<52} {'status':<10} {'GPU h':>7}  depends on"]
+    total = 0.0
+    for run in runs:
+        hours = "toy" if toy else f"{run.est_gpu_hours * run.gpus:7.2f}"
+        total += run.est_gpu_hours * run.gpus
+        lines.append(f"{run.run_id:<52} {run_status(Path(runs_dir) / run.run_id):<10} {hours:>7}  {run.depends_on or ''}")
+    n_pre = sum(r.kind == "pretrain" for r in runs)
+    summary = f"{len(runs)} runs ({n_pre} pretraining, {len(runs) - n_pre} fine-tuning)"
+    summary += ", CPU-sized toy grid" if toy else f", about {total:.0f} GPU hours in all (estimates, not measurements)"
+    return "\n".join(lines + [summary])
+
+
+def add_cli(subparsers):
+    """Register `python -m emlib sweep`."""
+    p = subparsers.add_parser("sweep", help="run the experiment grid of a YAML spec", description=__doc__.splitlines()[0])
+    p.add_argument("spec", help="sweep YAML file, e.g. experiments/paper.yaml")
+    p.add_argument("--dry-run", action="store_true", help="list the runs with estimated GPU time; run nothing")
+    p.add_argument("--toy", action="store_true", help="CPU-sized synthetic version of the grid (the spec's toy: section)")
+    p.add_argument("--only", metavar="REGEX", help="only runs whose id matches (plus the pretraining they need)")
+    p.add_argument("--runner", choices=("cli", "papermill"), default="cli", help="emlib CLI or papermill notebooks")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local", help="run here, or one SLURM job per run (submitit)")
+    p.add_argument("--runs-dir", help="folder of the run folders (default: the spec's runs_dir)")
+    p.add_argument("--submitit-cluster", choices=("slurm", "local", "debug"), default=None,
+                   help="submitit executor for --launcher slurm (default: auto-detect; 'local' runs jobs on this machine)")
+    p.add_argument("--slurm-partition", help="SLURM partition")
+    p.add_argument("--timeout-min", type=int, default=24 * 60, help="SLURM time limit per run, minutes")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    spec = load_spec(args.spec)
+    runs_dir = Path(args.runs_dir or spec.get("runs_dir", "runs"))
+    runs = select(expand_grid(spec, toy=args.toy, runs_dir=runs_dir), args.only, runs_dir)
+    print(format_listing(runs, runs_dir, toy=args.toy))
+    if args.dry_run:
+        return 0
+
+    def command_builder(run, run_dir, resume):
+        return build_command(run, run_dir, resume, toy=args.toy, runner=args.runner)
+
+    slurm = {"timeout_min": args.timeout_min, **({"partition": args.slurm_partition} if args.slurm_partition else {})}
+    start = time.time()
+    outcomes = execute(runs, runs_dir, command_builder, launcher=args.launcher, cluster=args.submitit_cluster, slurm=slurm)
+    for path, n in aggregate(runs_dir).items():
+        print(f"aggregated {n} rows into {path}")
+    failed = {k: v for k, v in outcomes.items() if v.startswith(("failed", "blocked"))}
+    print(f"sweep done in {time.time() - start:.0f} s: {len(outcomes) - len(failed)} ok, {len(failed)} failed")
+    for run_id, outcome in failed.items():
+        print(f"  {run_id}: {outcome}")
+    return 1 if failed else 0

@@ -1,0 +1,117 @@
+"""Au segmentation: Sytwu preprocessing on hand cases, every dataset name, splits, bad files."""
+import hashlib
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from emlib.data import AU_DATASETS, AuSegmentation, ensure_synthetic
+from emlib.data.au import keep_tile, read_masks, remove_xray_spikes, standardise, tile_image
+
+
+@pytest.fixture(scope="module")
+def au_root(tmp_path_factory):
+    return ensure_synthetic(tmp_path_factory.mktemp("synthetic") / "data", scale="tiny") / "au"
+
+
+def digest(array):
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def test_spike_removal_hand_cases():
+    image = np.full((5, 5), 100.0)
+    image[2, 2] = 10_000  # interior spike -> mean of its 8 neighbours
+    image[2, 3] = 9_000  # a neighbouring spike is not used as a neighbour
+    image[0, 0] = 5_000  # border spike -> image mean
+    image[4, 4] = -20  # negative values are clipped to 0
+    mean_before = np.clip(image, 0, None).mean()
+    cleaned = remove_xray_spikes(image, threshold=1500)
+    assert cleaned[2, 2] == pytest.approx(100.0) and cleaned[2, 3] == pytest.approx(100.0)
+    assert cleaned[0, 0] == pytest.approx(mean_before)
+    assert cleaned[4, 4] == 0
+    assert cleaned[1, 1] == 100.0  # ordinary pixels untouched
+    assert np.array_equal(remove_xray_spikes(np.full((4, 4), 7.0), 1), np.full((4, 4), 7.0))
+
+
+def test_standardise_tile_and_keep():
+    image = np.arange(1024 * 1536, dtype=np.float32).reshape(1024, 1536)
+    z = standardise(image)
+    assert z.mean() == pytest.approx(0, abs=1e-4) and z.std() == pytest.approx(1, abs=1e-4)
+    assert not standardise(np.full((3, 3), 5.0)).any()
+    tiles = tile_image(image, image, tile=512)
+    assert len(tiles) == 6 and np.array_equal(tiles[1][0], image[:512, 512:1024])
+    assert len(tile_image(image[:600, :600], image[:600, :600])) == 1  # remainder dropped
+    with pytest.raises(ValueError, match="smaller than one tile"):
+        tile_image(image[:100, :100], image[:100, :100])
+    mask = np.zeros((512, 512), np.uint8)
+    mask.flat[:400] = 1
+    assert not keep_tile(mask)
+    mask.flat[400] = 1
+    assert keep_tile(mask)
+
+
+@pytest.mark.parametrize("name", list(AU_DATASETS))
+def test_every_dataset_name_loads_with_disjoint_splits(au_root, name):
+    splits = {s: AuSegmentation(au_root, name, split=s, crop=256) for s in ("train", "val", "test")}
+    image, mask = splits["train"][0]
+    assert image.shape == mask.shape == (1, 256, 256) and image.dtype == mask.dtype == torch.float32
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    image, mask = splits["test"][0]
+    assert image.shape == (1, 512, 512)  # evaluation sees the full tile
+    tiles = [{digest(t) for t in d.images} for d in splits.values()]
+    assert not (tiles[0] & tiles[1] or tiles[0] & tiles[2] or tiles[1] & tiles[2])
+    masks = read_masks(au_root, name)
+    kept = sum(keep_tile(m) or AU_DATASETS[name]["source"] == "groschner"
+               for full in masks for _, m in tile_image(full, full))
+    assert sum(len(d) for d in splits.values()) == kept
+
+
+def test_spikes_are_removed_and_tiles_standardised(au_root):
+    train = AuSegmentation(au_root, "Au20nm", split="train")
+    assert np.abs(train.images).max() < 15  # raw synthetic spikes sit ~10 std above the rest
+
+
+def test_train_augmentation_moves_image_and_mask_together(au_root):
+    dataset = AuSegmentation(au_root, "Au5nm", split="train", crop=None, augment=True)
+    torch.manual_seed(0)
+    for index in range(len(dataset)):
+        image, mask = (t[0].numpy() for t in dataset[index])
+        variants = [(np.rot90(np.fliplr(a) if f else a, k)) for f in (0, 1) for k in range(4)
+                    for a in [dataset.images[index]]]
+        match = [k for k, v in enumerate(variants) if np.array_equal(v, image)]
+        assert match, "the image is not a dihedral transform of its tile"
+        f, k = divmod(match[0], 4)
+        expected = np.rot90(np.fliplr(dataset.masks[index]) if f else dataset.masks[index], k)
+        assert np.array_equal(expected, mask)
+
+
+def test_label_fraction_subsets_train(au_root):
+    full = AuSegmentation(au_root, "Au10nm", split="train")
+    half = AuSegmentation(au_root, "Au10nm", split="train", label_fraction=0.5)
+    assert len(half) == max(1, round(0.5 * len(full)))
+    assert {digest(t) for t in half.images} <= {digest(t) for t in full.images}
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="label_fraction"):
+            AuSegmentation(au_root, "Au10nm", label_fraction=bad)
+
+
+def test_bad_inputs_name_the_file(tmp_path, au_root):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        AuSegmentation(tmp_path / "nowhere", "Au5nm")
+    with pytest.raises(FileNotFoundError, match="Au_5nm_330kx_423e_Labels.h5"):
+        AuSegmentation(tmp_path, "Au5nm")
+    tag = AU_DATASETS["Au5nm"]["tag"]
+    with h5py.File(tmp_path / f"{tag}_Images.h5", "w") as f:
+        f.create_dataset("images", data=np.zeros((1, 512, 512), np.float32))
+    with h5py.File(tmp_path / f"{tag}_Labels.h5", "w") as f:
+        f.create_dataset("masks", data=np.zeros((1, 512, 512), np.uint8))
+    with pytest.raises(ValueError, match=r"Labels\.h5.*'labels'.*keys found: \['masks'\]"):
+        AuSegmentation(tmp_path, "Au5nm")
+    (tmp_path / f"{tag}_Labels.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="Labels.h5"):
+        AuSegmentation(tmp_path, "Au5nm")
+    with pytest.raises(ValueError, match="dataset"):
+        AuSegmentation(au_root, "Au7nm")
+    with pytest.raises(ValueError, match="crop"):
+        AuSegmentation(au_root, "Au5nm", crop=600)

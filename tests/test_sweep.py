@@ -1,0 +1,208 @@
+"""The sweep runner: grid expansion, dry run, skip / resume, failures, submitit.
+
+Runs are executed by a fake command (a tiny Python script) so that the tests
+exercise the runner's rules without training anything.
+"""
+import dataclasses
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from emlib import cli, sweep
+from emlib.results import SEGMENTATION_COLUMNS, read_rows
+
+SPEC = Path(__file__).resolve().parents[1] / "experiments" / "paper.yaml"
+
+# Writes what a finished run writes, or fails when its run id is listed in FAIL.
+FAKE_RUN = """
+import csv, json, os, sys
+run_dir, resume, fail = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split(",")
+run_id = os.path.basename(run_dir)
+with open(os.path.join(os.path.dirname(run_dir), "calls.log"), "a") as f:
+    f.write(f"{run_id} {int(resume)}\\n")
+if run_id in fail:
+    sys.exit(3)
+config = json.load(open(os.path.join(run_dir, "config.json")))
+columns = sys.argv[4].split(",")
+if run_id.startswith("seg-"):
+    with open(os.path.join(run_dir, "results.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerow({**dict.fromkeys(columns, ""), "dataset": config["dataset"], "model": "U-Net_2_44",
+                    "init": "random", "epoch": 1, "dice_percent": 50.0, "source": "synthetic", "run_id": run_id})
+json.dump({"ok": True}, open(os.path.join(run_dir, "summary.json"), "w"))
+"""
+
+
+def fake_builder(fail=()):
+    def build(run, run_dir, resume):
+        return [sys.executable, "-c", FAKE_RUN, str(run_dir), "1" if resume else "0", ",".join(fail),
+                ",".join(SEGMENTATION_COLUMNS)]
+    return build
+
+
+def calls(runs_dir):
+    path = Path(runs_dir) / "calls.log"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return sweep.load_spec(SPEC)
+
+
+def test_paper_grid_has_30_pretraining_and_212_finetuning_runs(spec):
+    runs = sweep.expand_grid(spec)
+    kinds = [(r.kind, r.task) for r in runs]
+    assert kinds.count(("pretrain", "pretrain")) == 30
+    assert kinds.count(("finetune", "segmentation")) == 200
+    assert kinds.count(("finetune", "restoration")) == 12
+    assert len({r.run_id for r in runs}) == len(runs)
+    # Every pretrained init points at the generator of a pretraining run of the grid.
+    ids = {r.run_id for r in runs if r.kind == "pretrain"}
+    for run in runs:
+        if run.depends_on:
+            assert run.depends_on in ids
+            assert run.config["init"] == str(Path("runs") / run.depends_on / "generator.safetensors")
+    assert sum(r.config["init"] == "random" for r in runs if r.kind == "finetune") == 53
+
+
+def test_seeds_and_label_fractions_multiply_finetuning_only(spec):
+    runs = sweep.expand_grid({**spec, "seeds": [0, 1, 2], "label_fractions": [0.25, 1.0]})
+    assert sum(r.kind == "pretrain" for r in runs) == 30
+    assert sum(r.task == "segmentation" for r in runs) == 200 * 3 * 2
+    assert sum(r.task == "restoration" for r in runs) == 12 * 3
+
+
+def test_grid_rejects_init_without_pretraining(spec):
+    bad = {**spec, "segmentation": {**spec["segmentation"], "inits": ["random", "P1M"]}}
+    with pytest.raises(ValueError, match="P1M"):
+        sweep.expand_grid(bad)
+
+
+def test_dry_run_lists_runs_with_gpu_estimates_and_writes_nothing(tmp_path, capsys):
+    code = cli.main(["sweep", str(SPEC), "--dry-run", "--runs-dir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "242 runs (30 pretraining, 212 fine-tuning)" in out
+    assert "seg-Au2.2nm-hrnet_w44-p200k-s0" in out and "GPU hours" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_toy_grid_is_small_and_has_no_gpu_settings(spec):
+    runs = sweep.expand_grid(spec, toy=True)
+    assert 0 < len(runs) <= 8
+    assert all("epochs" not in r.config and "data_root" not in r.config for r in runs)
+
+
+def test_pretraining_runs_first_then_finished_runs_are_skipped(spec, tmp_path):
+    runs_dir = tmp_path / "runs"
+    runs = sweep.expand_grid(spec, toy=True, runs_dir=runs_dir)
+    outcomes = sweep.execute(runs, runs_dir, fake_builder())
+    assert set(outcomes.values()) == {"finished"}
+    order = [run_id for run_id, _ in calls(runs_dir)]
+    n_pre = sum(r.kind == "pretrain" for r in runs)
+    assert all(i.startswith("pretrain-") for i in order[:n_pre])
+    assert json.loads((runs_dir / runs[0].run_id / "config.json").read_text()) == runs[0].config
+
+    again = sweep.execute(runs, runs_dir, fake_builder())
+    assert set(again.values()) == {"skipped (finished)"}
+    assert len(calls(runs_dir)) == len(runs)  # nothing ran a second time
+
+    written = sweep.aggregate(runs_dir)
+    rows = read_rows(runs_dir / "results_segmentation.csv")
+    assert written == {str(runs_dir / "results_segmentation.csv"): len(rows)}
+    assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in runs if r.run_id.startswith("seg-"))
+
+
+def test_unfinished_run_is_resumed(spec, tmp_path):
+    runs_dir = tmp_path / "runs"
+    runs = sweep.expand_grid(spec, toy=True, runs_dir=runs_dir)[:2]
+    interrupted = runs_dir / runs[0].run_id
+    interrupted.mkdir(parents=True)
+    (interrupted / "checkpoint.pt").write_bytes(b"")
+    (interrupted / "config.json").write_text('{"written": "by the run"}')
+    sweep.execute(runs, runs_dir, fake_builder())
+    assert calls(runs_dir) == [[runs[0].run_id, "1"], [runs[1].run_id, "0"]]
+    # The run's own config.json is kept, not overwritten by the sweep.
+    assert json.loads((interrupted / "config.json").read_text()) == {"written": "by the run"}
+
+
+def test_failing_run_does_not_stop_the_others_and_blocks_its_dependents(spec, tmp_path, monkeypatch, capsys):
+    runs_dir = tmp_path / "runs"
+    failing = "pretrain-unet_2_44-p50k"
+    monkeypatch.setattr(sweep, "build_command", lambda run, run_dir, resume, **_: fake_builder([failing])(run, run_dir, resume))
+    code = cli.main(["sweep", str(SPEC), "--toy", "--runs-dir", str(runs_dir)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{failing}: failed (exit code 3" in out
+    assert "seg-Au5nmV1-unet_2_44-p50k-s0: blocked" in out
+    assert (runs_dir / "seg-Au5nmV1-unet_2_44-random-s0" / "summary.json").exists()
+    assert (runs_dir / "restore-denoising-hrnet_w18_small-p50k-s0" / "summary.json").exists()
+
+
+def test_only_selects_by_regex_and_adds_missing_pretraining(spec, tmp_path):
+    runs = sweep.expand_grid(spec)
+    chosen = sweep.select(runs, r"^seg-Au5nmV1-unet_2_44-p100k", tmp_path)
+    assert [r.run_id for r in chosen] == ["pretrain-unet_2_44-p100k", "seg-Au5nmV1-unet_2_44-p100k-s0"]
+    with pytest.raises(ValueError, match="--only"):
+        sweep.select(runs, "(", tmp_path)
+
+
+def test_cli_command_follows_the_run_contract(spec, tmp_path):
+    run = sweep.expand_grid(spec)[0]
+    argv = sweep.build_command(run, tmp_path / run.run_id, resume=True)
+    assert argv[1:4] == ["-m", "emlib", "pretrain"]
+    assert argv[argv.index("--config") + 1] == str(tmp_path / run.run_id / "config.json")
+    assert argv[argv.index("--output-dir") + 1] == str(tmp_path / run.run_id)
+    assert "--resume" in argv and "--toy" not in argv
+    multi = sweep.build_command(dataclasses.replace(run, gpus=4), tmp_path, resume=False, toy=True)
+    assert multi[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"] and "--toy" in multi
+
+
+def test_papermill_command_passes_config_as_parameters(spec, tmp_path, monkeypatch):
+    import yaml
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "04_segmentation.ipynb").write_text("{}")
+    monkeypatch.setattr(sweep, "REPO_ROOT", tmp_path)
+    run = next(r for r in sweep.expand_grid(spec) if r.task == "segmentation")
+    run_dir = tmp_path / "runs" / run.run_id
+    run_dir.mkdir(parents=True)
+    argv = sweep.build_command(run, run_dir, resume=False, runner="papermill")
+    assert argv[1:4] == ["-m", "papermill", str(tmp_path / "notebooks" / "04_segmentation.ipynb")]
+    parameters = yaml.safe_load((run_dir / "parameters.yaml").read_text())
+    assert parameters == {**run.config, "output_dir": str(run_dir)}
+
+
+def test_finetune_configs_use_real_field_names(spec):
+    """The grid's config keys must be fields of the run's config dataclass."""
+    for module_name, kind, cls_name in (("emlib.pretrain", "pretrain", "PretrainConfig"),
+                                        ("emlib.finetune", "finetune", "FinetuneConfig")):
+        try:
+            cls = getattr(importlib.import_module(module_name), cls_name)
+        except ModuleNotFoundError:
+            continue  # checked once the module exists
+        names = {f.name for f in dataclasses.fields(cls)}
+        for toy in (False, True):
+            for run in sweep.expand_grid(spec, toy=toy):
+                if run.kind == kind:
+                    assert set(run.config) <= names, f"{run.run_id}: not fields of {cls_name}: {set(run.config) - names}"
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_runs_and_skips(spec, tmp_path):
+    pytest.importorskip("submitit")
+    runs_dir = tmp_path / "runs"
+    runs = [r for r in sweep.expand_grid(spec, toy=True, runs_dir=runs_dir) if "unet_2_44" in r.run_id]
+    (runs_dir / runs[1].run_id).mkdir(parents=True)
+    (runs_dir / runs[1].run_id / "summary.json").write_text("{}")
+    outcomes = sweep.execute(runs, runs_dir, fake_builder([runs[2].run_id]), launcher="slurm", cluster="local",
+                             slurm={"timeout_min": 5, "cpus_per_task": 1})
+    assert outcomes[runs[0].run_id] == "finished"
+    assert outcomes[runs[1].run_id] == "skipped (finished)"
+    assert outcomes[runs[2].run_id].startswith("failed (exit code 3")
+    assert (runs_dir / "_submitit").is_dir()
