@@ -8,9 +8,9 @@ from collections import defaultdict
 
 import matplotlib.pyplot as plt
 
-from emlib.paper import INITS, MODELS, PRETRAINED_INITS, RESTORATION_TASKS, SEGMENTATION_DATASETS, TASK_ABBREVIATIONS, curves
+from emlib.paper import INITS, MODELS, RESTORATION_TASKS, SEGMENTATION_DATASETS, TASK_ABBREVIATIONS, curves, is_pretrained
 
-INIT_COLORS = {"random": "0.35", "P50k": "tab:blue", "P100k": "tab:orange", "P200k": "tab:green"}
+INIT_COLORS = {"random": "0.35", "P50k": "tab:blue", "P100k": "tab:orange", "P200k": "tab:green", "pretrained": "tab:purple"}
 SOURCE_STYLES = {"paper": dict(linestyle="-"), "real": dict(linestyle="--", marker="o", markersize=3),
                  "synthetic": dict(linestyle=":", marker="x", markersize=3)}
 SOURCE_LABELS = {"paper": "paper", "real": "ours, real data", "synthetic": "ours, synthetic toy run"}
@@ -24,7 +24,8 @@ def markdown_table(table: dict, row_names=MODELS, column_names=INITS, fmt="{:.2f
     """
     render = fmt if callable(fmt) else fmt.format
     rows = [r for r in row_names if r in table] + sorted(r for r in table if r not in row_names)
-    columns = [c for c in column_names if any(c in table[r] for r in rows)]
+    present = {c for r in rows for c in table[r]}
+    columns = [c for c in column_names if c in present] + sorted(present - set(column_names))
     lines = ["| " + " | ".join([corner] + columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for r in rows:
         cells = [render(table[r][c]) if c in table[r] else "-" for c in columns]
@@ -50,6 +51,8 @@ def _plot_curve(ax, curve, init, source, label=None):
 
 def _legend_handles(sources):
     handles = [plt.Line2D([], [], color=INIT_COLORS[i], label=i) for i in INITS]
+    if any(source != "paper" for source in sources):
+        handles.append(plt.Line2D([], [], color=INIT_COLORS["pretrained"], label="pretrained (other subset)"))
     handles += [plt.Line2D([], [], color="k", label=SOURCE_LABELS[s], **SOURCE_STYLES[s]) for s in sources]
     return handles
 
@@ -74,8 +77,8 @@ def plot_dice_grid(paper_rows, our_rows=(), datasets=SEGMENTATION_DATASETS, mode
                 axes[i][j].set_title(model, fontsize=8)
             if i == len(datasets) - 1:
                 axes[i][j].set_xlabel("epoch", fontsize=8)
-    fig.legend(handles=_legend_handles(_sources(curve_map)), loc="lower center", ncol=7, fontsize=8, frameon=False)
-    fig.suptitle("Test Dice of the best checkpoint so far; " + _source_note(curve_map), fontsize=10)
+    fig.legend(handles=_legend_handles(_sources(curve_map)), loc="lower center", ncol=8, fontsize=8, frameon=False)
+    fig.suptitle("Test Dice of the best checkpoint so far; " + _source_note(curve_map, "Tables 2-6"), fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return fig
 
@@ -91,8 +94,8 @@ def plot_restoration_curves(paper_rows, our_rows=(), tasks=RESTORATION_TASKS):
         ax.set_title(f"{task.replace('_', ' ')} ({TASK_ABBREVIATIONS[task]})", fontsize=10)
         ax.set_xlabel("epoch")
     axes[0][0].set_ylabel("test L1 (lower is better)")
-    fig.legend(handles=_legend_handles(_sources(curve_map)), loc="lower center", ncol=7, fontsize=8, frameon=False)
-    fig.suptitle("TEMImageNet restoration with HRNet; " + _source_note(curve_map), fontsize=10)
+    fig.legend(handles=_legend_handles(_sources(curve_map)), loc="lower center", ncol=8, fontsize=8, frameon=False)
+    fig.suptitle("TEMImageNet restoration with HRNet; " + _source_note(curve_map, "Table 7"), fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     return fig
 
@@ -110,7 +113,7 @@ def pretraining_gain(rows, epoch_pick="last") -> dict:
         by_pair[(source, dataset, model)][init] = curve[pick(curve)][0]
     gains = {}
     for key, values in by_pair.items():
-        pretrained = [values[i] for i in PRETRAINED_INITS if i in values]
+        pretrained = [v for i, v in values.items() if is_pretrained(i)]
         if "random" in values and pretrained:
             gains[key] = sum(pretrained) / len(pretrained) - values["random"]
     return gains
@@ -150,15 +153,18 @@ def plot_pretraining_gain(paper_rows, our_rows=(), models=MODELS):
     axes[2].set_xlabel("receptive field (px)")
     axes[2].set_ylabel("Dice gain at first evaluation")
     axes[2].set_title("U-Nets: gain vs receptive field (o 2, s 3, ^ 4 blocks)", fontsize=10)
-    fig.suptitle("Gain of pretraining (mean of P50k/P100k/P200k minus random); " + _source_note_rows(rows), fontsize=10)
+    fig.suptitle("Gain of pretraining (mean of the pretrained inits minus random); " + _source_note_rows(rows, "Tables 2-6"), fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def _source_note(curve_map):
-    return "sources: " + ", ".join(SOURCE_LABELS[s] for s in _sources(curve_map))
+def _describe(sources, paper_ref):
+    return "sources: " + ", ".join(f"paper, {paper_ref}" if s == "paper" else SOURCE_LABELS[s] for s in sources)
 
 
-def _source_note_rows(rows):
-    sources = sorted({r.get("source") or "paper" for r in rows}, key=list(SOURCE_STYLES).index)
-    return "sources: " + ", ".join(SOURCE_LABELS[s] for s in sources)
+def _source_note(curve_map, paper_ref):
+    return _describe(_sources(curve_map), paper_ref)
+
+
+def _source_note_rows(rows, paper_ref):
+    return _describe(sorted({r.get("source") or "paper" for r in rows}, key=list(SOURCE_STYLES).index), paper_ref)

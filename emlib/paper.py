@@ -18,6 +18,12 @@ from emlib.results import read_rows
 PAPER_DIR = Path(__file__).parent / "paper"
 INITS = ("random", "P50k", "P100k", "P200k")
 PRETRAINED_INITS = INITS[1:]
+
+
+def is_pretrained(init) -> bool:
+    """Any init but random: the paper's P50k/P100k/P200k, or `pretrained` for
+    our runs from a generator pretrained on another subset size (toy runs)."""
+    return init != "random"
 SEGMENTATION_DATASETS = ("Au5nmV1", "Au2.2nm", "Au5nm", "Au10nm", "Au20nm")  # Tables 2-6
 RESTORATION_TASKS = ("denoising", "noise_background_removal", "super_resolution")  # Table 7
 TASK_ABBREVIATIONS = {"denoising": "DN", "noise_background_removal": "N&BGR", "super_resolution": "SR"}
@@ -79,6 +85,17 @@ def load_splits() -> list:
 # ---------------------------------------------------------------- our runs
 
 
+def _resolve(results_dir: Path) -> Path:
+    """A relative results folder that is not here is looked up in the parent
+    folders too, so that notebooks (run from notebooks/) find the repo's runs/."""
+    if results_dir.exists() or results_dir.is_absolute():
+        return results_dir
+    for parent in Path.cwd().parents[:2]:
+        if (parent / results_dir).exists():
+            return parent / results_dir
+    return results_dir
+
+
 def load_our_results(results_dir="runs") -> tuple:
     """All results rows our runs wrote under `results_dir`, parsed and deduplicated.
 
@@ -86,6 +103,7 @@ def load_our_results(results_dir="runs") -> tuple:
     `results_segmentation.csv` / `results_restoration.csv`; a row present in
     several files counts once. Returns (segmentation_rows, restoration_rows).
     """
+    results_dir = _resolve(Path(results_dir))
     paths = sorted(glob.glob(os.path.join(results_dir, "**", "results*.csv"), recursive=True))
     segmentation, restoration, seen = [], [], set()
     for path in paths:
@@ -169,7 +187,7 @@ def _mean_curves(rows, metric, group):
 
 
 def _pretrained_mean(curve_by_init, epoch_pick):
-    values = [epoch_pick(c) for init, c in curve_by_init.items() if init in PRETRAINED_INITS]
+    values = [epoch_pick(c) for init, c in curve_by_init.items() if is_pretrained(init)]
     return sum(values) / len(values) if values else None
 
 
@@ -205,7 +223,7 @@ def claim_pretraining_helps(curve_map, higher_is_better=True):
     sign = 1 if higher_is_better else -1
     counts = {"first": 0, "last": 0, "mean": 0, "pairs": 0}
     for by_init in _by_group_model(curve_map).values():
-        if "random" not in by_init or not set(by_init) & set(PRETRAINED_INITS):
+        if "random" not in by_init or not any(map(is_pretrained, by_init)):
             continue
         counts["pairs"] += 1
         for name, pick in (("first", _first), ("last", _last), ("mean", _mean_over_epochs)):
@@ -218,7 +236,7 @@ def claim_small_pretrained_match_large(curve_map, tolerance=1.0):
     Dice points of (or beat) the best random 4-block U-Net, at the first and last epoch?"""
     counts = {"first": 0, "last": 0, "datasets": 0}
     for dataset in sorted({key[0] for key in curve_map}):
-        small = [c for (d, m, i), c in curve_map.items() if d == dataset and m.startswith("U-Net_2_") and i in PRETRAINED_INITS]
+        small = [c for (d, m, i), c in curve_map.items() if d == dataset and m.startswith("U-Net_2_") and is_pretrained(i)]
         large = [c for (d, m, i), c in curve_map.items() if d == dataset and m.startswith("U-Net_4_") and i == "random"]
         if not small or not large:
             continue
@@ -233,7 +251,7 @@ def claim_pretrained_hrnet_best(curve_map):
     HRNet and above every U-Net (any init)?"""
     counts = {"last": 0, "datasets": 0}
     for dataset in sorted({key[0] for key in curve_map}):
-        hrnet_p = [_last(c) for (d, m, i), c in curve_map.items() if d == dataset and m == "HRNet" and i in PRETRAINED_INITS]
+        hrnet_p = [_last(c) for (d, m, i), c in curve_map.items() if d == dataset and m == "HRNet" and is_pretrained(i)]
         others = [_last(c) for (d, m, i), c in curve_map.items()
                   if d == dataset and (m != "HRNet" or i == "random")]
         if not hrnet_p or not others:
@@ -248,7 +266,7 @@ def claim_more_stable(curve_map, higher_is_better=True):
     than the random init's setback (`_setback`: sum of moves the wrong way)."""
     counts = {"stable": 0, "pairs": 0}
     for by_init in _by_group_model(curve_map).values():
-        if "random" not in by_init or not set(by_init) & set(PRETRAINED_INITS):
+        if "random" not in by_init or not any(map(is_pretrained, by_init)):
             continue
         counts["pairs"] += 1
         pretrained = _pretrained_mean(by_init, lambda c: _setback(c, higher_is_better))
@@ -256,12 +274,21 @@ def claim_more_stable(curve_map, higher_is_better=True):
     return counts
 
 
+NOT_MEASURED = "not measured: these results lack the models or initialisations this claim compares"
+
+
+def _join(parts):
+    parts = [p for p in parts if p]
+    return "; ".join(parts) if parts else NOT_MEASURED
+
+
 def check_claims(segmentation_rows, restoration_rows) -> list:
     """The paper's four claims, each with what the given rows show.
 
     Returns one dict per claim: `claim` (the paper's statement) and `evidence`
     (a sentence with the counts), plus the raw counts under `segmentation` and
-    `restoration`. Rows of any source work; with no rows, the evidence says so.
+    `restoration`. Rows of any source work; a claim the rows cannot test says
+    "not measured".
     """
     seg = _mean_curves(segmentation_rows, "dice_percent", "dataset")
     res = _mean_curves(restoration_rows, "l1", "task")
@@ -270,22 +297,23 @@ def check_claims(segmentation_rows, restoration_rows) -> list:
     hrnet = claim_pretrained_hrnet_best(seg)
     stable_seg, stable_res = claim_more_stable(seg), claim_more_stable(res, higher_is_better=False)
 
-    def ratio(n, total):
-        return f"{n}/{total}" if total else "not measured"
-
+    helps = _join([
+        helps_seg["pairs"] and f"mean of pretrained inits beats random in {helps_seg['first']}/{helps_seg['pairs']} (dataset, model) pairs "
+                               f"at the first evaluation, {helps_seg['last']}/{helps_seg['pairs']} at the last and "
+                               f"{helps_seg['mean']}/{helps_seg['pairs']} averaged over all evaluations",
+        helps_res["pairs"] and f"TEMImageNet tasks: {helps_res['first']}/{helps_res['pairs']} first, "
+                               f"{helps_res['last']}/{helps_res['pairs']} last, {helps_res['mean']}/{helps_res['pairs']} averaged"])
+    small_text = _join([small["datasets"] and
+                        f"best pretrained 2-block U-Net within 1 Dice point of, or above, the best random 4-block U-Net in "
+                        f"{small['first']}/{small['datasets']} datasets at the first evaluation and {small['last']}/{small['datasets']} at the last"])
+    hrnet_text = _join([hrnet["datasets"] and
+                        f"every pretrained HRNet above random HRNet and every U-Net at the last evaluation in {hrnet['last']}/{hrnet['datasets']} datasets"])
+    stable = _join([
+        stable_seg["pairs"] and f"pretrained curves have a smaller total setback than random in {stable_seg['stable']}/{stable_seg['pairs']} (dataset, model) pairs",
+        stable_res["pairs"] and f"TEMImageNet tasks: {stable_res['stable']}/{stable_res['pairs']}"])
     return [
-        {"claim": CLAIMS[0], "segmentation": helps_seg, "restoration": helps_res,
-         "evidence": f"mean of pretrained inits beats random in {ratio(helps_seg['first'], helps_seg['pairs'])} (dataset, model) pairs "
-                     f"at the first evaluation, {ratio(helps_seg['last'], helps_seg['pairs'])} at the last and "
-                     f"{ratio(helps_seg['mean'], helps_seg['pairs'])} averaged over all evaluations; TEMImageNet tasks: "
-                     f"{ratio(helps_res['first'], helps_res['pairs'])} first, {ratio(helps_res['last'], helps_res['pairs'])} last, "
-                     f"{ratio(helps_res['mean'], helps_res['pairs'])} averaged"},
-        {"claim": CLAIMS[1], "segmentation": small, "restoration": None,
-         "evidence": f"best pretrained 2-block U-Net within 1 Dice point of, or above, the best random 4-block U-Net in "
-                     f"{ratio(small['first'], small['datasets'])} datasets at the first evaluation and {ratio(small['last'], small['datasets'])} at the last"},
-        {"claim": CLAIMS[2], "segmentation": hrnet, "restoration": None,
-         "evidence": f"every pretrained HRNet above random HRNet and every U-Net at the last evaluation in {ratio(hrnet['last'], hrnet['datasets'])} datasets"},
-        {"claim": CLAIMS[3], "segmentation": stable_seg, "restoration": stable_res,
-         "evidence": f"pretrained curves have a smaller total setback than random in {ratio(stable_seg['stable'], stable_seg['pairs'])} (dataset, model) pairs "
-                     f"and {ratio(stable_res['stable'], stable_res['pairs'])} TEMImageNet tasks"},
+        {"claim": CLAIMS[0], "segmentation": helps_seg, "restoration": helps_res, "evidence": helps},
+        {"claim": CLAIMS[1], "segmentation": small, "restoration": None, "evidence": small_text},
+        {"claim": CLAIMS[2], "segmentation": hrnet, "restoration": None, "evidence": hrnet_text},
+        {"claim": CLAIMS[3], "segmentation": stable_seg, "restoration": stable_res, "evidence": stable},
     ]

@@ -12,6 +12,10 @@ on a fixed, seeded, corrupted validation set. adv_weight=0 trains G with L1 only
 (no D: the ablation). Only the generator is exported (`generator.safetensors` +
 `model_card.json`), for fine-tuning.
 
+With `centered=True` (default) G and D work on intensities mapped from [0, 1]
+to [-1, 1], as pix2pix does: a freshly initialised G (output near 0) then starts
+at the mean grey level. Validation L1 is always reported on the [0, 1] scale.
+
 Every sample is a pure function of (seed, epoch, index) and every device-side
 corruption of (seed, step, rank), so a run resumed from a checkpoint continues
 exactly like one that was never stopped, whatever the number of loader workers.
@@ -63,6 +67,7 @@ class PretrainConfig:
     flip: bool = True
     rot90: bool = True
     corrupt_on: str = "device"  # "device": batched on the GPU; "loader": per sample in the workers
+    centered: bool = True  # G and D see intensities mapped from [0, 1] to [-1, 1] (the pix2pix convention)
     val_limit: int | None = None  # use only the first n validation images (None = all, paper 5000)
     seed: int = 0  # model init, data order, corruptions
     split_seed: int = 0  # the CEM500K train/val/test split and the fixed validation corruptions
@@ -288,6 +293,18 @@ def steps_in_epoch(config: PretrainConfig, n_samples_per_rank: int) -> int:
     return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
 
 
+def to_model_range(images: torch.Tensor, config: PretrainConfig) -> torch.Tensor:
+    """[0, 1] intensities -> what G and D see: [-1, 1] when `config.centered`."""
+    return images * 2 - 1 if config.centered else images
+
+
+@torch.no_grad()
+def restore_images(G, images: torch.Tensor, centered: bool = True) -> torch.Tensor:
+    """Run a pretrained generator on [0, 1] images as pretraining trained it; returns the [0, 1] scale."""
+    out = G(images * 2 - 1 if centered else images)
+    return (out + 1) / 2 if centered else out
+
+
 @torch.no_grad()
 def validation_l1(G, val_set, config: PretrainConfig, ctx: training.DistributedContext) -> float:
     """Mean |G(A) - B| over the fixed validation pairs (shared out over ranks)."""
@@ -299,11 +316,12 @@ def validation_l1(G, val_set, config: PretrainConfig, ctx: training.DistributedC
                         pin_memory=ctx.device.type == "cuda", generator=torch.Generator())
     total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
     for corrupted, target in loader:
-        corrupted = training.to_device(corrupted, ctx.device, config.channels_last)
+        corrupted = to_model_range(training.to_device(corrupted, ctx.device, config.channels_last), config)
         target = training.to_device(target, ctx.device, config.channels_last)
         with training.autocast(ctx.device, config.amp):
-            fake = G(corrupted)
-        total[0] += (fake.float() - target).abs().sum().double()
+            fake = G(corrupted).float()
+        fake = (fake + 1) / 2 if config.centered else fake  # back to [0, 1]
+        total[0] += (fake - target).abs().sum().double()
         total[1] += target.numel()
     G.train(was_training)
     if torch.distributed.is_initialized():
@@ -354,6 +372,7 @@ def export_generator(G, config, output_dir: Path, info: dict) -> dict:
         "task": "pix2pix_lsgan_pretraining",
         "in_channels": 1,
         "out_channels": 1,
+        "input_range": [-1.0, 1.0] if config.centered else [0.0, 1.0],  # intensities G was trained on
         "emlib_version": __version__,
         "config": config.to_dict(),
         **info,
@@ -511,15 +530,16 @@ def _pair(batch, corruption, config, ctx, step):
     """(corrupted, target) on the device; corrupts there with a (seed, step, rank) generator when asked."""
     if config.corrupt_on == "loader":
         corrupted, target = batch
-        return (training.to_device(corrupted, ctx.device, config.channels_last),
-                training.to_device(target, ctx.device, config.channels_last))
-    clean = training.to_device(batch, ctx.device, config.channels_last)
-    generator = torch.Generator(device=ctx.device).manual_seed(sample_seed(config.seed, step, ctx.rank))
-    corrupted, target = corruption(clean, generator)
-    if config.channels_last and ctx.device.type == "cuda":
-        corrupted = corrupted.contiguous(memory_format=torch.channels_last)
-        target = target.contiguous(memory_format=torch.channels_last)
-    return corrupted, target
+        corrupted = training.to_device(corrupted, ctx.device, config.channels_last)
+        target = training.to_device(target, ctx.device, config.channels_last)
+    else:
+        clean = training.to_device(batch, ctx.device, config.channels_last)
+        generator = torch.Generator(device=ctx.device).manual_seed(sample_seed(config.seed, step, ctx.rank))
+        corrupted, target = corruption(clean, generator)
+        if config.channels_last and ctx.device.type == "cuda":
+            corrupted = corrupted.contiguous(memory_format=torch.channels_last)
+            target = target.contiguous(memory_format=torch.channels_last)
+    return to_model_range(corrupted, config), to_model_range(target, config)
 
 
 def _checked_values(losses: dict, step: int, ctx) -> dict:

@@ -24,7 +24,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -58,7 +58,6 @@ class Run:
     depends_on: str | None = None   # the pretraining run whose generator it loads
     gpus: int = 1
     est_gpu_hours: float | None = None
-    labels: dict = field(default_factory=dict)  # grid coordinates, for listings
 
 
 # ---------------------------------------------------------------- the grid
@@ -80,17 +79,17 @@ def load_spec(path) -> dict:
 
 def toy_spec(spec: dict) -> dict:
     """The spec with its `toy:` section applied: each key of `toy` (and of its
-    sections) replaces the same key of the full grid; a section's `config` is
-    replaced, not merged, so that no GPU-sized setting leaks into a toy run."""
+    sections) replaces the same key of the full grid. A section's `config` is
+    replaced, not merged (empty unless the toy section gives one), so that no
+    GPU-sized setting leaks into a toy run; sections the toy leaves out are dropped."""
     if "toy" not in spec:
         raise ValueError("the sweep spec has no 'toy' section, so --toy cannot shrink it")
-    toy = copy.deepcopy(spec)
+    toy = {key: copy.deepcopy(value) for key, value in spec.items() if key not in ("toy", "segmentation", "restoration")}
     for key, value in spec["toy"].items():
-        if key in ("pretrain", "segmentation", "restoration") and isinstance(value, dict):
-            toy[key] = {**spec.get(key, {}), **value}
+        if key in ("pretrain", "segmentation", "restoration"):
+            toy[key] = {**spec.get(key, {}), "config": {}, **value}
         else:
             toy[key] = value
-    toy.pop("toy")
     return toy
 
 
@@ -121,6 +120,24 @@ def _pretrain_id(model, subset):
     return f"pretrain-{model}-{subset.lower()}"
 
 
+def _finetune_run(section, task, group, model, init, seed, fraction, runs_dir, estimates) -> Run:
+    """One fine-tuning run: `group` is the Au dataset (segmentation) or the TEMImageNet task."""
+    depends = None if init == "random" else _pretrain_id(model, init)
+    axes = {"task": "segmentation" if task == "segmentation" else group,
+            "dataset": group if task == "segmentation" else "TEMImageNet",
+            "model": model, "seed": seed,
+            "init": "random" if depends is None else str(Path(runs_dir) / depends / "generator.safetensors")}
+    if task == "segmentation":
+        axes["label_fraction"] = fraction
+    config = _fields(section, axes)
+    run_id = f"{'seg' if task == 'segmentation' else 'restore'}-{group}-{model}-{init.lower()}-s{seed}"
+    if fraction != 1.0:
+        run_id += f"-lf{fraction:g}"
+    images = int(TRAIN_IMAGES.get(axes["dataset"], 1000) * fraction)
+    hours = estimate_gpu_hours(task, model, images, config.get("epochs", 60), estimates)
+    return Run(run_id, "finetune", task, config, depends_on=depends, gpus=section.get("gpus", 1), est_gpu_hours=hours)
+
+
 def expand_grid(spec: dict, toy: bool = False, runs_dir=None) -> list:
     """All runs of the spec, pretraining first. With `toy`, the `toy:` section applies.
 
@@ -141,39 +158,22 @@ def expand_grid(spec: dict, toy: bool = False, runs_dir=None) -> list:
             config = _fields(pre, axes)
             epochs = config.get("epochs", 60)
             runs.append(Run(_pretrain_id(model, subset), "pretrain", "pretrain", config, gpus=pre.get("gpus", 1),
-                            est_gpu_hours=estimate_gpu_hours("pretrain", model, n_images, epochs, estimates),
-                            labels={"model": model, "subset": subset}))
-    subsets = set(pre["subsets"])
-
-    def finetune_runs(section, task, groups, group_axis):
-        for group in groups:
+                            est_gpu_hours=estimate_gpu_hours("pretrain", model, n_images, epochs, estimates)))
+    subsets, pretrained_models = set(pre["subsets"]), set(pre["models"])
+    for task, groups_key in (("segmentation", "datasets"), ("restoration", "tasks")):
+        section = spec.get(task)
+        if not section:
+            continue
+        for group in section[groups_key]:
             for model in section["models"]:
                 for init in section["inits"]:
                     if init != "random" and init not in subsets:
                         raise ValueError(f"init {init!r} of the {task} grid has no pretraining subset; known: {sorted(subsets)}")
-                    if init != "random" and model not in pre["models"]:
+                    if init != "random" and model not in pretrained_models:
                         raise ValueError(f"model {model!r} of the {task} grid is not pretrained; add it to pretrain.models")
-                    depends = None if init == "random" else _pretrain_id(model, init)
-                    init_value = "random" if depends is None else str(runs_dir / depends / "generator.safetensors")
                     for seed in seeds:
                         for fraction in fractions if task == "segmentation" else [1.0]:
-                            axes = {"task": group if task == "restoration" else "segmentation", "dataset": group if task == "segmentation" else "TEMImageNet",
-                                    "model": model, "init": init_value, "seed": seed}
-                            if task == "segmentation":
-                                axes["label_fraction"] = fraction
-                            config = _fields(section, axes)
-                            run_id = f"{'seg' if task == 'segmentation' else 'restore'}-{group}-{model}-{init.lower()}-s{seed}"
-                            if fraction != 1.0:
-                                run_id += f"-lf{fraction:g}"
-                            images = TRAIN_IMAGES.get("TEMImageNet" if task == "restoration" else group, 1000)
-                            runs.append(Run(run_id, "finetune", task, config, depends_on=depends, gpus=section.get("gpus", 1),
-                                            est_gpu_hours=estimate_gpu_hours(task, model, int(images * fraction), config.get("epochs", 60), estimates),
-                                            labels={group_axis: group, "model": model, "init": init, "seed": seed}))
-
-    if "segmentation" in spec:
-        finetune_runs(spec["segmentation"], "segmentation", spec["segmentation"]["datasets"], "dataset")
-    if "restoration" in spec:
-        finetune_runs(spec["restoration"], "restoration", spec["restoration"]["tasks"], "task")
+                            runs.append(_finetune_run(section, task, group, model, init, seed, fraction, runs_dir, estimates))
     ids = [run.run_id for run in runs]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -222,7 +222,7 @@ def build_command(run: Run, run_dir: Path, resume: bool, toy: bool = False, runn
         parameters = {**run.config, "output_dir": str(run_dir)}
         (run_dir / "parameters.yaml").write_text(yaml.safe_dump(parameters, sort_keys=False))
         return [sys.executable, "-m", "papermill", str(notebook), str(run_dir / "notebook.ipynb"),
-                "-f", str(run_dir / "parameters.yaml"), "--cwd", str(REPO_ROOT)]
+                "-f", str(run_dir / "parameters.yaml"), "-k", "python3", "--language", "python", "--cwd", str(REPO_ROOT / "notebooks")]
     if runner != "cli":
         raise ValueError(f"runner must be 'cli' or 'papermill', got {runner!r}")
     launcher = [sys.executable]
@@ -295,7 +295,11 @@ def execute(runs, runs_dir="runs", command_builder=None, launcher="local", clust
                 todo.append(run)
         if launcher == "local":
             for run in tqdm(todo, desc="sweep", unit="run", disable=not todo):
-                argv, log = prepare(run, runs_dir, command_builder)
+                try:
+                    argv, log = prepare(run, runs_dir, command_builder)
+                except (OSError, ValueError) as err:  # e.g. the papermill notebook is missing
+                    outcomes[run.run_id] = f"failed (could not prepare the run: {err})"
+                    continue
                 outcomes[run.run_id] = _outcome(Path(runs_dir) / run.run_id, execute_command(argv, log))
                 tqdm.write(f"{run.run_id}: {outcomes[run.run_id]}")
         else:

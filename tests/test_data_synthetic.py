@@ -1,7 +1,7 @@
 """Synthetic data: real on-disk formats, written once, deterministic, safe under concurrency."""
 import hashlib
-import subprocess
-import sys
+import json
+import threading
 from pathlib import Path
 
 import h5py
@@ -11,7 +11,7 @@ import tifffile
 from PIL import Image
 
 from emlib.data import AU_DATASETS, ensure_synthetic, is_synthetic
-from emlib.data.synthetic import MARKER, TEMIMAGENET_FOLDERS
+from emlib.data.synthetic import FORMAT_VERSION, MARKER, TEMIMAGENET_FOLDERS
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,16 @@ def test_written_once_and_deterministic(root, tmp_path):
         ensure_synthetic(root, scale="ci")
 
 
+def test_outdated_folder_is_rewritten(root, tmp_path):
+    old = ensure_synthetic(tmp_path / "old", scale="tiny")
+    (old / "au" / "stale.txt").write_text("from an older emlib")
+    (old / MARKER).write_text(json.dumps({"scale": "tiny", "version": 0}))
+    assert ensure_synthetic(old, scale="tiny") == old
+    assert json.loads((old / MARKER).read_text())["version"] == FORMAT_VERSION
+    assert not (old / "au" / "stale.txt").exists() and tree_digest(old) == tree_digest(root)
+    assert [p.name for p in tmp_path.iterdir()] == ["old"]
+
+
 def test_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
     with pytest.raises(ValueError, match=str(tmp_path)):
@@ -93,11 +103,22 @@ def test_refuses_a_foreign_folder(tmp_path):
 
 
 def test_concurrent_writers_both_succeed(tmp_path):
+    # Threads race on the file system exactly as processes do (staging folder, then rename),
+    # without paying two torch imports.
     target = tmp_path / "shared"
-    code = f"from emlib.data.synthetic import ensure_synthetic; print(ensure_synthetic({str(target)!r}, 'tiny'))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in range(2)]
-    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
-    assert all(rc == 0 for _, _, rc in results), [err.decode()[-500:] for _, err, _ in results]
+    results, errors = [], []
+
+    def write():
+        try:
+            results.append(ensure_synthetic(target, scale="tiny"))
+        except Exception as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and results == [target, target]
     assert (target / MARKER).exists()
     assert [p.name for p in tmp_path.iterdir()] == ["shared"]  # no staging folders left behind

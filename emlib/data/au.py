@@ -178,7 +178,8 @@ class AuSegmentation(Dataset):
 
     root: folder with the dataset's HDF5 files. dataset: a key of AU_DATASETS.
     split: "train", "val", "test". crop: train crop size (val/test return the full
-    tile). augment: random dihedral transform (default: on for train only).
+    tile). augment: a random dihedral transform of each train item (default True;
+    val/test items are never transformed).
     label_fraction: keep a seeded fraction of the train tiles, in (0, 1].
     tile: tile size. seed: the split's seed.
     """
@@ -195,7 +196,7 @@ class AuSegmentation(Dataset):
         self.root, self.dataset, self.split, self.crop, self.tile = Path(root), dataset, split, crop, tile
         if not self.root.is_dir():
             raise FileNotFoundError(f"Au data folder not found: {self.root}")
-        self.augment = split == "train" if augment is None else bool(augment)
+        self.augment = split == "train" and (augment is None or bool(augment))
         self.images, self.masks = self._load_tiles(seed, label_fraction)
 
     def _load_tiles(self, seed, label_fraction):

@@ -16,6 +16,7 @@ them out; the same loaders then read both.
 Everything is vectorised numpy (no scipy); `ensure_synthetic` writes the "ci"
 scale in a few seconds.
 """
+import functools
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ import tifffile
 from PIL import Image
 
 MARKER = ".emlib_synthetic"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3  # bump when the generators change: older folders are then rewritten
 SCALES = {
     # images per dataset: CEM patches, Sytwu raw 512 x 1024 images (2 tiles each),
     # Groschner 512 x 512 images, TEMImageNet samples.
@@ -40,19 +41,25 @@ SCALES = {
 # ----------------------------------------------------------------------------- helpers
 
 
+def gaussian_transfer(shape, sigma, full=False):
+    """Fourier transfer function of a Gaussian blur of sigma px on a (H, W) grid (rfft2 layout
+    unless full); sigma scalar or an array, which adds leading axes."""
+    height, width = shape
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = (np.fft.fftfreq(width) if full else np.fft.rfftfreq(width))[None, :]
+    sigma = np.asarray(sigma, dtype=np.float64).reshape(np.shape(sigma) + (1, 1))
+    return np.exp(-2.0 * (np.pi * sigma) ** 2 * (fy ** 2 + fx ** 2)).astype(np.float32)  # float32 FFTs
+
+
 def gaussian_filter(images, sigma):
     """Periodic Gaussian filter of (..., H, W) via the FFT; sigma scalar or one per leading item."""
-    height, width = images.shape[-2:]
-    fy = np.fft.fftfreq(height)[:, None]
-    fx = np.fft.rfftfreq(width)[None, :]
-    sigma = np.asarray(sigma, dtype=np.float64).reshape(np.shape(sigma) + (1, 1))
-    transfer = np.exp(-2.0 * (np.pi * sigma) ** 2 * (fy ** 2 + fx ** 2))
-    return np.fft.irfft2(np.fft.rfft2(images) * transfer, s=(height, width)).astype(np.float32)
+    shape = images.shape[-2:]
+    return np.fft.irfft2(np.fft.rfft2(images) * gaussian_transfer(shape, sigma), s=shape).astype(np.float32)
 
 
 def smooth_noise(rng, shape, sigma):
     """Gaussian random field of correlation length sigma, zero mean, unit std per image."""
-    field = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    field = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
     axes = (-2, -1)
     return (field - field.mean(axis=axes, keepdims=True)) / (field.std(axis=axes, keepdims=True) + 1e-8)
 
@@ -92,6 +99,8 @@ def cellular_em_images(rng, count, size=224):
     """Float images (count, size, size) of cellular-EM-like texture (dark = stained)."""
     cells = 0.62 + 0.05 * smooth_noise(rng, (count, size, size), 25.0)
     cells += 0.05 * smooth_noise(rng, (count, size, size), 1.2)  # granular cytoplasm
+    granules = (rng.random((count, size, size), dtype=np.float32) < rng.uniform(0.002, 0.01, (count, 1, 1)))
+    cells -= 2.5 * gaussian_filter(granules.astype(np.float32), 1.2)  # ribosome-like dark dots
     # Membranes: thin dark lines along the zero set of a smooth random field.
     field = smooth_noise(rng, (count, size, size), rng.uniform(12, 28, size=count))
     field -= rng.uniform(-0.6, 0.6, size=(count, 1, 1))
@@ -109,7 +118,7 @@ def cellular_em_images(rng, count, size=224):
 def draw_organelles(rng, image):
     """Paint mitochondria, vesicles and dense granules into one image, in place."""
     size = image.shape[0]
-    for _ in range(rng.poisson(5)):
+    for _ in range(rng.poisson(rng.uniform(3, 10))):
         kind = rng.choice(["mitochondrion", "vesicle", "granule"], p=[0.45, 0.4, 0.15])
         radius = {"mitochondrion": rng.uniform(10, 24), "vesicle": rng.uniform(5, 16), "granule": rng.uniform(3, 7)}[kind]
         centre = rng.uniform(0, size, size=2)
@@ -170,6 +179,17 @@ def place_particles(rng, shape, radius_range, count, avoid_right_half=False):
     return placed
 
 
+@functools.lru_cache(maxsize=4)
+def carbon_filters(shape):
+    """(noise filter, blur) in rfft2 layout: white noise times the first gives speckle of std 0.07
+    (band-pass, 1-3 px) plus a slow variation of std 0.03 (80 px); the second is a 0.7 px blur."""
+    band = gaussian_transfer(shape, 1.0) - gaussian_transfer(shape, 3.0)
+    band_std = np.sqrt(np.mean((gaussian_transfer(shape, 1.0, True) - gaussian_transfer(shape, 3.0, True)) ** 2))
+    slow = gaussian_transfer(shape, 80.0)
+    slow_std = np.sqrt(np.mean(gaussian_transfer(shape, 80.0, True) ** 2))
+    return (0.07 * band / band_std + 0.03 * slow / slow_std).astype(np.float32), gaussian_transfer(shape, 0.7)
+
+
 def hrtem_image(rng, shape, look, empty_right_half=False):
     """(counts float32 with x-ray spikes, mask uint8) of Au particles on amorphous carbon."""
     transmission = np.ones(shape, np.float32)
@@ -186,12 +206,11 @@ def hrtem_image(rng, shape, look, empty_right_half=False):
                 contrast += rng.uniform(0.12, 0.25) * np.cos(phase + rng.uniform(0, 2 * np.pi)).astype(np.float32)
         transmission[window][inside] = contrast[inside]
         mask[window][inside] = 1
-    # Amorphous carbon: band-limited speckle everywhere (also through the particles).
-    white = rng.standard_normal((1,) + shape).astype(np.float32)
-    speckle = (gaussian_filter(white, 1.0) - gaussian_filter(white, 3.0))[0]
-    transmission += 0.9 * speckle / (speckle.std() + 1e-8) * 0.08
-    transmission += 0.03 * smooth_noise(rng, (1,) + shape, 80.0)[0]
-    transmission = gaussian_filter(transmission[None], 0.7)[0]
+    # In Fourier space, all at once: amorphous carbon (also through the particles) and the blur.
+    carbon, blur = carbon_filters(shape)
+    noise = np.fft.rfft2(rng.standard_normal(shape, dtype=np.float32))
+    spectrum = np.fft.rfft2(transmission) + noise * carbon
+    transmission = np.fft.irfft2(spectrum * blur, s=shape).astype(np.float32)
     counts = look["counts"] * np.clip(transmission, 0.05, None)
     counts = rng.poisson(counts).astype(np.float32)
     if look["spike"] is not None:  # x-ray hits: single hot pixels far above the median
@@ -232,8 +251,8 @@ def write_groschner(folder, images_name, maps_name, count, rng):
 
 
 def atom_columns(rng, size=256):
-    """(positions (K, 2) as (y, x), weights (K,)) of columns on a random 2-D lattice."""
-    spacing, angle = rng.uniform(10, 20), rng.uniform(0, np.pi)
+    """(positions (K, 2) as (y, x), weights (K,), lattice spacing) of columns on a random 2-D lattice."""
+    spacing, angle = rng.uniform(12, 22), rng.uniform(0, np.pi)
     gamma = rng.choice([np.pi / 2, np.pi / 3, rng.uniform(1.2, 1.9)])
     a1 = spacing * np.array([np.sin(angle), np.cos(angle)])
     a2 = spacing * rng.uniform(0.8, 1.4) * np.array([np.sin(angle + gamma), np.cos(angle + gamma)])
@@ -250,8 +269,8 @@ def atom_columns(rng, size=256):
         keep = np.hypot(*(sites - centre).T) < radius
     else:
         keep = np.ones(len(sites), bool)
-    keep &= np.all((sites > -5) & (sites < size + 5), axis=1)
-    return sites[keep], weights[keep]
+    keep &= np.all((sites > -8) & (sites < size + 8), axis=1)
+    return sites[keep], weights[keep], spacing
 
 
 def splat(positions, weights, size):
@@ -268,16 +287,22 @@ def splat(positions, weights, size):
 
 def adf_stem_sample(rng, size=256):
     """(input, noNoise, noBackgroundnoNoise, superresolution) uint8 images and column positions."""
-    positions, weights = atom_columns(rng, size)
-    points = splat(positions, weights, size)[None]
-    sigma = rng.uniform(2.0, 3.2)
-    columns = gaussian_filter(points, sigma)[0]
-    sharp = gaussian_filter(points, 0.5 * sigma)[0]
+    positions, weights, spacing = atom_columns(rng, size)
+    margin = 16  # render on a larger grid so that the FFT's wrap-around stays outside the image
+    big = size + 2 * margin
+    spectrum = np.fft.rfft2(splat(positions + margin, weights, big))
+    sigma = min(rng.uniform(2.0, 3.2), 0.2 * spacing)
+    # The same columns blurred by the probe (sigma) and by a twice sharper one (the SR label).
+    blurred = np.fft.irfft2(spectrum * gaussian_transfer((big, big), [sigma, 0.5 * sigma]), s=(big, big))
+    columns, sharp = blurred[:, margin:-margin, margin:-margin]
     columns /= columns.max() + 1e-8
     sharp /= sharp.max() + 1e-8
+    # Low-frequency background: a tilt plus a few long-wavelength waves.
     yy, xx = np.indices((size, size)) / size
     background = rng.uniform(-0.3, 0.3) * yy + rng.uniform(-0.3, 0.3) * xx
-    background = background + rng.uniform(0.1, 0.4) * smooth_noise(rng, (1, size, size), 40.0)[0]
+    for _ in range(3):
+        ky, kx = rng.uniform(-2, 2, size=2)
+        background += rng.uniform(0.05, 0.15) * np.cos(2 * np.pi * (ky * yy + kx * xx) + rng.uniform(0, 2 * np.pi))
     background = rng.uniform(0.1, 0.5) * (background - background.min()) / (np.ptp(background) + 1e-8)
     clean = np.clip(columns + background, 0, None)
     dose = rng.uniform(3, 30)  # electrons at a column's peak: heavily quantised inputs
@@ -289,7 +314,8 @@ def adf_stem_sample(rng, size=256):
     noisy_u8 = (np.clip(noisy / (dose * clean.max() * rng.uniform(1.0, 2.5)), 0, 1) * 255).round()
     labels = [clean / clean.max(), columns, sharp]
     images = [noisy_u8] + [(np.clip(label, 0, 1) * 255).round() for label in labels]
-    return [image.astype(np.uint8) for image in images], positions
+    inside = np.all((positions >= 0) & (positions < size), axis=1)
+    return [image.astype(np.uint8) for image in images], positions[inside]
 
 
 TEMIMAGENET_FOLDERS = ("image", "noNoise", "noBackgroundnoNoise", "noNoiseNoBackgroundSuperresolution")
@@ -331,39 +357,73 @@ def write_all(root, scale, seed=0):
     write_temimagenet(root / "temimagenet", counts["temimagenet"], rng)
 
 
+def marker_state(root, scale):
+    """None (no marker), "current" or "outdated" (written by older generators)."""
+    marker = Path(root) / MARKER
+    if not marker.exists():
+        return None
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "outdated"
+    if info.get("version") != FORMAT_VERSION:
+        return "outdated"
+    if info.get("scale") != scale:
+        raise ValueError(f"{root} holds synthetic data of scale {info.get('scale')!r}, not {scale!r}; delete it to rewrite")
+    return "current"
+
+
 def ensure_synthetic(root=None, scale="ci"):
     """Write the synthetic datasets once under root and return root.
 
     root defaults to $EMLIB_DATA or ./data/synthetic; it gets `cem500k/`, `au/`
-    and `temimagenet/` and a marker file. A second call (from any process)
-    finds the marker and returns at once; concurrent first calls each write to
-    a temporary folder and the first rename wins.
+    and `temimagenet/` and a marker file. A later call (from any process) finds
+    the marker and returns at once. Writers work in a temporary folder that is
+    renamed into place, so concurrent first calls are safe (the data are
+    deterministic: whichever rename wins, the content is the same). A folder
+    written by older generators (FORMAT_VERSION) is replaced the same way.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
     root = Path(root) if root is not None else default_root()
-    marker = root / MARKER
-    if marker.exists():
-        written = json.loads(marker.read_text()).get("scale")
-        if written != scale:
-            raise ValueError(f"{root} holds synthetic data of scale {written!r}, not {scale!r}; delete it to rewrite")
+    state = marker_state(root, scale)
+    if state == "current":
         return root
-    if root.exists() and any(root.iterdir()):
+    if state is None and root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} exists and is not a synthetic data folder (no {MARKER}); choose another root")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-writing-"))
     try:
+        staging.chmod(0o755)  # mkdtemp makes it private
         write_all(staging, scale)
         (staging / MARKER).write_text(json.dumps({"scale": scale, "version": FORMAT_VERSION}))
-        if root.exists():
-            root.rmdir()  # empty; the rename needs the name free
-        os.rename(staging, root)
-    except OSError:
-        if not marker.exists():  # not a lost race: a real failure
-            raise
+        if state == "outdated":
+            retire(root)
+        publish(staging, root, scale)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def retire(root):
+    """Move an outdated folder out of the way (open files stay readable), then delete it."""
+    old = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-old-"))
+    try:
+        os.replace(root, old)  # replaces the empty temporary folder
+    except FileNotFoundError:  # another writer retired it first
+        pass
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def publish(staging, root, scale):
+    """Rename staging to root; losing the race to an identical writer is fine."""
+    try:
+        if root.exists():
+            root.rmdir()  # only an empty folder: the rename needs the name free
+        os.rename(staging, root)
+    except OSError:
+        if marker_state(root, scale) != "current":  # not a lost race: a real failure
+            raise
 
 
 def is_synthetic(root):

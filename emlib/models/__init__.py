@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .hrnet import HRNet, WIDTHS as _HRNET_WIDTHS
 from .patchgan import PatchGAN
-from .receptive_field import input_channels, measure_receptive_field, receptive_field
+from .receptive_field import input_channels, input_gradient, measure_receptive_field, receptive_field
 from .unet import DILATIONS, UNet
 from .weights import TransferReport, init_weights, load_weights, save_weights, transfer_weights
 
@@ -71,7 +71,7 @@ def flops(name_or_model, size: int = 224) -> int:
 
 
 __all__ = [
-    "create", "names", "generator_names", "receptive_field", "measure_receptive_field",
+    "create", "names", "generator_names", "receptive_field", "measure_receptive_field", "input_gradient",
     "init_weights", "save_weights", "load_weights", "transfer_weights", "TransferReport", "flops",
     "UNet", "HRNet", "PatchGAN", "DILATIONS",
 ]

@@ -67,6 +67,9 @@ def input_gradient(model: nn.Module, height: int, width: int, n_inputs: int = 4,
                    position: tuple[int, int] | None = None, seed: int = 0) -> torch.Tensor:
     """|d output[0, row, col] / d input| summed over n_inputs random (height, width) inputs and channels.
 
+    The inputs are standard normal: zero-mean, so that no ReLU is off for all of
+    them (all-positive inputs can leave a whole channel dead and hide the RF's edge).
+
     position: (row, col) of the output pixel; None (or a None entry) means the centre of the output.
     The model is copied, switched to eval mode and run in float64; it is not changed.
     """
@@ -74,7 +77,7 @@ def input_gradient(model: nn.Module, height: int, width: int, n_inputs: int = 4,
         raise ValueError(f"n_inputs must be >= 1, got {n_inputs}")
     probe = copy.deepcopy(model).double().eval()
     generator = torch.Generator().manual_seed(seed)
-    x = torch.rand(n_inputs, input_channels(probe), height, width, generator=generator, dtype=torch.float64)
+    x = torch.randn(n_inputs, input_channels(probe), height, width, generator=generator, dtype=torch.float64)
     x.requires_grad_(True)
     out = probe(x)
     centre = (out.shape[-2] // 2, out.shape[-1] // 2)

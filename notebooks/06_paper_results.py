@@ -1,0 +1,166 @@
+# %% [markdown]
+# # Paper results and ours
+#
+# The previous chapters built the pipeline and ran it at toy scale. This chapter
+# looks at the *results*: the numbers Kazimi, Ruzaeva and Sandfeld report
+# {cite:p}`kazimi2024selfsupervised`, and whatever runs of ours exist beside them.
+#
+# The paper's Tables 1-7 ship with `emlib` as data (`emlib/paper/*.csv`, read by
+# `emlib.paper`); a test checks every cell against the paper's text. From these
+# tables we redraw the paper's comparisons and check its four claims by
+# computing them, not by quoting them. Our own runs, wherever `emlib` wrote a
+# `results.csv` under `runs/` (by hand or through `python -m emlib sweep`), are
+# read and set beside the paper's numbers, labelled by their source:
+#
+# - **paper**: the authors' numbers (Tables 2-7);
+# - **ours, real data**: our runs on the real datasets;
+# - **ours, synthetic toy run**: our CPU runs on synthetic stand-in data. They
+#   show that the pipeline works, and nothing about the paper's claims.
+#
+# On a fresh clone there are no runs of ours, and this chapter shows the
+# paper's numbers only. Which results exist on real data is tracked in
+# {doc}`../book/reproduction_status`.
+
+# %%
+import sys, subprocess
+if "google.colab" in sys.modules:  # install emlib on Colab only
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "emlib[book] @ git+https://github.com/emlib-book/emlib"], check=True)
+import torch
+print("device:", "cuda" if torch.cuda.is_available() else "cpu")
+
+# %% tags=["parameters"]
+results_dir = "runs"  # where our runs wrote results.csv (the sweep's runs_dir); same on GPU
+data_root = None  # unused here: this chapter trains nothing and reads no images
+figure_dpi = 80  # resolution of the inline figures
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from emlib import figures, paper
+
+plt.rcParams["figure.dpi"] = figure_dpi
+segmentation, restoration = paper.load_segmentation(), paper.load_restoration()
+print(f"paper: {len(segmentation)} Dice values (Tables 2-6), {len(restoration)} L1 values (Table 7)")
+
+# %% [markdown]
+# ## The datasets (paper, Table 1)
+#
+# Pretraining uses 50k, 100k or 200k unlabelled CEM500K images; the labelled
+# downstream datasets are small, from 144 training images (Au5nmV1) to about
+# 10k (TEMImageNet). This is the regime where pretraining should help most.
+
+# %%
+splits = {row["dataset"]: {"train": "/".join(f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n) for n in row["train"]),
+                           "validation": row["validation"], "test": row["test"]} for row in paper.load_splits()}
+display(Markdown("**Images per split (paper, Table 1)**\n\n" + figures.markdown_table(
+    splits, row_names=list(splits), column_names=("train", "validation", "test"), fmt="{}", corner="dataset")))
+
+# %% [markdown]
+# ## Segmentation: Tables 2-6 at the last epoch
+#
+# The paper evaluates every 5 epochs and keeps the best model so far (selected
+# on validation); Tables 2-6 give that model's test Dice (%) at each of the 12
+# evaluations. Here is the last column (epoch 60) of each table, rearranged with
+# one row per model and one column per initialisation: random weights, or
+# pretrained on 50k, 100k or 200k CEM500K images.
+
+# %%
+final = paper.final_table(segmentation, "dice_percent")
+for table_number, dataset in enumerate(paper.SEGMENTATION_DATASETS, start=2):
+    display(Markdown(f"**{dataset}: test Dice (%) at epoch 60 (paper, Table {table_number})**\n\n"
+                     + figures.markdown_table(final[dataset])))
+
+# %% [markdown]
+# ## Dice versus epoch
+#
+# The final column hides what the paper stresses most: how fast each model gets
+# there. Each panel below is one dataset (row) and one model (column); each
+# line one initialisation. Pretrained models (coloured) typically start far
+# higher than random ones (grey), several of which score 0 Dice at epoch 5;
+# by epoch 60 the lines mostly meet. Where runs of ours exist they are drawn in
+# the same panels, dashed (real data) or dotted (synthetic toy runs).
+
+# %%
+our_segmentation, our_restoration = paper.load_our_results(results_dir)
+figures.plot_dice_grid(segmentation, our_segmentation)
+plt.show()
+
+# %% [markdown]
+# ## The gain of pretraining, per model and receptive field
+#
+# The gain is the mean Dice over the three pretrained initialisations minus the
+# Dice of random initialisation, for each dataset (dots) and on average over
+# the datasets (bars). At the first evaluation the gain is large for almost
+# every model; at the last it is within a few points of zero, and negative for
+# some. The right panel shows the early gain of the U-Nets against their
+# receptive field.
+
+# %%
+figures.plot_pretraining_gain(segmentation, our_segmentation)
+plt.show()
+
+# %% [markdown]
+# ## Restoration on TEMImageNet (Table 7)
+#
+# The paper fine-tunes HRNet only, on three tasks: denoising (DN), noise and
+# background removal (N&BGR), and super-resolution (SR). Lower L1 is better.
+
+# %%
+final_l1 = {task: models["HRNet"] for task, models in paper.final_table(restoration, "l1", group="task").items()}
+display(Markdown("**TEMImageNet: test L1 of HRNet at epoch 60 (paper, Table 7)**\n\n" + figures.markdown_table(
+    final_l1, row_names=paper.RESTORATION_TASKS, fmt="{:.5f}", corner="task")))
+figures.plot_restoration_curves(restoration, our_restoration)
+plt.show()
+
+# %% [markdown]
+# ## The paper's claims, checked against its own numbers
+#
+# The paper makes four claims. For each, we count in the paper's own tables how
+# often it holds, with the definitions written out in `emlib.paper`:
+# "first" and "last" are the first (epoch 5) and last (epoch 60) evaluations;
+# the stability of a curve is measured by its total *setback*, the sum of all
+# moves in the wrong direction between evaluations (the paper's own statement
+# is about validation curves, which it shows only as figures).
+
+# %%
+paper_claims = paper.check_claims(segmentation, restoration)
+for number, claim in enumerate(paper_claims, start=1):
+    print(f"{number}. {claim['claim']}\n   paper's numbers: {claim['evidence']}\n")
+
+# %% [markdown]
+# Read this way, the paper's numbers support "pretraining speeds up
+# convergence" far better than "pretraining gives a better final model": at the
+# first evaluation the pretrained initialisations are ahead in most pairs, at
+# the last in fewer than half. The same holds on TEMImageNet, where the
+# pretrained models are ahead early and on average but not at epoch 60.
+#
+# ## Our runs beside the paper's
+#
+# The cell below lists the runs of ours that it found under `results_dir`, by
+# source and seed, and checks the same claims on them. With several seeds, the
+# tables give the mean and the half-width of a 95% confidence interval. (The
+# output of this cell depends on which runs exist on the machine that built the
+# book, so the notebook tests do not compare it.)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+ours = our_segmentation + our_restoration
+if not ours:
+    print(f"No results of ours under {Path(results_dir).resolve()}: the figures above show the paper's numbers only.")
+for source in sorted({row["source"] for row in ours}):
+    label = figures.SOURCE_LABELS.get(source, source)
+    seg = [r for r in our_segmentation if r["source"] == source]
+    res = [r for r in our_restoration if r["source"] == source]
+    seeds = sorted({r["seed"] for r in seg + res if r.get("seed") is not None})
+    print(f"{label}: {len({r['run_id'] for r in seg + res})} runs, seeds {seeds}")
+    for dataset, table in paper.final_table(seg, "dice_percent", with_ci=True).items():
+        display(Markdown(f"**{dataset}: test Dice (%) at the last epoch ({label})**\n\n"
+                         + figures.markdown_table(table, fmt=figures.mean_ci_cell)))
+    for task, table in paper.final_table(res, "l1", group="task", with_ci=True).items():
+        display(Markdown(f"**{task}: test L1 at the last epoch ({label})**\n\n"
+                         + figures.markdown_table(table, fmt=lambda cell: figures.mean_ci_cell(cell, 4))))
+    for claim, mine in zip(paper_claims, paper.check_claims(seg, res)):
+        print(f"- {claim['claim']}\n    paper: {claim['evidence']}\n    {label}: {mine['evidence']}")

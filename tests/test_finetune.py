@@ -1,0 +1,195 @@
+"""Fine-tuning: learning really works on synthetic data, best-model selection,
+pretrained initialisation, resume, results files and clear errors."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from emlib import models, results
+from emlib.data import TEMImageNet, ensure_synthetic
+from emlib.finetune import (BestModel, FinetuneConfig, RandomCropPairs, build_model, init_tag, is_evaluation_epoch,
+                            load_finetuned, run)
+from emlib.metrics import l1_errors
+from emlib.predict import predict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root():
+    # The same synthetic root as `make book` and the notebooks (written once, git-ignored).
+    return str(ensure_synthetic(os.environ.get("EMLIB_DATA") or REPO / "data" / "synthetic"))
+
+
+@pytest.fixture(scope="module")
+def segmentation_run(data_root, tmp_path_factory):
+    """The CPU toy preset on synthetic Au5nmV1 with U-Net_2_44, from random weights."""
+    torch.set_num_threads(2)
+    output_dir = tmp_path_factory.mktemp("seg") / "run"
+    config = FinetuneConfig.toy(data_root=data_root, output_dir=str(output_dir))
+    return config, run(config)
+
+
+def test_segmentation_learns_on_synthetic_au(segmentation_run):
+    config, summary = segmentation_run
+    assert summary["status"] == "finished" and summary["source"] == "synthetic"
+    assert summary["best_val_dice_percent"] >= 80.0  # from ~15% after the first epoch
+    assert summary["test_dice_percent"] >= 70.0
+
+
+def test_segmentation_results_files(segmentation_run):
+    config, summary = segmentation_run
+    out = Path(config.output_dir)
+    assert (out / "summary.json").is_file() and json.loads((out / "config.json").read_text()) == config.to_dict()
+    validation, test = results.read_rows(out / "validation.csv"), results.read_rows(out / "results.csv")
+    assert list(validation[0]) == results.SEGMENTATION_COLUMNS and list(test[0]) == results.SEGMENTATION_COLUMNS
+    assert [int(r["epoch"]) for r in validation] == list(range(1, config.epochs + 1))  # eval_every=1
+    row = test[-1]
+    assert (row["table"], row["dataset"], row["model"], row["blocks"], row["receptive_field"], row["init"]) == \
+        ("2", "Au5nmV1", "U-Net_2_44", "2", "44", "random")
+    assert float(row["dice_percent"]) == pytest.approx(summary["test_dice_percent"], abs=1e-3)
+
+
+def test_test_rows_follow_the_best_validation_model(segmentation_run):
+    """Per evaluation, results.csv holds the test score of the best model so far:
+    it changes exactly when the validation score improves."""
+    config, summary = segmentation_run
+    out = Path(config.output_dir)
+    val = [float(r["dice_percent"]) for r in results.read_rows(out / "validation.csv")]
+    test = [float(r["dice_percent"]) for r in results.read_rows(out / "results.csv")]
+    best_so_far = [max(val[:i + 1]) for i in range(len(val))]
+    for i in range(1, len(val)):
+        if best_so_far[i] == best_so_far[i - 1]:
+            assert test[i] == test[i - 1]
+    assert summary["best_epoch"] == 1 + val.index(max(val))
+
+
+def test_best_model_file_reproduces_the_best_validation_dice(segmentation_run, data_root):
+    from emlib.data import AuSegmentation
+
+    config, summary = segmentation_run
+    model, loaded_config = load_finetuned(config.output_dir)
+    assert loaded_config.model == config.model
+    val = AuSegmentation(Path(data_root) / "au", config.dataset, split="val", seed=config.split_seed)
+    from emlib.metrics import dice_scores
+
+    dice = [dice_scores(torch.from_numpy(predict(model, image[0], tile=256, overlap=128, standardize=None)), mask[0])
+            for image, mask in val]
+    assert 100 * torch.cat(dice).mean().item() == pytest.approx(summary["best_val_dice_percent"], abs=0.5)
+
+
+def test_best_model_keeps_the_first_of_equal_scores():
+    best = BestModel(higher_is_better=True)
+    model = torch.nn.Conv2d(1, 1, 1)
+    updates = [best.update(epoch, score, model) for epoch, score in [(5, 60.0), (10, 80.0), (15, 80.0), (20, 70.0)]]
+    assert updates == [True, True, False, False] and (best.epoch, best.score) == (10, 80.0)
+    lower = BestModel(higher_is_better=False)
+    assert [lower.update(e, s, model) for e, s in [(5, 0.3), (10, 0.1), (15, 0.2)]] == [True, True, False]
+    assert lower.epoch == 10
+
+
+def test_best_model_holds_a_copy_of_the_weights():
+    best, model = BestModel(higher_is_better=True), torch.nn.Conv2d(1, 1, 1)
+    best.update(5, 1.0, model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not torch.equal(best.state["weight"], model.weight)
+
+
+def test_evaluation_epochs_every_n_and_the_last():
+    config = FinetuneConfig(epochs=12, eval_every=5)
+    assert [e for e in range(1, 13) if is_evaluation_epoch(e, config)] == [5, 10, 12]
+    assert [e for e in range(1, 61) if is_evaluation_epoch(e, FinetuneConfig())] == list(range(5, 61, 5))
+
+
+def fake_export(folder, name="unet_2_44", subset=50_000, seed=1):
+    """A pretraining export as emlib.pretrain writes it: generator.safetensors + model_card.json."""
+    torch.manual_seed(seed)
+    generator = models.create(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    models.save_weights(generator, folder / "generator.safetensors")
+    (folder / "model_card.json").write_text(json.dumps({"generator": name, "subset": subset}))
+    return generator
+
+
+def test_pretrained_init_loads_and_differs_from_random(tmp_path):
+    generator = fake_export(tmp_path / "P50k")
+    pretrained, report = build_model(FinetuneConfig.toy(init=str(tmp_path / "P50k")))
+    torch.manual_seed(0)
+    random_model, none = build_model(FinetuneConfig.toy())
+    assert none is None and len(report.loaded) == len(generator.state_dict())
+    for key, value in generator.state_dict().items():
+        assert torch.equal(pretrained.state_dict()[key], value)
+    assert not torch.equal(pretrained.state_dict()["head.weight"], random_model.state_dict()["head.weight"])
+    assert init_tag(str(tmp_path / "P50k" / "generator.safetensors")) == "P50k"
+    fake_export(tmp_path / "toy", subset=120)
+    assert init_tag(str(tmp_path / "toy")) == "pretrained" and init_tag("random") == "random"
+
+
+def test_pretrained_file_of_another_architecture_is_refused(tmp_path):
+    fake_export(tmp_path / "export", name="unet_2_84")  # same tensor shapes as unet_2_44, other dilations
+    with pytest.raises(ValueError, match="unet_2_84"):
+        build_model(FinetuneConfig.toy(init=str(tmp_path / "export")))
+
+
+@pytest.mark.parametrize("overrides, error, match", [
+    (dict(dataset="Au7nm"), ValueError, "dataset"),
+    (dict(task="denoising", dataset="Au5nm"), ValueError, "dataset"),
+    (dict(task="inpainting"), ValueError, "task"),
+    (dict(label_fraction=0.0), ValueError, "label_fraction"),
+    (dict(label_fraction=1.5), ValueError, "label_fraction"),
+    (dict(model="resnet50"), ValueError, "model"),
+    (dict(init="/nonexistent/generator.safetensors"), FileNotFoundError, "init"),
+    (dict(data_root="/nonexistent/au"), FileNotFoundError, "data_root"),
+    (dict(eval_every=0), ValueError, "eval_every"),
+])
+def test_bad_config_is_named(overrides, error, match):
+    with pytest.raises(error, match=match):
+        FinetuneConfig.toy(**overrides)
+
+
+def test_config_round_trip_alias_and_unknown_keys():
+    config = FinetuneConfig(task="background_removal")
+    assert config.task == "noise_background_removal" and config.dataset == "TEMImageNet" and config.batch_size == 64
+    assert FinetuneConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="colour"):
+        FinetuneConfig.from_dict({**config.to_dict(), "colour": 1})
+
+
+def test_restoration_beats_the_identity_baseline(data_root, tmp_path):
+    torch.set_num_threads(2)
+    config = FinetuneConfig.toy(task="denoising", data_root=data_root, output_dir=str(tmp_path / "dn"), test=False)
+    summary = run(config)
+    val = RandomCropPairs(TEMImageNet(Path(data_root) / "temimagenet", "denoising", split="val"), config.eval_crop, centre=True)
+    identity = torch.cat([l1_errors(inputs, target) for inputs, target in val]).mean().item()
+    assert summary["best_val_l1"] < 0.8 * identity
+    row = results.read_rows(tmp_path / "dn" / "validation.csv")[-1]
+    assert list(row) == results.RESTORATION_COLUMNS and (row["table"], row["task"]) == ("7", "denoising")
+    assert not (tmp_path / "dn" / "results.csv").exists()  # test=False: no test rows
+
+
+def test_resume_continues_like_an_uninterrupted_run(data_root, tmp_path):
+    """2 epochs, then --resume with epochs=3, equals 3 epochs in one go."""
+    tiny = dict(data_root=data_root, crop=64, eval_crop=128, steps_per_epoch=2, batch_size=2, test=False)
+    straight = run(FinetuneConfig.toy(epochs=3, output_dir=str(tmp_path / "straight"), **tiny))
+    run(FinetuneConfig.toy(epochs=2, output_dir=str(tmp_path / "resumed"), **tiny))
+    resumed = run(FinetuneConfig.toy(epochs=3, output_dir=str(tmp_path / "resumed"), **tiny), resume=True)
+    assert resumed["val_history"] == pytest.approx(straight["val_history"], rel=1e-4)
+    assert len(results.read_rows(tmp_path / "resumed" / "validation.csv")) == 3
+    with pytest.raises(ValueError, match="lr"):
+        run(FinetuneConfig.toy(epochs=3, lr=1e-2, output_dir=str(tmp_path / "resumed"), **tiny), resume=True)
+
+
+def test_cli_runs_a_tiny_restoration(data_root, tmp_path, capsys):
+    from emlib.cli import main
+
+    out = tmp_path / "cli"
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 1, "steps_per_epoch": 1, "eval_crop": 32, "crop": 32}))
+    assert main(["finetune", "--toy", "--task", "background_removal", "--config", str(tmp_path / "c.json"),
+                 "--data-root", data_root, "--output-dir", str(out), "--batch-size", "2"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["task"], config["model"], config["epochs"], config["batch_size"]) == \
+        ("noise_background_removal", "unet_2_44", 1, 2)
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
