@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Notebooks and tests share one synthetic data folder (written on first use).
 export EMLIB_DATA := $(CURDIR)/data/synthetic
-export MPLBACKEND := Agg
 # Kernels started by jupyter-book, nbval and jupytext must find the venv's python.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 

@@ -48,7 +48,7 @@ batch_size = 8  # paper: 128
 epochs = 3  # paper: 60
 steps_per_epoch = 6  # paper: None (the whole subset each epoch)
 val_limit = 16  # paper: None (5000 validation images)
-lr = 1e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
+lr = 2e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
 l1_weight = 100.0  # paper: 100
 adv_weight = 1.0  # paper: 1 (0 = the L1-only ablation)
 seed = 0
