@@ -208,19 +208,46 @@ def init_tag(init) -> str:
     return PRETRAINED_TAGS.get(subset, "pretrained")
 
 
+class CenteredIntensities(torch.nn.Module):
+    """A restoration model for [0, 1] images that works on [-1, 1] inside, the
+    intensity convention of pretraining (pix2pix): x -> 2x - 1 -> model -> (y + 1) / 2.
+
+    Used for random and pretrained initialisations alike, so that the two differ
+    only in their weights.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return (self.model(x * 2 - 1) + 1) / 2
+
+
+def for_task(model, task: str):
+    """The network as the task trains it: as is (segmentation) or CenteredIntensities (restoration)."""
+    return model if task == SEGMENTATION else CenteredIntensities(model)
+
+
+def registry_model(model):
+    """The registry model inside `for_task`'s wrapper (and inside DDP / compile)."""
+    model = training.unwrap_model(model)
+    return model.model if isinstance(model, CenteredIntensities) else model
+
+
 def build_model(config: FinetuneConfig):
-    """(model with 1 input and 1 output channel, transfer report or None for random init)."""
+    """(model for the task, transfer report or None for random init); 1 input and 1 output channel."""
     from emlib import models
 
     model = models.create(config.model, in_channels=1, out_channels=1)
-    if config.init == "random":
-        return model, None
-    path = pretrained_path(config.init)
-    try:
-        report = models.transfer_weights(model, path)
-    except ValueError as err:
-        raise ValueError(f"init={config.init!r} does not fit model={config.model!r}: {err}") from None
-    return model, report
+    report = None
+    if config.init != "random":
+        path = pretrained_path(config.init)
+        try:
+            report = models.transfer_weights(model, path)
+        except ValueError as err:
+            raise ValueError(f"init={config.init!r} does not fit model={config.model!r}: {err}") from None
+    return for_task(model, config.task), report
 
 
 # ----------------------------------------------------------------------------- data
@@ -602,9 +629,8 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
     if ctx.is_main:
         from emlib import models
 
-        best_model = models.create(config.model, in_channels=1, out_channels=1)
-        best_model.load_state_dict(best.state)
-        models.save_weights(best_model, output_dir / "best_model.safetensors",
+        model.load_state_dict(best.state)  # training is over: the run's model becomes the best one
+        models.save_weights(registry_model(model), output_dir / "best_model.safetensors",
                             {"task": config.task, "best_epoch": best.epoch, metric: best.score})
         training.write_json_atomic(output_dir / "summary.json", summary)  # last: marks the run finished
     training.barrier()
@@ -612,7 +638,10 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
 
 
 def load_finetuned(output_dir):
-    """The best model of a finished run (eval mode, CPU) and its FinetuneConfig."""
+    """The best model of a finished run (eval mode, CPU) and its FinetuneConfig.
+
+    Restoration models come wrapped in CenteredIntensities: [0, 1] in, [0, 1] out.
+    """
     from emlib import models
 
     output_dir = Path(output_dir)
@@ -626,7 +655,7 @@ def load_finetuned(output_dir):
     model = models.create(config.model, in_channels=1, out_channels=1)
     state, _ = models.load_weights(weights_path)
     model.load_state_dict(state)
-    return model.eval(), config
+    return for_task(model, config.task).eval(), config
 
 
 # ----------------------------------------------------------------------------- command line

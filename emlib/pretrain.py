@@ -402,7 +402,8 @@ def train(config: PretrainConfig, resume: bool = False) -> dict:
             training.set_deterministic(True)
         return _train(config, ctx, resume)
     finally:
-        training.set_deterministic(deterministic_before)
+        if config.deterministic and not deterministic_before:
+            training.set_deterministic(False)
         training.cleanup_distributed()
 
 

@@ -12,23 +12,33 @@ Nothing here knows about GANs or datasets. It provides, top to bottom:
 - a resume-safe CSV logger and `plot_log` for loss curves;
 - a SIGINT/SIGTERM handler that asks the loop to checkpoint and stop;
 - a NaN/inf loss guard;
-- DistributedDataParallel helpers driven by the `torchrun` environment variables.
+- DistributedDataParallel helpers driven by the `torchrun` environment variables;
+- config dataclass <-> dict / JSON / command-line flags.
 
-A loop that follows the pattern below resumes exactly (same losses to float
-precision on CPU with `set_deterministic(True)`):
+A loop resumes exactly (same losses to float precision on CPU with
+`set_deterministic(True)`) when nothing random escapes the checkpoint:
 
+    sampler = ResumableSampler(dataset, world_size, rank, seed=seed)
     sampler.set_epoch(epoch, start_index=batches_done * batch_size)
-    ... train ...
-    save_checkpoint(path, {"model": ..., "rng": capture_rng_state(), "sampler": ...})
+    loader = DataLoader(dataset, sampler=sampler, generator=torch.Generator().manual_seed(seed + epoch))
+    ...  # a DataLoader without `generator=` draws its worker seed from the global RNG
+    save_checkpoint(path, {"model": ..., "rng": capture_rng_state(), "position": ...})
+
+Random augmentations inside workers should be seeded per sample (see
+`emlib.pretrain.SeededSamples`), so that they do not depend on worker count.
 """
+import collections
 import contextlib
 import csv
 import dataclasses
+import json
 import math
 import os
 import random
 import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +173,7 @@ class ResumableSampler(DistributedSampler):
         return iter(indices[self.start_index:])
 
     def __len__(self) -> int:
-        return self.num_samples - self.start_index
+        return max(0, self.num_samples - self.start_index)
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -255,8 +265,6 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 def write_json_atomic(path, data: dict) -> None:
     """Write `data` as indented JSON, atomically."""
-    import json
-
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode()))
 
 
@@ -410,8 +418,6 @@ class StopRequest:
         self.requested, self.signal_name = True, signal.Signals(signum).name
 
     def __enter__(self):
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -519,15 +525,12 @@ class Throughput:
     """Images per second over a sliding window of steps (for progress bars and logs)."""
 
     def __init__(self, window: int = 20):
-        import collections
-        import time
-
-        self._clock, self._times = time.perf_counter, collections.deque(maxlen=window + 1)
+        self._times = collections.deque(maxlen=window + 1)
         self._counts = collections.deque(maxlen=window + 1)
 
     def update(self, n_images: int) -> float:
         """Record that `n_images` were just processed; return the current images/s."""
-        self._times.append(self._clock())
+        self._times.append(time.perf_counter())
         self._counts.append(n_images)
         if len(self._times) < 2:
             return float("nan")
@@ -579,8 +582,6 @@ def _parse_value(annotation, default):
 
 def config_from_cli(cls, args, preset=None):
     """Build a config: `preset()` (or the defaults), then `--config FILE.json`, then flags."""
-    import json
-
     data = config_to_dict(preset() if preset else cls())
     if getattr(args, "config", None):
         path = Path(args.config)

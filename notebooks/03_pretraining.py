@@ -63,7 +63,6 @@ import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from emlib import models, pretrain, training
 

@@ -100,3 +100,11 @@ def test_real_experimental_image_keeps_its_size():
     image = np.asarray(Image.open(path).convert("L"))
     out = predict(pooled_net(), image, tile=128, overlap=32, standardize="unit", batch_size=16)
     assert out.shape == image.shape and np.isfinite(out).all()
+
+
+def test_emlib_predict_is_callable_more_than_once():
+    import emlib
+
+    first = emlib.predict(nn.Identity(), np.ones((6, 6), np.float32), standardize=None)
+    second = emlib.predict(nn.Identity(), np.ones((6, 6), np.float32), standardize=None)  # name now bound to the module
+    assert np.array_equal(first, second) and first.shape == (6, 6)

@@ -33,7 +33,7 @@ def cem_folder(tmp_path_factory):
 
 
 def tiny_config(cem_folder, output_dir, **overrides):
-    fields = dict(data_root=str(cem_folder), image_size=32, batch_size=4, epochs=2, steps_per_epoch=4, val_limit=4,
+    fields = dict(data_root=str(cem_folder), image_size=32, batch_size=2, epochs=2, steps_per_epoch=4, val_limit=4,
                   output_dir=str(output_dir), deterministic=True, log_every=1)
     return pretrain.PretrainConfig.toy(**{**fields, **overrides})
 
@@ -220,12 +220,12 @@ def test_ddp_with_two_gloo_processes_trains_and_only_rank0_writes(cem_folder, tm
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
            "-m", "emlib", "pretrain", "--toy", "--data-root", str(cem_folder), "--image-size", "32",
-           "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "3", "--val-limit", "4", "--output-dir", str(out)]
+           "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "3", "--val-limit", "4", "--output-dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["images_seen"] == 3 * 4 * 2
+    assert summary["world_size"] == 2 and summary["images_seen"] == 3 * 2 * 2
     log = training.read_log(out / "log.csv")
     assert log["step"].tolist() == [1, 2, 3]  # one row per step: rank 1 did not log
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "generator.safetensors",
