@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
@@ -60,11 +61,10 @@ def load_weights(path) -> tuple[dict, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     state_dict = load_file(str(path))
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         header = f.metadata() or {}
-    metadata = json.loads(header.get("emlib", "{}"))
+    metadata = {key: value for key, value in header.items() if key != "emlib"}  # files from other tools
+    metadata.update(json.loads(header.get("emlib", "{}")))
     if "name" in header:
         metadata["name"] = header["name"]
     return state_dict, metadata
