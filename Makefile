@@ -9,7 +9,7 @@ export EMLIB_DATA := $(CURDIR)/data/synthetic
 # Kernels started by jupyter-book, nbval and jupytext must find the venv's python.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: book test venv clean pairing
+.PHONY: book test venv clean pairing notebooks
 
 venv: $(STAMP)
 
@@ -32,3 +32,9 @@ test: venv pairing
 
 clean:
 	rm -rf _build .jupyter_cache
+
+# Re-execute every notebook from its .py source into the committed .ipynb (CPU defaults),
+# in reading order, so that 06 sees the toy results written by 04 and 05.
+notebooks: venv
+	rm -rf notebooks/runs
+	for f in notebooks/[0-9]*.py; do echo "executing $$f"; $(BIN)/jupytext --to ipynb --set-kernel python3 --execute $$f || exit 1; done

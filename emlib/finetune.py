@@ -29,6 +29,7 @@ Files in `output_dir` (the run contract of `emlib.training`):
 """
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,7 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     eval_every: int = 5  # paper: every 5 epochs (and always after the last)
     label_fraction: float = 1.0  # train on a seeded fraction of the labelled train images, in (0, 1]
-    augment: bool = True  # segmentation: random dihedral transform of the train crops
+    augment: bool = True  # random flips / 90-degree rotations of the train crops (input and target alike)
     test: bool = True  # record the best model's test score at every evaluation
     seed: int = 0  # model init, data order, crops
     split_seed: int = 0  # train/val/test split and label subset (fixed across training seeds)
@@ -125,7 +126,7 @@ class FinetuneConfig:
         Segmentation: unet_2_44 on Au5nmV1, 96 px crops, lr 3e-3 (a toy run has few
         steps), 8 epochs of 6 batches of 4. Restoration: unet_2_44 too (HRNet learns
         too slowly for a CPU minute), 64 px crops, evaluated on 64 px centre crops,
-        4 epochs of 10 batches of 8.
+        4 epochs of 20 batches of 8.
         """
         task = canonical_task(overrides.get("task", SEGMENTATION))
         common = dict(task=task, device="cpu", amp=False, channels_last=False, workers=0, eval_every=1,
@@ -134,7 +135,7 @@ class FinetuneConfig:
             toy = dict(model="unet_2_44", dataset="Au5nmV1", crop=96, batch_size=4, epochs=8, steps_per_epoch=6, lr=3e-3)
         else:
             toy = dict(model="unet_2_44", dataset=RESTORATION_DATASET, crop=64, eval_crop=64, batch_size=8,
-                       epochs=4, steps_per_epoch=10, lr=3e-3)
+                       epochs=4, steps_per_epoch=20, lr=3e-3)
         return cls(**{**common, **toy, **overrides})
 
     def to_dict(self) -> dict:
@@ -254,10 +255,11 @@ def build_model(config: FinetuneConfig):
 
 
 class RandomCropPairs(Dataset):
-    """(input, target) pairs cropped at the same random place (torch RNG), or centred."""
+    """(input, target) pairs cropped at the same random place (torch RNG), or centred;
+    with `augment`, the same random one of the 8 flips / 90-degree rotations for both."""
 
-    def __init__(self, dataset, size: int, centre: bool = False):
-        self.dataset, self.size, self.centre = dataset, size, centre
+    def __init__(self, dataset, size: int, centre: bool = False, augment: bool = False):
+        self.dataset, self.size, self.centre, self.augment = dataset, size, centre, augment
 
     def __len__(self):
         return len(self.dataset)
@@ -272,7 +274,13 @@ class RandomCropPairs(Dataset):
             top = int(torch.randint(0, height - size_y + 1, ()))
             left = int(torch.randint(0, width - size_x + 1, ()))
         window = (..., slice(top, top + size_y), slice(left, left + size_x))
-        return inputs[window], target[window]
+        inputs, target = inputs[window], target[window]
+        if self.augment:
+            turns, flip = int(torch.randint(0, 4, ())), bool(torch.randint(0, 2, ()))
+            if flip:
+                inputs, target = inputs.flip(-1), target.flip(-1)
+            inputs, target = inputs.rot90(turns, (-2, -1)), target.rot90(turns, (-2, -1))
+        return inputs.contiguous(), target.contiguous()
 
 
 class Repeated(Dataset):
@@ -337,8 +345,7 @@ def build_datasets(config: FinetuneConfig, folder: Path) -> dict:
             item = TEMImageNet(folder, config.task, split=split, seed=config.split_seed)
             if split == "train":
                 item = label_subset(item, config.label_fraction, config.split_seed)
-                if config.crop < 256:
-                    item = RandomCropPairs(item, config.crop)
+                item = RandomCropPairs(item, config.crop, augment=config.augment)
         if split != "train" and config.eval_crop is not None:
             item = RandomCropPairs(item, config.eval_crop, centre=True)
         if len(item) == 0:
@@ -489,7 +496,7 @@ def run(config: FinetuneConfig, resume: bool = False) -> dict:
     """Fine-tune `config.model` on `config.task`; returns the run summary (see summary.json).
 
     Under `torchrun` this is DistributedDataParallel training (rank 0 evaluates,
-    logs and writes). resume=True continues from output_dir/checkpoint.pt when it
+    logs and writes; only its summary holds the scores). resume=True continues from output_dir/checkpoint.pt when it
     exists. A SIGINT/SIGTERM saves a checkpoint and returns a summary with status
     "interrupted" (no summary.json); a NaN/inf loss raises NonFiniteLossError.
     """
@@ -687,6 +694,6 @@ def _run_cli(args) -> int:
     preset = (lambda: FinetuneConfig.toy(task=task)) if args.toy else (lambda: FinetuneConfig(task=task))
     config = training.config_from_cli(FinetuneConfig, args, preset)
     summary = run(config, resume=args.resume)
-    if training.is_main_process():
+    if int(os.environ.get("RANK", "0")) == 0:  # the process group is gone by now: ask torchrun's variable
         print(json.dumps({k: v for k, v in summary.items() if k != "val_history"}, indent=2))
     return 0

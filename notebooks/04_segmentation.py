@@ -79,6 +79,9 @@ from emlib import finetune, paper, pretrain, results
 from emlib.figures import markdown_table
 from emlib.metrics import dice_scores
 
+if device == "cpu":
+    torch.set_num_threads(1)  # the same numbers whatever the core count (toy-sized tensors gain little from threads)
+
 fields = dict(task="segmentation", model=model, dataset=dataset, data_root=data_root, crop=crop, batch_size=batch_size,
               epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, eval_every=eval_every,
               label_fraction=label_fraction, seed=seed, split_seed=split_seed, device=device, amp=amp,

@@ -205,3 +205,17 @@ def test_cli_runs_a_tiny_restoration(data_root, tmp_path, capsys):
     assert (config["task"], config["model"], config["epochs"], config["batch_size"]) == \
         ("noise_background_removal", "unet_2_44", 1, 2)
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+
+
+def test_restoration_crops_and_flips_input_and_target_alike():
+    image = torch.arange(16 * 16, dtype=torch.float32).view(1, 16, 16)
+    pairs = RandomCropPairs([(image, 2 * image)], 8, augment=True)
+    crops = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        inputs, target = pairs[0]
+        assert inputs.shape == (1, 8, 8) and torch.equal(target, 2 * inputs)
+        crops.append(inputs)
+    assert len({tuple(c.flatten().tolist()) for c in crops}) > 4  # places and orientations vary
+    centre = RandomCropPairs([(image, image)], 8, centre=True)[0][0]
+    assert torch.equal(centre, image[:, 4:12, 4:12])
