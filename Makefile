@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Notebooks and tests share one synthetic data folder (written on first use).
 export EMLIB_DATA := $(CURDIR)/data/synthetic
+# One CPU thread: notebook outputs (checked by nbval) are then the same on any machine,
+# and shared or busy CPUs do not slow torch down by oversubscription.
+export OMP_NUM_THREADS := 1
 # Kernels started by jupyter-book, nbval and jupytext must find the venv's python.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 

@@ -11,6 +11,6 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy, so that `import emlib` stays cheap and does not import torch.
     if name == "predict":
-        from emlib.predict import predict
+        from emlib.tiling import predict
         return predict
     raise AttributeError(f"module 'emlib' has no attribute {name!r}")

@@ -45,8 +45,8 @@ second_generator = "hrnet_w18_small"  # paper: HRNet (width not stated; "hrnet_w
 subset = None  # paper: 50000, 100000 or 200000 training images
 image_size = 64  # paper: 224
 batch_size = 8  # paper: 128
-epochs = 3  # paper: 60
-steps_per_epoch = 6  # paper: None (the whole subset each epoch)
+epochs = 6  # paper: 60
+steps_per_epoch = 10  # paper: None (the whole subset each epoch)
 val_limit = 16  # paper: None (5000 validation images)
 lr = 2e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
 l1_weight = 100.0  # paper: 100
@@ -184,6 +184,9 @@ plt.show()
 fig, ax = plt.subplots(figsize=(5, 3.4))
 for g, config in configs.items():
     training.plot_log(Path(config.output_dir) / "val.csv", ["val_l1"], x="epoch", ax=ax, label_prefix=f"{g}: ")
+identity_l1 = torch.stack([(a - b).abs().mean() for a, b in pairs]).mean().item()
+ax.axhline(identity_l1, ls="--", c="gray", label="G(A) = A, on the pairs shown below")
+ax.legend(fontsize=8)
 ax.set_ylabel("validation L1")
 ax.set_title(f"Validation L1 per epoch\n({run_label}; cf. paper Figs. 4, 19)")
 plt.show()

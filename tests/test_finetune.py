@@ -12,7 +12,7 @@ from emlib.data import TEMImageNet, ensure_synthetic
 from emlib.finetune import (BestModel, FinetuneConfig, RandomCropPairs, build_model, init_tag, is_evaluation_epoch,
                             load_finetuned, registry_model, run)
 from emlib.metrics import l1_errors
-from emlib.predict import predict
+from emlib.tiling import predict
 from emlib.training import read_log
 
 REPO = Path(__file__).resolve().parents[1]

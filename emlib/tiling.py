@@ -13,8 +13,6 @@ HRNet) see the same pooling grid in every tile when the tile stride
 (tile - overlap) is a multiple of their total stride (32 covers every model of
 the registry), which the defaults satisfy.
 """
-import sys
-import types
 
 import numpy as np
 import torch
@@ -142,13 +140,3 @@ def predict(model, image, tile=256, overlap=64, standardize="per_image", batch_s
     output = (output / weight_sum.clamp_min(1e-8))[:, :height, :width]
     return (output[0] if output.shape[0] == 1 else output).numpy()
 
-
-class _CallableModule(types.ModuleType):
-    """`emlib.predict(...)` calls `predict`: once this submodule is imported, the name
-    `emlib.predict` is the module, so the module forwards calls to the function."""
-
-    def __call__(self, *args, **kwargs):
-        return predict(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
