@@ -29,7 +29,6 @@ Files in `output_dir` (the run contract of `emlib.training`):
 """
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -670,12 +669,8 @@ def load_finetuned(output_dir):
 
 def add_cli(subparsers) -> None:
     """`python -m emlib finetune --task segmentation|denoising|background_removal|super_resolution [--toy] ...`."""
-    parser = subparsers.add_parser("finetune", help="fine-tune on Au segmentation or TEMImageNet restoration",
-                                   description=__doc__.splitlines()[0])
-    parser.add_argument("--toy", action="store_true", help="start from FinetuneConfig.toy() (CPU, synthetic data)")
-    parser.add_argument("--config", help="JSON file of FinetuneConfig fields (flags override it)")
-    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.pt")
-    training.add_config_arguments(parser, FinetuneConfig)
+    parser = training.add_run_parser(subparsers, "finetune", FinetuneConfig, description=__doc__.splitlines()[0],
+                                     help="fine-tune on Au segmentation or TEMImageNet restoration")
     parser.set_defaults(func=_run_cli)
 
 
@@ -693,7 +688,5 @@ def _run_cli(args) -> int:
     # The preset depends on the task (its model, dataset and sizes), so build it for that task.
     preset = (lambda: FinetuneConfig.toy(task=task)) if args.toy else (lambda: FinetuneConfig(task=task))
     config = training.config_from_cli(FinetuneConfig, args, preset)
-    summary = run(config, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # the process group is gone by now: ask torchrun's variable
-        print(json.dumps({k: v for k, v in summary.items() if k != "val_history"}, indent=2))
+    training.print_run_summary(run(config, resume=args.resume), leave_out=("val_history",))
     return 0

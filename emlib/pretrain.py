@@ -20,8 +20,6 @@ Every sample is a pure function of (seed, epoch, index) and every device-side
 corruption of (seed, step, rank), so a run resumed from a checkpoint continues
 exactly like one that was never stopped, whatever the number of loader workers.
 """
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,6 +361,16 @@ def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device):
     return dict(state["position"]), [tuple(v) for v in state["val_history"]]
 
 
+def toy_generator(generator: str, output_dir, seed: int = 0) -> Path:
+    """Pretrain `generator` with the toy preset (CPU, synthetic data) and return the export's folder.
+
+    The downstream chapters use it when no real pretrained generator is given.
+    """
+    config = PretrainConfig.toy(generator=generator, output_dir=str(output_dir), seed=seed, deterministic=True)
+    train(config)
+    return Path(config.output_dir)
+
+
 def export_generator(G, config, output_dir: Path, info: dict) -> dict:
     """Write generator.safetensors and model_card.json (what fine-tuning loads)."""
     from emlib import models
@@ -557,18 +565,12 @@ def _checked_values(losses: dict, step: int, ctx) -> dict:
 
 def add_cli(subparsers) -> None:
     """`python -m emlib pretrain [--toy] [--config FILE.json] [--field value ...] [--resume]`."""
-    parser = subparsers.add_parser("pretrain", help="GAN (Pix2Pix LSGAN) pretraining on CEM500K",
-                                   description=__doc__.splitlines()[0])
-    parser.add_argument("--toy", action="store_true", help="start from PretrainConfig.toy() (CPU, synthetic data)")
-    parser.add_argument("--config", help="JSON file of PretrainConfig fields (flags override it)")
-    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.pt")
-    training.add_config_arguments(parser, PretrainConfig)
+    parser = training.add_run_parser(subparsers, "pretrain", PretrainConfig, description=__doc__.splitlines()[0],
+                                     help="GAN (Pix2Pix LSGAN) pretraining on CEM500K")
     parser.set_defaults(func=_run_cli)
 
 
 def _run_cli(args) -> int:
     config = training.config_from_cli(PretrainConfig, args, PretrainConfig.toy if args.toy else None)
-    summary = train(config, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # the process group is gone by now
-        print(json.dumps({k: v for k, v in summary.items() if k != "val_l1"}, indent=2))
+    training.print_run_summary(train(config, resume=args.resume), leave_out=("val_l1",))
     return 0

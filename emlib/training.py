@@ -580,6 +580,22 @@ def _parse_value(annotation, default):
     return parse
 
 
+def add_run_parser(subparsers, name: str, cls, help: str, description: str):
+    """The subcommand of one run kind: --toy, --config FILE.json, --resume, and one flag per field of `cls`."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.add_argument("--toy", action="store_true", help=f"start from {cls.__name__}.toy() (CPU, synthetic data)")
+    parser.add_argument("--config", help=f"JSON file of {cls.__name__} fields (flags override it)")
+    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.pt")
+    add_config_arguments(parser, cls)
+    return parser
+
+
+def print_run_summary(summary: dict, leave_out=()) -> None:
+    """Print a run's summary as JSON, once: on rank 0 of a torchrun launch, or in a single process."""
+    if int(os.environ.get("RANK", "0")) == 0:  # the process group is gone by now: ask torchrun's variable
+        print(json.dumps({k: v for k, v in summary.items() if k not in leave_out}, indent=2))
+
+
 def config_from_cli(cls, args, preset=None):
     """Build a config: `preset()` (or the defaults), then `--config FILE.json`, then flags."""
     data = config_to_dict(preset() if preset else cls())

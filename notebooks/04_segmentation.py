@@ -124,10 +124,7 @@ plt.show()
 # %%
 # NBVAL_IGNORE_OUTPUT
 if pretrained is None:
-    pretrain_config = pretrain.PretrainConfig.toy(generator=model, output_dir=f"{output_dir}/pretrain", seed=seed,
-                                                  deterministic=True)
-    pretrain.train(pretrain_config)
-    pretrained = pretrain_config.output_dir
+    pretrained = pretrain.toy_generator(model, f"{output_dir}/pretrain", seed=seed)
 configs = {
     "random": base,
     "pretrained": finetune.FinetuneConfig.toy(**fields, init=str(pretrained), output_dir=f"{output_dir}/pretrained"),

@@ -120,10 +120,7 @@ plt.show()
 # %%
 # NBVAL_IGNORE_OUTPUT
 if pretrained is None:
-    pretrain_config = pretrain.PretrainConfig.toy(generator=model, output_dir=f"{output_dir}/pretrain", seed=seed,
-                                                  deterministic=True)
-    pretrain.train(pretrain_config)
-    pretrained = pretrain_config.output_dir
+    pretrained = pretrain.toy_generator(model, f"{output_dir}/pretrain", seed=seed)
 configs = {
     (task, init): finetune.FinetuneConfig.toy(task=task, init=init, output_dir=f"{output_dir}/{task}/{name}", **fields)
     for task in tasks for name, init in (("random", "random"), ("pretrained", str(pretrained)))
