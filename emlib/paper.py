@@ -85,26 +85,30 @@ def load_splits() -> list:
 # ---------------------------------------------------------------- our runs
 
 
-def _resolve(results_dir: Path) -> Path:
-    """A relative results folder that is not here is looked up in the parent
-    folders too, so that notebooks (run from notebooks/) find the repo's runs/."""
-    if results_dir.exists() or results_dir.is_absolute():
-        return results_dir
-    for parent in Path.cwd().parents[:2]:
-        if (parent / results_dir).exists():
-            return parent / results_dir
-    return results_dir
+def _results_folders(results_dir: Path) -> list:
+    """The results folder, and for a relative one the same name in the two parent
+    folders too: notebooks run from notebooks/ see both their own runs and the
+    repository's runs/ (where `python -m emlib sweep` writes)."""
+    if results_dir.is_absolute():
+        candidates = [results_dir]
+    else:
+        candidates = [base / results_dir for base in [Path.cwd(), *Path.cwd().parents[:2]]]
+    folders = []
+    for folder in candidates:
+        if folder.is_dir() and folder.resolve() not in folders:
+            folders.append(folder.resolve())
+    return folders
 
 
 def load_our_results(results_dir="runs") -> tuple:
-    """All results rows our runs wrote under `results_dir`, parsed and deduplicated.
+    """All results rows our runs wrote under `results_dir` (see `_results_folders`), parsed and deduplicated.
 
     Reads every `**/results.csv` plus the sweep's aggregates
     `results_segmentation.csv` / `results_restoration.csv`; a row present in
     several files counts once. Returns (segmentation_rows, restoration_rows).
     """
-    results_dir = _resolve(Path(results_dir))
-    paths = sorted(glob.glob(os.path.join(results_dir, "**", "results*.csv"), recursive=True))
+    paths = sorted({path for folder in _results_folders(Path(results_dir))
+                    for path in glob.glob(os.path.join(folder, "**", "results*.csv"), recursive=True)})
     segmentation, restoration, seen = [], [], set()
     for path in paths:
         for row in read_rows(path):

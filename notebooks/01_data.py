@@ -53,6 +53,8 @@ seed = 0  # the seed of every split and of the corruptions shown
 figure_dpi = 80
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# (the output depends on whether the real sample files are present)
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -100,6 +102,8 @@ print("paper, Table 1:", {row["dataset"]: (row["train"], row["validation"], row[
 print("manifest sha256:", splits["train"].manifest_hash[:16], "...")
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# (the output depends on whether the real sample files are present)
 rows = [("synthetic (ours)", [splits["val"][i][0].numpy() for i in range(n_show)])]
 if real:
     examples = sorted((real / "cem500k_examples").glob("*.tif*"))[:n_show]
@@ -242,6 +246,8 @@ print(f"{source} split sizes:", {s: len(data.TEMImageNet(root / "temimagenet", "
       "| paper, Table 1: 10377 / 1832 / 2155")
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# (the output depends on whether the real sample files are present)
 n_rows = 2 + (1 if real else 0)
 fig, axes = plt.subplots(n_rows, 4, figsize=(9, 2.4 * n_rows))
 for row in range(2):

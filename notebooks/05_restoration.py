@@ -227,6 +227,8 @@ display(Markdown("**Paper, Table 7: test L1 after 60 epochs** (HRNet, real TEMIm
 # expect a rough result.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# (the output depends on whether the real sample files are present)
 def find_real_images(path):
     if path is not None:
         return Path(path) if path else None
