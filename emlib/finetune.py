@@ -603,7 +603,7 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
                 position["loss_sum"] += value
                 images_per_s = meter.update(len(inputs) * ctx.world_size)
                 progress.update(1)
-                progress.set_postfix(loss=f"{value:.3g}")
+                progress.set_postfix(loss=f"{value:.3g}", refresh=False)
                 if training.all_reduce_any(stop.requested, device):
                     status = "interrupted"
                     break

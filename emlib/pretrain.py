@@ -493,7 +493,7 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
                     loggers["log"].log({"epoch": epoch, "step": step, "lr": opt_g.param_groups[0]["lr"],
                                         "images_per_s": images_per_s, **values})
                 progress.update(1)
-                progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("d_loss", "g_l1")} | {"img/s": f"{images_per_s:.3g}"})
+                progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("d_loss", "g_l1")} | {"img/s": f"{images_per_s:.3g}"}, refresh=False)
                 epoch_done = position["batches_done"] >= epoch_steps
                 if epoch_done:
                     run_validation()
