@@ -500,15 +500,8 @@ def run(config: FinetuneConfig, resume: bool = False) -> dict:
     "interrupted" (no summary.json); a NaN/inf loss raises NonFiniteLossError.
     """
     config.validate()
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    ctx = training.init_distributed(config.device)
-    try:
-        if config.deterministic:
-            training.set_deterministic(True)
+    with training.run_session(config.device, config.deterministic) as ctx:
         return _run(config, ctx, resume)
-    finally:
-        training.set_deterministic(deterministic_before)
-        training.cleanup_distributed()
 
 
 def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool) -> dict:

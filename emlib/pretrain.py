@@ -403,16 +403,8 @@ def train(config: PretrainConfig, resume: bool = False) -> dict:
     "interrupted" (no summary.json); a NaN/inf loss raises NonFiniteLossError.
     """
     config.validate()
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    ctx = training.init_distributed(config.device)
-    try:
-        if config.deterministic:
-            training.set_deterministic(True)
+    with training.run_session(config.device, config.deterministic) as ctx:
         return _train(config, ctx, resume)
-    finally:
-        if config.deterministic and not deterministic_before:
-            training.set_deterministic(False)
-        training.cleanup_distributed()
 
 
 def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: bool) -> dict:

@@ -518,6 +518,23 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def run_session(device_name: str = "auto", deterministic: bool = False):
+    """One run's process setup, undone on exit: torchrun's process group (when
+    launched so) and, on request, deterministic algorithms. Yields the
+    DistributedContext."""
+    switch = deterministic and not torch.are_deterministic_algorithms_enabled()
+    ctx = init_distributed(device_name)
+    try:
+        if switch:
+            set_deterministic(True)
+        yield ctx
+    finally:
+        if switch:
+            set_deterministic(False)
+        cleanup_distributed()
+
+
 # ----------------------------------------------------------------------------- throughput
 
 
