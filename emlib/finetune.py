@@ -512,12 +512,10 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
     columns = results_columns(config)
     metric, higher_is_better = primary_metric(config.task)
     if ctx.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "summary.json").unlink(missing_ok=True)  # running = not finished
+        training.start_run_folder(output_dir, config.to_dict())
         if not resuming:
             results_path.unlink(missing_ok=True)
             validation_path.unlink(missing_ok=True)
-        training.write_json_atomic(output_dir / "config.json", config.to_dict())
     training.seed_everything(config.seed)
 
     folder, source = resolve_data_root(config)
@@ -631,7 +629,7 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
         model.load_state_dict(best.state)  # training is over: the run's model becomes the best one
         models.save_weights(registry_model(model), output_dir / "best_model.safetensors",
                             {"task": config.task, "best_epoch": best.epoch, metric: best.score})
-        training.write_json_atomic(output_dir / "summary.json", summary)  # last: marks the run finished
+        training.finish_run_folder(output_dir, summary)
     training.barrier()
     return summary
 

@@ -412,9 +412,7 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
     checkpoint_path = output_dir / "checkpoint.pt"
     resuming = resume and checkpoint_path.is_file()
     if ctx.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "summary.json").unlink(missing_ok=True)  # running = not finished
-        training.write_json_atomic(output_dir / "config.json", config.to_dict())
+        training.start_run_folder(output_dir, config.to_dict())
     training.seed_everything(config.seed)
 
     folder, source = resolve_data_root(config)
@@ -522,7 +520,7 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
                "wall_s": round(time.perf_counter() - started, 3), **info}
     if ctx.is_main:
         export_generator(G, config, output_dir, info)
-        training.write_json_atomic(output_dir / "summary.json", summary)  # last: marks the run finished
+        training.finish_run_folder(output_dir, summary)
     training.barrier()
     return summary
 

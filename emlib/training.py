@@ -268,6 +268,23 @@ def write_json_atomic(path, data: dict) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode()))
 
 
+def start_run_folder(output_dir, config: dict) -> None:
+    """Mark a run folder as running: create it, remove an old summary.json, write config.json.
+
+    The run contract (read by emlib.sweep): config.json at the start, summary.json
+    last, and only for a finished run.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "summary.json").unlink(missing_ok=True)
+    write_json_atomic(output_dir / "config.json", config)
+
+
+def finish_run_folder(output_dir, summary: dict) -> None:
+    """Mark a run as finished: its summary.json, written atomically and last."""
+    write_json_atomic(Path(output_dir) / "summary.json", summary)
+
+
 def config_differences(saved: dict, current: dict, may_grow=("epochs",), ignore=()) -> list[str]:
     """The fields that differ between a checkpoint's config and the current one.
 
