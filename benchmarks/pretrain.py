@@ -85,7 +85,7 @@ def write_tiff_folder(folder: Path, count: int, size: int = 224):
 def loader_images_per_s(folder, size, batch, workers, batches, corrupt_in_loader=False):
     """Images/s a pretraining DataLoader delivers (TIFF decode, pad, crop; optionally corruption)."""
     dataset = CEM500K(folder, split="train", image_size=size)
-    data = pretrain.SeededSamples(dataset, seed=0, corruption=Corruption() if corrupt_in_loader else None)
+    data = training.SeededSamples(dataset, seed=0, corruption=Corruption() if corrupt_in_loader else None)
     sampler = training.ResumableSampler(data, seed=0)
     loader = DataLoader(data, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
                         persistent_workers=False, generator=torch.Generator())

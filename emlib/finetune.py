@@ -41,7 +41,6 @@ from tqdm.auto import tqdm
 
 from emlib import results, training
 from emlib.metrics import dice_scores, restoration_scores
-from emlib.pretrain import sample_seed
 
 SEGMENTATION = "segmentation"
 RESTORATION_TASKS = ("denoising", "noise_background_removal", "super_resolution")
@@ -295,22 +294,6 @@ class Repeated(Dataset):
         return self.dataset[index % len(self.dataset)]
 
 
-class SeededItems(Dataset):
-    """`dataset[i]` under the torch seed (seed, epoch, i): random crops and flips do not
-    depend on the loader's workers or on where a run was resumed. Set `.epoch`."""
-
-    def __init__(self, dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, self.epoch, index))
-            return self.dataset[index]
-
-
 def resolve_data_root(config: FinetuneConfig):
     """(folder of the task's files, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
     from emlib import data
@@ -527,7 +510,7 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
         train_items = Repeated(datasets["train"], config.steps_per_epoch * config.batch_size * ctx.world_size)
     else:
         train_items = datasets["train"]
-    train_data = SeededItems(train_items, config.seed)
+    train_data = training.SeededSamples(train_items, config.seed)
     sampler = training.ResumableSampler(train_data, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
     epoch_steps = math.ceil(sampler.num_samples / config.batch_size)
 

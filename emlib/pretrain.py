@@ -24,10 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from emlib import __version__, training
@@ -230,36 +229,6 @@ def gan_step(G, D, opt_g, opt_d, scaler, corrupted, target, config, amp_context,
 # ----------------------------------------------------------------------------- data
 
 
-def sample_seed(*numbers: int) -> int:
-    """A well-mixed 63-bit seed from a tuple of non-negative integers."""
-    return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
-
-
-class SeededSamples(Dataset):
-    """`dataset[i]` drawn under its own seed (seed, epoch, i), optionally corrupted.
-
-    Random crops (torch RNG inside the dataset) and loader-side corruptions then do
-    not depend on worker count, worker assignment or where a run was resumed. Set
-    `.epoch` before creating each epoch's DataLoader iterator.
-    """
-
-    def __init__(self, dataset, seed: int, corruption=None):
-        self.dataset, self.seed, self.corruption, self.epoch = dataset, seed, corruption, 0
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        seed = sample_seed(self.seed, self.epoch, index)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            clean = self.dataset[index]
-        if self.corruption is None:
-            return clean
-        corrupted, target = self.corruption(clean[None], torch.Generator().manual_seed(seed))
-        return corrupted[0], target[0]
-
-
 def resolve_data_root(config: PretrainConfig):
     """(CEM500K folder, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
     from emlib import data
@@ -279,7 +248,7 @@ def build_datasets(config: PretrainConfig, folder: Path):
     val = CEM500K(folder, split="val", **common)
     if config.val_limit is not None:
         val = Subset(val, range(min(config.val_limit, len(val))))
-    val = SeededSamples(val, config.split_seed + VAL_SEED_OFFSET, config.corruption())
+    val = training.SeededSamples(val, config.split_seed + VAL_SEED_OFFSET, config.corruption())
     return train, val, train.manifest_hash
 
 
@@ -418,7 +387,7 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
     folder, source = resolve_data_root(config)
     train_set, val_set, manifest_hash = build_datasets(config, folder)
     corruption = config.corruption()
-    train_data = SeededSamples(train_set, config.seed, corruption if config.corrupt_on == "loader" else None)
+    train_data = training.SeededSamples(train_set, config.seed, corruption if config.corrupt_on == "loader" else None)
     sampler = training.ResumableSampler(train_data, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
     epoch_steps = steps_in_epoch(config, sampler.num_samples)
 
@@ -469,7 +438,7 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
             train_data.epoch = epoch
             loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
                                 pin_memory=device.type == "cuda", drop_last=True,
-                                generator=torch.Generator().manual_seed(sample_seed(config.seed, epoch)))
+                                generator=torch.Generator().manual_seed(training.sample_seed(config.seed, epoch)))
             for batch in loader:
                 position["step"] += 1
                 position["batches_done"] += 1
@@ -533,7 +502,7 @@ def _pair(batch, corruption, config, ctx, step):
         target = training.to_device(target, ctx.device, config.channels_last)
     else:
         clean = training.to_device(batch, ctx.device, config.channels_last)
-        generator = torch.Generator(device=ctx.device).manual_seed(sample_seed(config.seed, step, ctx.rank))
+        generator = torch.Generator(device=ctx.device).manual_seed(training.sample_seed(config.seed, step, ctx.rank))
         corrupted, target = corruption(clean, generator)
         if config.channels_last and ctx.device.type == "cuda":
             corrupted = corrupted.contiguous(memory_format=torch.channels_last)

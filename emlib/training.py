@@ -25,7 +25,7 @@ A loop resumes exactly (same losses to float precision on CPU with
     save_checkpoint(path, {"model": ..., "rng": capture_rng_state(), "position": ...})
 
 Random augmentations inside workers should be seeded per sample (see
-`emlib.pretrain.SeededSamples`), so that they do not depend on worker count.
+`SeededSamples`), so that they do not depend on worker count.
 """
 import collections
 import contextlib
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -174,6 +174,36 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start_index)
+
+
+def sample_seed(*numbers: int) -> int:
+    """A well-mixed 63-bit seed from a tuple of non-negative integers."""
+    return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class SeededSamples(Dataset):
+    """`dataset[i]` drawn under its own seed (seed, epoch, i), optionally corrupted.
+
+    Random crops (torch RNG inside the dataset) and loader-side corruptions then do
+    not depend on worker count, worker assignment or where a run was resumed. Set
+    `.epoch` before creating each epoch's DataLoader iterator.
+    """
+
+    def __init__(self, dataset, seed: int, corruption=None):
+        self.dataset, self.seed, self.corruption, self.epoch = dataset, seed, corruption, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        seed = sample_seed(self.seed, self.epoch, index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            clean = self.dataset[index]
+        if self.corruption is None:
+            return clean
+        corrupted, target = self.corruption(clean[None], torch.Generator().manual_seed(seed))
+        return corrupted[0], target[0]
 
 
 # ----------------------------------------------------------------------------- RNG state
