@@ -298,10 +298,7 @@ def resolve_data_root(config: FinetuneConfig):
     """(folder of the task's files, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
     from emlib import data
 
-    root = Path(data.ensure_synthetic()) if config.data_root is None else Path(config.data_root)
-    sub = "au" if config.is_segmentation else "temimagenet"
-    folder = root / sub if (root / sub).is_dir() else root
-    return folder, "synthetic" if data.is_synthetic(folder) else "real"
+    return data.locate(config.data_root, "au" if config.is_segmentation else "temimagenet")
 
 
 def label_subset(dataset, fraction: float, seed: int):

@@ -233,10 +233,7 @@ def resolve_data_root(config: PretrainConfig):
     """(CEM500K folder, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
     from emlib import data
 
-    root = Path(data.ensure_synthetic()) if config.data_root is None else Path(config.data_root)
-    folder = root / "cem500k" if (root / "cem500k").is_dir() else root
-    synthetic = data.is_synthetic(root) or data.is_synthetic(folder.parent)
-    return folder, "synthetic" if synthetic else "real"
+    return data.locate(config.data_root, "cem500k")
 
 
 def build_datasets(config: PretrainConfig, folder: Path):

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from emlib.data import AU_DATASETS, ensure_synthetic, is_synthetic
+from emlib.data import AU_DATASETS, ensure_synthetic, is_synthetic, locate
 from emlib.data.synthetic import FORMAT_VERSION, MARKER, TEMIMAGENET_FOLDERS
 
 
@@ -74,6 +74,16 @@ def test_marker_and_is_synthetic(root, tmp_path):
     assert (root / MARKER).exists()
     assert is_synthetic(root) and is_synthetic(root / "au") and is_synthetic(root / "temimagenet" / "image")
     assert not is_synthetic(tmp_path)
+
+
+def test_locate_resolves_dataset_folders_and_their_source(root, tmp_path, monkeypatch):
+    assert locate(root, "au") == (root / "au", "synthetic")
+    assert locate(root / "temimagenet", "temimagenet") == (root / "temimagenet", "synthetic")
+    (tmp_path / "cem500k").mkdir()
+    assert locate(tmp_path, "cem500k") == (tmp_path / "cem500k", "real")
+    assert locate(tmp_path / "cem500k", "cem500k") == (tmp_path / "cem500k", "real")
+    monkeypatch.setattr("emlib.data.synthetic.ensure_synthetic", lambda: root)  # None = the synthetic set
+    assert locate(None, "au") == (root / "au", "synthetic")
 
 
 def test_written_once_and_deterministic(root, tmp_path):

@@ -5,11 +5,12 @@
     TEMImageNet      simulated ADF-STEM images and label images (restoration)
     Corruption       the batched, seeded noise/blur/flip/rot90 of pretraining
     ensure_synthetic writes a small synthetic copy of all three in their real formats
+    locate           a data_root (None = synthetic) -> the dataset folder and its source
 """
 from emlib.data.au import AU_DATASETS, AuSegmentation
 from emlib.data.cem500k import CEM500K
 from emlib.data.corruption import Corruption
-from emlib.data.synthetic import ensure_synthetic, is_synthetic
+from emlib.data.synthetic import ensure_synthetic, is_synthetic, locate
 from emlib.data.temimagenet import TEMIMAGENET_TASKS, TEMImageNet
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "TEMImageNet",
     "ensure_synthetic",
     "is_synthetic",
+    "locate",
 ]

@@ -430,3 +430,15 @@ def is_synthetic(root):
     """True iff root, its parent or its grandparent holds the synthetic marker file."""
     root = Path(root).resolve()
     return any((folder / MARKER).exists() for folder in [root, *root.parents][:3])
+
+
+def locate(data_root, name: str):
+    """(folder of dataset `name`, "synthetic" | "real").
+
+    `name` is the sub-folder the synthetic set uses ("cem500k", "au", "temimagenet").
+    data_root None means the synthetic set (written on first use); a root that
+    holds a `name` folder resolves to it, any other root is the dataset's folder.
+    """
+    root = Path(ensure_synthetic()) if data_root is None else Path(data_root)
+    folder = root / name if (root / name).is_dir() else root
+    return folder, "synthetic" if is_synthetic(folder) else "real"
