@@ -1,5 +1,6 @@
 """`python -m emlib data synth --out DIR` and `python -m emlib data download NAME --out DIR`."""
 import sys
+import warnings
 
 
 def add_cli(subparsers):
@@ -17,7 +18,7 @@ def add_cli(subparsers):
 
     download = commands.add_parser("download", help="download a real dataset (resumable)")
     download.add_argument("name", choices=sorted(SOURCES))
-    download.add_argument("--out", required=True, help="folder to download into")
+    download.add_argument("--out", required=True, help="the dataset's folder (e.g. data/real/nanoparticles/emps)")
     download.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation")
     download.set_defaults(func=run_download)
 
@@ -31,12 +32,18 @@ def run_synth(args):
 
 
 def run_download(args):
-    from emlib.data.download import SOURCES, DownloadError, download
+    """Download one dataset; warnings and failures are one line each on stderr (no traceback)."""
+    from emlib.data.download import SOURCES, DownloadError, DownloadWarning, download
 
-    try:
-        paths = download(args.name, args.out, timeout=args.timeout)
-    except DownloadError as err:  # one line, no traceback: usually offline
-        print(f"download of {args.name} failed: {err}\n(source: {SOURCES[args.name]['page']})", file=sys.stderr)
-        return 1
-    print(f"{len(paths)} file(s) of {args.name} in {args.out}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DownloadWarning)
+        warnings.showwarning = lambda message, *rest, **kw: print(f"warning: {message}", file=sys.stderr)
+        try:
+            paths = download(args.name, args.out, timeout=args.timeout)
+        except DownloadError as err:  # usually offline
+            print(f"error: download of {args.name} failed: {err} (source: {SOURCES[args.name]['page']})",
+                  file=sys.stderr)
+            return 1
+    checked = "sizes and SHA-256 checked" if "manifest" in SOURCES[args.name] else "sizes checked as announced"
+    print(f"{len(paths)} file(s) of {args.name} in {args.out} ({checked})")
     return 0
