@@ -246,7 +246,7 @@ def served_manifest(monkeypatch, server, name, files):
 
 
 @needs_real
-def test_msa_segtrack_is_downloaded_in_the_shared_layout(server, tmp_path, monkeypatch):
+def test_msa_segtrack_is_downloaded_in_the_shared_layout(server, tmp_path, monkeypatch, capsys):
     picked = ["train/images/image_0.png", "train/labels/label_0.png", "test/images/image_3.png",
               "test/labels/label_3.png"]
     published = manifests.load("msa_segtrack")["files"]
@@ -254,8 +254,8 @@ def test_msa_segtrack_is_downloaded_in_the_shared_layout(server, tmp_path, monke
                                                                      for p in picked})
     assert all(manifest["files"][p] == published[p] for p in picked)  # the shared copies are the published bytes
     out = tmp_path / "msa_segtrack"
-    dl.download("msa_segtrack", out, progress=False)
-    assert all_files(out) == sorted(picked)
+    assert main(["data", "download", "msa_segtrack", "--out", str(out)]) == 0
+    assert "4 file(s) of msa_segtrack" in capsys.readouterr().out and all_files(out) == sorted(picked)
     assert all((out / p).read_bytes() == (REAL / "msa_segtrack" / p).read_bytes() for p in picked)
     (out / picked[0]).write_bytes(b"truncated")
     with pytest.raises(dl.DownloadError, match="exists with 9 bytes"):

@@ -267,6 +267,7 @@ def resume_point(url, part, sidecar, size):
 
 
 def discard(*paths):
+    """Remove the given files where they exist."""
     for path in paths:
         path.unlink(missing_ok=True)
 
