@@ -2,14 +2,24 @@
 
 One loop serves both kinds of task:
 
-- segmentation of Au nanoparticles (Au2.2nm, Au5nm, Au10nm, Au20nm, Au5nmV1):
-  BCE-with-logits, Dice (`emlib.metrics.dice_scores`) as the metric, higher is better;
+- segmentation of nanoparticles: the paper's Au sets (Au2.2nm, Au5nm, Au10nm,
+  Au20nm, Au5nmV1), the real nanoparticle sets (msa_segtrack, emps) or a user's
+  folder of images and masks (`dataset="folder"`): BCE-with-logits, Dice (`emlib.metrics.dice_scores`) as the metric, higher is better;
 - restoration of TEMImageNet images (denoising, noise & background removal,
   super-resolution): L1 + L2 loss, L1 (plus PSNR, SSIM) as the metric, lower is better.
 
 The model starts from random weights (`init="random"`) or from a pretrained
 generator export (`generator.safetensors` or its folder). Adam, lr 2e-4 (the
-paper's value for both kinds of task). Every `eval_every` epochs (and after the
+paper's value for both kinds of task). Train items are augmented as the paper
+says (noise, flips, rotations, resizing, random crops; `emlib.data.augment`
+holds the ranges, which are ours); val and test images are scored whole.
+
+An epoch (`epoch_size`): the paper's Table 1 counts for its datasets
+(`epoch_size="paper"`, the default). For four of the five Au sets that is about
+8x the number of 512 px tiles Sytwu's filtering keeps, because Sytwu's
+preprocessing saved the 8 flips/rotations of every tile as separate images;
+so one of the paper's epochs is about 8 passes over the tiles, and we draw that
+many augmented crops. Other datasets: one pass over the train images, or n items. Every `eval_every` epochs (and after the
 last) the model is evaluated on the validation split; the best one so far is
 kept and, as in the paper's tables ("model performance on the test datasets
 using the best models at the 5 epoch intervals"), its test score is recorded.
@@ -39,7 +49,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from emlib import results, training
+from emlib import data, paper, results, training
+from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS
+from emlib.data.augment import Augmented, CentreCropped, PairAugment
 from emlib.metrics import dice_scores, restoration_scores
 
 SEGMENTATION = "segmentation"
@@ -47,7 +59,6 @@ RESTORATION_TASKS = ("denoising", "noise_background_removal", "super_resolution"
 TASKS = (SEGMENTATION,) + RESTORATION_TASKS
 TASK_ALIASES = {"background_removal": "noise_background_removal"}
 OPTIMIZERS = ("adam", "adamw")
-RESTORATION_DATASET = "TEMImageNet"
 PAPER_TABLES = {"Au5nmV1": 2, "Au2.2nm": 3, "Au5nm": 4, "Au10nm": 5, "Au20nm": 6, RESTORATION_DATASET: 7}
 PRETRAINED_TAGS = {50_000: "P50k", 100_000: "P100k", 200_000: "P200k"}  # pretraining subset -> paper's name
 # Defaults that depend on the task: the paper's GPU settings.
@@ -57,7 +68,10 @@ TASK_DEFAULTS = {
 }
 LOG_COLUMNS = ["epoch", "step", "train_loss", "val_metric", "lr", "images_per_s"]
 RESUME_MAY_GROW = ("epochs",)
-RESUME_IGNORED = ("device", "workers", "output_dir", "compile", "data_root")
+# lr may change on resume (to continue a diverged run at a lower one); data_root may
+# move (the data fingerprint in the checkpoint decides whether the data is the same).
+RESUME_IGNORED = ("device", "workers", "output_dir", "compile", "data_root", "lr")
+CHECKPOINT_KEYS = ("config", "model", "optimizer", "scaler", "rng", "position", "best", "history")
 
 
 def canonical_task(task: str) -> str:
@@ -85,19 +99,21 @@ class FinetuneConfig:
     task: str = SEGMENTATION  # or denoising | noise_background_removal (alias background_removal) | super_resolution
     model: str | None = None  # registry name; None: unet_4_424 (segmentation), hrnet_w44 (restoration)
     init: str = "random"  # "random" or a pretrained generator.safetensors (or the folder holding it)
-    dataset: str | None = None  # Au2.2nm | Au5nm | Au10nm | Au20nm | Au5nmV1; TEMImageNet for restoration
-    data_root: str | None = None  # folder of the dataset's files (or a root holding au/ or temimagenet/); None = synthetic
+    dataset: str | None = None  # Au2.2nm | Au5nm | Au10nm | Au20nm | Au5nmV1 | msa_segtrack | emps | folder; TEMImageNet
+    data_root: str | None = None  # folder of the dataset (or a root holding it, e.g. au/, nanoparticles/emps/); None = synthetic
     crop: int | None = None  # train crop: 448 of the 512 tiles (segmentation), 256 = whole image (restoration)
     eval_crop: int | None = None  # centre crop for validation/test images; None = whole images (paper)
     batch_size: int | None = None  # per process: 16 (segmentation, not stated in the paper), 64 (restoration, paper)
     epochs: int = 60
-    steps_per_epoch: int | None = None  # None: one pass over the train split; n: n batches drawn from it
+    epoch_size: int | str | None = "paper"  # train items per epoch: "paper" (Table 1), None (one pass) or n
     lr: float = 2e-4  # paper, for both kinds of task
     optimizer: str = "adam"  # paper: Adam
     weight_decay: float = 0.0
     eval_every: int = 5  # paper: every 5 epochs (and always after the last)
     label_fraction: float = 1.0  # train on a seeded fraction of the labelled train images, in (0, 1]
-    augment: bool = True  # random flips / 90-degree rotations of the train crops (input and target alike)
+    augment_dihedral: bool = True  # random flips / 90-degree rotations (input and target alike)
+    augment_resize: bool = True  # random rescaling before the crop (masks nearest-neighbour)
+    augment_noise: bool = True  # Gaussian or Poisson-like noise on the input
     test: bool = True  # record the best model's test score at every evaluation
     seed: int = 0  # model init, data order, crops
     split_seed: int = 0  # train/val/test split and label subset (fixed across training seeds)
@@ -110,6 +126,8 @@ class FinetuneConfig:
     output_dir: str = "runs/finetune"
 
     def __post_init__(self):
+        if isinstance(self.epoch_size, str) and self.epoch_size.isdigit():  # from the command line or papermill
+            self.epoch_size = int(self.epoch_size)
         self.task = canonical_task(self.task)
         defaults = TASK_DEFAULTS[SEGMENTATION if self.task == SEGMENTATION else "restoration"]
         for name, value in defaults.items():
@@ -122,18 +140,18 @@ class FinetuneConfig:
         """A CPU preset on synthetic data: the smallest models, small crops, eval every epoch.
 
         Segmentation: unet_2_44 on Au5nmV1, 96 px crops, lr 3e-3 (a toy run has few
-        steps), 8 epochs of 6 batches of 4. Restoration: unet_2_44 too (HRNet learns
-        too slowly for a CPU minute), 64 px crops, evaluated on 64 px centre crops,
-        4 epochs of 20 batches of 8.
+        steps), 8 epochs of 24 items (6 batches of 4). Restoration: unet_2_44 too (HRNet
+        learns too slowly for a CPU minute), 64 px crops, evaluated on 64 px centre
+        crops, 4 epochs of 160 items (20 batches of 8).
         """
         task = canonical_task(overrides.get("task", SEGMENTATION))
         common = dict(task=task, device="cpu", amp=False, channels_last=False, workers=0, eval_every=1,
                       output_dir=f"runs/finetune_toy/{task}")
         if task == SEGMENTATION:
-            toy = dict(model="unet_2_44", dataset="Au5nmV1", crop=96, batch_size=4, epochs=8, steps_per_epoch=6, lr=3e-3)
+            toy = dict(model="unet_2_44", dataset="Au5nmV1", crop=96, batch_size=4, epochs=8, epoch_size=24, lr=3e-3)
         else:
             toy = dict(model="unet_2_44", dataset=RESTORATION_DATASET, crop=64, eval_crop=64, batch_size=8,
-                       epochs=4, steps_per_epoch=20, lr=3e-3)
+                       epochs=4, epoch_size=160, lr=3e-3)
         return cls(**{**common, **toy, **overrides})
 
     def to_dict(self) -> dict:
@@ -151,24 +169,28 @@ class FinetuneConfig:
     def validate(self) -> None:
         """Raise ValueError / FileNotFoundError naming the first bad field."""
         from emlib import models
-        from emlib.data import AU_DATASETS
-
         self.task = canonical_task(self.task)
+        training.check_config_types(self)
         if self.model not in models.generator_names():
             raise ValueError(f"model={self.model!r} is not a registry model; choose one of {models.generator_names()}")
-        datasets = list(AU_DATASETS) if self.is_segmentation else [RESTORATION_DATASET]
+        datasets = list(SEGMENTATION_DATASETS) if self.is_segmentation else [RESTORATION_DATASET]
         if self.dataset not in datasets:
             raise ValueError(f"dataset={self.dataset!r} is not a dataset of task {self.task!r}; choose one of {datasets}")
         positive = {"crop": self.crop, "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr,
                     "eval_every": self.eval_every}
-        for name in ("eval_crop", "steps_per_epoch"):
-            if getattr(self, name) is not None:
+        if not (self.epoch_size in (None, "paper") or (isinstance(self.epoch_size, int) and not isinstance(self.epoch_size, bool))):
+            raise ValueError(f"epoch_size must be 'paper', None or a positive integer, got {self.epoch_size!r}")
+        for name in ("eval_crop", "epoch_size"):
+            if isinstance(getattr(self, name), int):
                 positive[name] = getattr(self, name)
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        for name in ("seed", "split_seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.weight_decay < 0 or self.workers < 0:
@@ -196,7 +218,8 @@ def pretrained_path(init) -> Path:
 
 def init_tag(init) -> str:
     """The `init` column of results: `random`, the paper's P50k / P100k / P200k when the
-    model card's pretraining subset is one of those sizes, else `pretrained`."""
+    model card's pretraining subset is one of those sizes, else `pretrained`; with
+    `-L1` appended for a generator pretrained without the adversarial loss (adv_weight 0)."""
     if init == "random":
         return "random"
     card_path = pretrained_path(init).parent / "model_card.json"
@@ -204,7 +227,8 @@ def init_tag(init) -> str:
         return "pretrained"
     card = json.loads(card_path.read_text())
     subset = card.get("subset", card.get("config", {}).get("subset"))
-    return PRETRAINED_TAGS.get(subset, "pretrained")
+    l1_only = card.get("config", {}).get("adv_weight", 1.0) == 0
+    return PRETRAINED_TAGS.get(subset, "pretrained") + ("-L1" if l1_only else "")
 
 
 class CenteredIntensities(torch.nn.Module):
@@ -252,37 +276,8 @@ def build_model(config: FinetuneConfig):
 # ----------------------------------------------------------------------------- data
 
 
-class RandomCropPairs(Dataset):
-    """(input, target) pairs cropped at the same random place (torch RNG), or centred;
-    with `augment`, the same random one of the 8 flips / 90-degree rotations for both."""
-
-    def __init__(self, dataset, size: int, centre: bool = False, augment: bool = False):
-        self.dataset, self.size, self.centre, self.augment = dataset, size, centre, augment
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        inputs, target = self.dataset[index]
-        height, width = inputs.shape[-2:]
-        size_y, size_x = min(self.size, height), min(self.size, width)
-        if self.centre:
-            top, left = (height - size_y) // 2, (width - size_x) // 2
-        else:
-            top = int(torch.randint(0, height - size_y + 1, ()))
-            left = int(torch.randint(0, width - size_x + 1, ()))
-        window = (..., slice(top, top + size_y), slice(left, left + size_x))
-        inputs, target = inputs[window], target[window]
-        if self.augment:
-            turns, flip = int(torch.randint(0, 4, ())), bool(torch.randint(0, 2, ()))
-            if flip:
-                inputs, target = inputs.flip(-1), target.flip(-1)
-            inputs, target = inputs.rot90(turns, (-2, -1)), target.rot90(turns, (-2, -1))
-        return inputs.contiguous(), target.contiguous()
-
-
 class Repeated(Dataset):
-    """`length` items cycling through `dataset` (fixed-size epochs for tiny datasets)."""
+    """`length` items cycling through `dataset` (epochs of a set size, larger or smaller than one pass)."""
 
     def __init__(self, dataset, length: int):
         self.dataset, self.length = dataset, length
@@ -295,42 +290,60 @@ class Repeated(Dataset):
 
 
 def resolve_data_root(config: FinetuneConfig):
-    """(folder of the task's files, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
-    from emlib import data
-
-    return data.locate(config.data_root, "au" if config.is_segmentation else "temimagenet")
+    """(folder of the dataset, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
+    return data.dataset_folder(config.dataset, config.data_root)
 
 
-def label_subset(dataset, fraction: float, seed: int):
-    """A seeded subset of `fraction` of the items (at least one)."""
-    if fraction >= 1.0:
-        return dataset
-    keep = max(1, round(fraction * len(dataset)))
-    return Subset(dataset, np.sort(np.random.default_rng(seed + 1).permutation(len(dataset))[:keep]).tolist())
+def epoch_items(config: FinetuneConfig, n_train: int) -> int:
+    """Train items per epoch: Table 1's train count ("paper", for the paper's datasets), one pass (None) or n."""
+    if config.epoch_size is None:
+        return n_train
+    if config.epoch_size == "paper":
+        counts = {row["dataset"]: row["train"][0] for row in paper.load_splits()}
+        return counts.get(config.dataset, n_train)
+    return int(config.epoch_size)
+
+
+def augmentation(config: FinetuneConfig) -> PairAugment:
+    """The train-time transform of the config's switches (crop always; resize, dihedral, noise on request)."""
+    return PairAugment(config.crop, mask=config.is_segmentation, resize=config.augment_resize,
+                       dihedral=config.augment_dihedral, noise=config.augment_noise)
 
 
 def build_datasets(config: FinetuneConfig, folder: Path) -> dict:
-    """{"train", "val", "test"} datasets of the task (test only when config.test)."""
-    from emlib.data import AuSegmentation, TEMImageNet
+    """{"train", "val", "test"} datasets of the task (test only when config.test).
 
+    Train items are augmented crops; val/test items are whole images (or
+    `eval_crop` centre crops). Splits are by source image (`sources`).
+    """
     splits = ("train", "val", "test") if config.test else ("train", "val")
     out = {}
     for split in splits:
         if config.is_segmentation:
-            item = AuSegmentation(folder, config.dataset, split=split, crop=config.crop, seed=config.split_seed,
-                                  augment=config.augment if split == "train" else False,
-                                  label_fraction=config.label_fraction if split == "train" else 1.0)
+            fraction = config.label_fraction if split == "train" else 1.0
+            item = data.catalog.segmentation_dataset(config.dataset, folder, split, config.split_seed, fraction)
         else:
-            item = TEMImageNet(folder, config.task, split=split, seed=config.split_seed)
+            item = data.catalog.restoration_dataset(config.task, folder, split, config.split_seed)
             if split == "train":
                 item = label_subset(item, config.label_fraction, config.split_seed)
-                item = RandomCropPairs(item, config.crop, augment=config.augment)
-        if split != "train" and config.eval_crop is not None:
-            item = RandomCropPairs(item, config.eval_crop, centre=True)
         if len(item) == 0:
             raise ValueError(f"the {split} split of {config.dataset} in {folder} is empty")
+        if split == "train":
+            item = Augmented(item, augmentation(config))
+        elif config.eval_crop is not None:
+            item = CentreCropped(item, config.eval_crop)
         out[split] = item
     return out
+
+
+def label_subset(dataset, fraction: float, seed: int):
+    """A seeded subset of `fraction` of the items (at least one); keeps `sources`."""
+    if fraction >= 1.0:
+        return dataset
+    keep = max(1, round(fraction * len(dataset)))
+    subset = Subset(dataset, np.sort(np.random.default_rng(seed + 1).permutation(len(dataset))[:keep]).tolist())
+    subset.sources = [dataset.sources[i] for i in subset.indices]
+    return subset
 
 
 # ----------------------------------------------------------------------------- loss, evaluation, best model
@@ -348,12 +361,13 @@ def task_loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Te
 def evaluate(model, dataset, task: str, device, batch_size: int = 8, amp: bool = False) -> dict:
     """Mean metrics over `dataset`: {"dice_percent"} or {"l1", "psnr", "ssim"}; eval mode, no grad."""
     model = training.unwrap_model(model)
+    multiple = getattr(registry_model(model), "size_multiple", 1)
     was_training = model.training
     model.eval()
     per_image = {}
-    for inputs, target in DataLoader(dataset, batch_size=batch_size):
+    for inputs, target in same_size_batches(dataset, batch_size):
         with training.autocast(device, amp):
-            output = model(inputs.to(device)).float().cpu()
+            output = whole_image_output(model, inputs.to(device), multiple).float().cpu()
         if task == SEGMENTATION:
             scores = {"dice_percent": 100.0 * dice_scores(output, target)}
         else:
@@ -362,6 +376,28 @@ def evaluate(model, dataset, task: str, device, batch_size: int = 8, amp: bool =
             per_image.setdefault(name, []).append(values)
     model.train(was_training)
     return {name: torch.cat(values).mean().item() for name, values in per_image.items()}
+
+
+def same_size_batches(dataset, batch_size: int):
+    """(inputs, targets) batches of consecutive items of one size (whole images of varied sizes batch alone)."""
+    batch = []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        if batch and (len(batch) == batch_size or item[0].shape != batch[0][0].shape):
+            yield tuple(torch.stack(parts) for parts in zip(*batch))
+            batch = []
+        batch.append(item)
+    if batch:
+        yield tuple(torch.stack(parts) for parts in zip(*batch))
+
+
+def whole_image_output(model, inputs: torch.Tensor, multiple: int) -> torch.Tensor:
+    """model(inputs) for any H, W: mirror-padded up to a multiple of the model's size multiple, cropped back."""
+    height, width = inputs.shape[-2:]
+    pad_y, pad_x = -height % multiple, -width % multiple
+    if pad_y or pad_x:
+        inputs = F.pad(inputs, (0, pad_x, 0, pad_y), mode="reflect")
+    return model(inputs)[..., :height, :width]
 
 
 class BestModel:
@@ -410,7 +446,7 @@ def results_columns(config: FinetuneConfig) -> list:
 
 def result_row(config: FinetuneConfig, epoch: int, scores: dict, init: str, source: str) -> dict:
     """One row of results.csv / validation.csv in the schema of emlib.results."""
-    common = dict(table=PAPER_TABLES[config.dataset], dataset=config.dataset, model=results.paper_model_name(config.model),
+    common = dict(table=PAPER_TABLES.get(config.dataset, ""), dataset=config.dataset, model=results.paper_model_name(config.model),
                   init=init, epoch=epoch, seed=config.seed, source=source, run_id=Path(config.output_dir).name)
     if config.is_segmentation:
         blocks, receptive_field = "", ""
@@ -436,11 +472,14 @@ def drop_rows_after(path: Path, columns, epoch: int) -> None:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_state(config, model, optimizer, scaler, position: dict, best: BestModel, history: list) -> dict:
-    """Everything a resumed run needs, as weights_only-safe containers."""
+def checkpoint_state(config, model, optimizer, scaler, position: dict, best: BestModel, history: list,
+                     data: str | None = None) -> dict:
+    """Everything a resumed run needs, as weights_only-safe containers; `data` is the
+    fingerprint of the datasets (`training.data_fingerprint`), which a resumed run must see again."""
     return {
-        "format": 1,
+        "format": 2,
         "config": config.to_dict(),
+        "data": data,
         "model": training.unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
@@ -451,16 +490,31 @@ def checkpoint_state(config, model, optimizer, scaler, position: dict, best: Bes
     }
 
 
-def restore_checkpoint(path, config, model, optimizer, scaler, best: BestModel, device):
-    """Load a checkpoint into the run's objects; returns (position, history)."""
-    state = training.load_checkpoint(path, map_location="cpu")
+def restore_checkpoint(path, config, model, optimizer, scaler, best: BestModel, device, data: str | None = None):
+    """Load a checkpoint into the run's objects; returns (position, history).
+
+    Refused (ValueError, before anything on disk changes) when the checkpoint's config
+    differs (epochs may grow, lr may change: the optimiser gets the new one) or its
+    data fingerprint is not `data`; a corrupt file raises training.CheckpointError.
+    """
+    state = training.load_checkpoint(path, map_location="cpu", required=CHECKPOINT_KEYS)
     training.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
-    training.unwrap_model(model).load_state_dict(training.strip_module_prefix(state["model"]))
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    best.load_state_dict(state["best"])
-    training.restore_rng_state(state["rng"])
-    return dict(state["position"]), [tuple(h) for h in state["history"]]
+    if data is not None:
+        training.check_data_matches(state.get("data"), data, path, config.data_root)
+    try:
+        training.unwrap_model(model).load_state_dict(training.strip_module_prefix(state["model"]))
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        best.load_state_dict(state["best"])
+        training.restore_rng_state(state["rng"])
+        position, history = dict(state["position"]), [tuple(h) for h in state["history"]]
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise training.CheckpointError(f"checkpoint {path} does not fit this run ({type(err).__name__}: "
+                                       f"{str(err).splitlines()[0][:200]}): {training.CHECKPOINT_ADVICE}") from None
+    training.set_lr(optimizer, config.lr)
+    if state["config"].get("lr") != config.lr:
+        training.note(f"resume: lr changed from {state['config'].get('lr')} to {config.lr}")
+    return position, history
 
 
 def make_optimizer(config: FinetuneConfig, model) -> torch.optim.Optimizer:
@@ -471,31 +525,34 @@ def make_optimizer(config: FinetuneConfig, model) -> torch.optim.Optimizer:
 # ----------------------------------------------------------------------------- the run
 
 
-def run(config: FinetuneConfig, resume: bool = False) -> dict:
+def run(config: FinetuneConfig, resume: bool = False, overwrite: bool = True) -> dict:
     """Fine-tune `config.model` on `config.task`; returns the run summary (see summary.json).
 
     Under `torchrun` this is DistributedDataParallel training (rank 0 evaluates,
-    logs and writes; only its summary holds the scores). resume=True continues from output_dir/checkpoint.pt when it
-    exists. A SIGINT/SIGTERM saves a checkpoint and returns a summary with status
-    "interrupted" (no summary.json); a NaN/inf loss raises NonFiniteLossError.
+    logs and writes; only its summary holds the scores). resume=True continues from
+    output_dir/checkpoint.pt when it exists (and says so, then starts fresh, when
+    it does not); a resume that is refused (other config, other data, a corrupt
+    checkpoint) leaves the folder untouched. overwrite=False refuses to start
+    afresh over a finished run (the CLI's default; notebooks re-run their cells,
+    so the API's default is True). The folder is locked for the run: a second run
+    into it raises training.RunFolderLockedError. A SIGINT/SIGTERM saves a
+    checkpoint and returns a summary with status "interrupted" and the signal's
+    name (no summary.json); a NaN/inf loss raises NonFiniteLossError, NaN/inf
+    weights NonFiniteWeightsError (never saved).
     """
     config.validate()
     with training.run_session(config.device, config.deterministic) as ctx:
-        return _run(config, ctx, resume)
+        with training.lock_run_folder(config.output_dir, enabled=ctx.is_main):
+            return _run(config, ctx, resume, overwrite)
 
 
-def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool) -> dict:
+def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
     output_dir, device = Path(config.output_dir), ctx.device
     checkpoint_path = output_dir / "checkpoint.pt"
     results_path, validation_path = output_dir / "results.csv", output_dir / "validation.csv"
-    resuming = resume and checkpoint_path.is_file()
+    resuming = training.plan_run(output_dir, resume, overwrite, announce=ctx.is_main)
     columns = results_columns(config)
     metric, higher_is_better = primary_metric(config.task)
-    if ctx.is_main:
-        training.start_run_folder(output_dir, config.to_dict())
-        if not resuming:
-            results_path.unlink(missing_ok=True)
-            validation_path.unlink(missing_ok=True)
     training.seed_everything(config.seed)
 
     folder, source = resolve_data_root(config)
@@ -503,10 +560,8 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
     model, report = build_model(config)
     tag = init_tag(config.init)
     n_train = len(datasets["train"])
-    if config.steps_per_epoch is not None:
-        train_items = Repeated(datasets["train"], config.steps_per_epoch * config.batch_size * ctx.world_size)
-    else:
-        train_items = datasets["train"]
+    n_items = epoch_items(config, n_train)
+    train_items = datasets["train"] if n_items == n_train else Repeated(datasets["train"], n_items)
     train_data = training.SeededSamples(train_items, config.seed)
     sampler = training.ResumableSampler(train_data, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
     epoch_steps = math.ceil(sampler.num_samples / config.batch_size)
@@ -516,11 +571,17 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
     scaler = training.make_grad_scaler(device, config.amp)
     best = BestModel(higher_is_better)
     position, history = {"epoch": 0, "batches_done": 0, "step": 0, "loss_sum": 0.0}, []
+    fingerprint = training.data_fingerprint(list(datasets.values()))
     if resuming:
-        position, history = restore_checkpoint(checkpoint_path, config, model, optimizer, scaler, best, device)
-        if ctx.is_main:
+        position, history = restore_checkpoint(checkpoint_path, config, model, optimizer, scaler, best, device, fingerprint)
+    if ctx.is_main:  # every check has passed: only now does the run folder change
+        training.start_run_folder(output_dir, config.to_dict())
+        if resuming:
             drop_rows_after(results_path, columns, position["epoch"])
             drop_rows_after(validation_path, columns, position["epoch"])
+        else:
+            results_path.unlink(missing_ok=True)
+            validation_path.unlink(missing_ok=True)
     model_run = training.maybe_compile(training.wrap_ddp(model, ctx), config.compile)
     logger = None
     if ctx.is_main:
@@ -528,7 +589,7 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
 
     def save():
         if ctx.is_main:
-            state = checkpoint_state(config, model, optimizer, scaler, position, best, history)
+            state = checkpoint_state(config, model, optimizer, scaler, position, best, history, fingerprint)
             training.save_checkpoint(checkpoint_path, state)
         training.barrier()
 
@@ -592,7 +653,8 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool)
     if status == "interrupted":
         if ctx.is_main:
             print(f"stopped by {stop.signal_name} in epoch {position['epoch'] + 1}; resume with --resume (checkpoint: {checkpoint_path})")
-        return {"status": status, "epoch": position["epoch"], "step": position["step"], "output_dir": str(output_dir)}
+        return {"status": status, "signal": stop.signal_name, "epoch": position["epoch"], "step": position["step"],
+                "output_dir": str(output_dir)}
 
     summary = {
         "status": "finished", "task": config.task, "dataset": config.dataset, "model": config.model,
@@ -618,6 +680,7 @@ def load_finetuned(output_dir):
     """The best model of a finished run (eval mode, CPU) and its FinetuneConfig.
 
     Restoration models come wrapped in CenteredIntensities: [0, 1] in, [0, 1] out.
+    The weights file must hold the architecture config.json names (ValueError if not).
     """
     from emlib import models
 
@@ -630,7 +693,7 @@ def load_finetuned(output_dir):
     data["init"] = "random"  # the pretrained file need not exist any more
     config = FinetuneConfig.from_dict(data)
     model = models.create(config.model, in_channels=1, out_channels=1)
-    state, _ = models.load_weights(weights_path)
+    state, _ = models.load_weights(weights_path, expected_name=config.model)
     model.load_state_dict(state)
     return for_task(model, config.task).eval(), config
 
@@ -649,8 +712,8 @@ def _cli_task(args) -> str:
     """The task named by --task, else by the --config file, else segmentation."""
     if getattr(args, "task", None):
         return args.task
-    if getattr(args, "config", None) and Path(args.config).is_file():
-        return json.loads(Path(args.config).read_text()).get("task", SEGMENTATION)
+    if getattr(args, "config", None):
+        return training.read_config_file(args.config).get("task", SEGMENTATION)
     return SEGMENTATION
 
 
@@ -659,5 +722,6 @@ def _run_cli(args) -> int:
     # The preset depends on the task (its model, dataset and sizes), so build it for that task.
     preset = (lambda: FinetuneConfig.toy(task=task)) if args.toy else (lambda: FinetuneConfig(task=task))
     config = training.config_from_cli(FinetuneConfig, args, preset)
-    training.print_run_summary(run(config, resume=args.resume), leave_out=("val_history",))
-    return 0
+    summary = run(config, resume=args.resume, overwrite=args.overwrite)
+    training.print_run_summary(summary, leave_out=("val_history",))
+    return training.exit_code(summary)

@@ -35,9 +35,12 @@ LOG_COLUMNS = ["epoch", "step", "d_loss", "g_adv", "g_l1", "d_real", "d_fake", "
 VAL_COLUMNS = ["epoch", "step", "val_l1"]
 CORRUPT_ON = ("device", "loader")
 VAL_SEED_OFFSET = 1_000_003  # the validation corruptions use their own seed stream
-# Fields that may change between a checkpoint and its resumption.
+# Fields that may change between a checkpoint and its resumption (lr: to continue a
+# diverged run at a lower one; data_root / manifest_path: the data fingerprint decides).
 RESUME_MAY_GROW = ("epochs", "max_steps")
-RESUME_IGNORED = ("device", "workers", "output_dir", "checkpoint_every", "log_every", "compile", "deterministic", "data_root", "manifest_path")
+RESUME_IGNORED = ("device", "workers", "output_dir", "checkpoint_every", "log_every", "compile", "deterministic", "data_root",
+                  "manifest_path", "lr")
+CHECKPOINT_KEYS = ("config", "generator", "discriminator", "opt_g", "opt_d", "scaler", "rng", "position", "val_history")
 
 
 @dataclass
@@ -46,7 +49,7 @@ class PretrainConfig:
     `PretrainConfig.toy()` is a CPU preset on synthetic data."""
 
     generator: str = "unet_4_424"  # a name of emlib.models.generator_names()
-    data_root: str | None = None  # CEM500K TIFF folder (or a root holding cem500k/); None = synthetic
+    data_root: str | None = None  # folder of EM images (TIFF/PNG/BMP, searched recursively); None = synthetic CEM500K
     subset: int | None = 100_000  # train images (paper: 50k, 100k, 200k); None = all
     image_size: int = 224
     batch_size: int = 128  # per process
@@ -68,7 +71,8 @@ class PretrainConfig:
     val_limit: int | None = None  # use only the first n validation images (None = all, paper 5000)
     seed: int = 0  # model init, data order, corruptions
     split_seed: int = 0  # the CEM500K train/val/test split and the fixed validation corruptions
-    manifest_path: str | None = None
+    manifest_path: str | None = None  # the split's JSON; None = output_dir/manifest.json
+    tiles_per_image: bool = False  # a large image gives one train item per image_size tile it holds
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
@@ -103,6 +107,7 @@ class PretrainConfig:
         """Raise ValueError / FileNotFoundError naming the first bad field."""
         from emlib import models
 
+        training.check_config_types(self)
         if self.generator not in models.generator_names():
             raise ValueError(f"generator={self.generator!r} is not a generator; choose one of {models.generator_names()}")
         positive = {"image_size": self.image_size, "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr}
@@ -112,7 +117,7 @@ class PretrainConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        for name in ("l1_weight", "adv_weight", "checkpoint_every", "workers"):
+        for name in ("l1_weight", "adv_weight", "checkpoint_every", "workers", "seed", "split_seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.l1_weight == 0 and self.adv_weight == 0:
@@ -230,19 +235,25 @@ def gan_step(G, D, opt_g, opt_d, scaler, corrupted, target, config, amp_context,
 
 
 def resolve_data_root(config: PretrainConfig):
-    """(CEM500K folder, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
+    """(folder of images, "synthetic" | "real"): data_root as given, or the synthetic CEM500K when None."""
     from emlib import data
 
-    return data.locate(config.data_root, "cem500k")
+    return data.pretraining_folder(config.data_root)
+
+
+def manifest_path(config: PretrainConfig) -> Path:
+    """Where the run's train/val/test split is stored: `manifest_path`, else the run folder (never the data folder)."""
+    return Path(config.manifest_path) if config.manifest_path else Path(config.output_dir) / "manifest.json"
 
 
 def build_datasets(config: PretrainConfig, folder: Path):
-    """(train CEM500K subset, validation set of fixed corrupted pairs, manifest hash)."""
-    from emlib.data import CEM500K
+    """(train subset, validation set of fixed corrupted pairs, manifest hash) of the image folder."""
+    from emlib.data import ImageFolder
 
-    common = dict(image_size=config.image_size, seed=config.split_seed, manifest_path=config.manifest_path)
-    train = CEM500K(folder, split="train", subset=config.subset, **common)
-    val = CEM500K(folder, split="val", **common)
+    common = dict(image_size=config.image_size, seed=config.split_seed, manifest_path=manifest_path(config),
+                  tiles_per_image=config.tiles_per_image)
+    train = ImageFolder(folder, split="train", subset=config.subset, **common)
+    val = ImageFolder(folder, split="val", **common)
     if config.val_limit is not None:
         val = Subset(val, range(min(config.val_limit, len(val))))
     val = training.SeededSamples(val, config.split_seed + VAL_SEED_OFFSET, config.corruption())
@@ -296,11 +307,13 @@ def validation_l1(G, val_set, config: PretrainConfig, ctx: training.DistributedC
 # ----------------------------------------------------------------------------- checkpoints and export
 
 
-def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_history: list) -> dict:
-    """Everything a resumed run needs, as weights_only-safe containers."""
+def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_history: list, data: str | None = None) -> dict:
+    """Everything a resumed run needs, as weights_only-safe containers; `data` is the
+    train set's manifest hash, which a resumed run must see again."""
     return {
-        "format": 1,
+        "format": 2,
         "config": config.to_dict(),
+        "data": data,
         "generator": training.unwrap_model(G).state_dict(),
         "discriminator": training.unwrap_model(D).state_dict() if D is not None else {},
         "opt_g": opt_g.state_dict(),
@@ -312,19 +325,36 @@ def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_his
     }
 
 
-def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device):
+def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device, data: str | None = None):
     """Load a checkpoint into the run's objects; returns (position, val_history).
-    The checkpoint's config must match (epochs / max_steps may grow)."""
-    state = training.load_checkpoint(path, map_location=device)
+
+    Refused (ValueError, before anything on disk changes) when the checkpoint's config
+    differs (epochs / max_steps may grow, lr may change: the optimisers get the new
+    one) or its train data (`data`, the manifest hash) is not the current one; a
+    corrupt file raises training.CheckpointError.
+    """
+    state = training.load_checkpoint(path, map_location=device, required=CHECKPOINT_KEYS)
     training.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
-    training.unwrap_model(G).load_state_dict(training.strip_module_prefix(state["generator"]))
-    if D is not None:
-        training.unwrap_model(D).load_state_dict(training.strip_module_prefix(state["discriminator"]))
-        opt_d.load_state_dict(state["opt_d"])
-    opt_g.load_state_dict(state["opt_g"])
-    scaler.load_state_dict(state["scaler"])
-    training.restore_rng_state(state["rng"])
-    return dict(state["position"]), [tuple(v) for v in state["val_history"]]
+    if data is not None:
+        training.check_data_matches(state.get("data"), data, path, config.data_root)
+    try:
+        training.unwrap_model(G).load_state_dict(training.strip_module_prefix(state["generator"]))
+        if D is not None:
+            training.unwrap_model(D).load_state_dict(training.strip_module_prefix(state["discriminator"]))
+            opt_d.load_state_dict(state["opt_d"])
+        opt_g.load_state_dict(state["opt_g"])
+        scaler.load_state_dict(state["scaler"])
+        training.restore_rng_state(state["rng"])
+        position, val_history = dict(state["position"]), [tuple(v) for v in state["val_history"]]
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise training.CheckpointError(f"checkpoint {path} does not fit this run ({type(err).__name__}: "
+                                       f"{str(err).splitlines()[0][:200]}): {training.CHECKPOINT_ADVICE}") from None
+    for optimizer in (opt_g, opt_d):
+        if optimizer is not None:
+            training.set_lr(optimizer, config.lr)
+    if state["config"].get("lr") != config.lr:
+        training.note(f"resume: lr changed from {state['config'].get('lr')} to {config.lr}")
+    return position, val_history
 
 
 def toy_generator(generator: str, output_dir, seed: int = 0) -> Path:
@@ -333,7 +363,7 @@ def toy_generator(generator: str, output_dir, seed: int = 0) -> Path:
     The downstream chapters use it when no real pretrained generator is given.
     """
     config = PretrainConfig.toy(generator=generator, output_dir=str(output_dir), seed=seed, deterministic=True)
-    train(config)
+    train(config, overwrite=True)
     return Path(config.output_dir)
 
 
@@ -360,25 +390,30 @@ def export_generator(G, config, output_dir: Path, info: dict) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 
-def train(config: PretrainConfig, resume: bool = False) -> dict:
+def train(config: PretrainConfig, resume: bool = False, overwrite: bool = True) -> dict:
     """Pretrain `config.generator`; returns the run summary (see summary.json).
 
     Under `torchrun` this is DistributedDataParallel training (rank 0 logs and
-    writes). resume=True continues from output_dir/checkpoint.pt when it exists.
+    writes). resume=True continues from output_dir/checkpoint.pt when it exists
+    (and says so, then starts fresh, when it does not); a resume that is refused
+    (other config, other data, a corrupt checkpoint) leaves the folder untouched.
+    overwrite=False refuses to start afresh over a finished run (the CLI's default;
+    notebooks re-run their cells, so the API's default is True). The folder is
+    locked for the run: a second run into it raises training.RunFolderLockedError.
     A SIGINT/SIGTERM saves a checkpoint and returns a summary with status
-    "interrupted" (no summary.json); a NaN/inf loss raises NonFiniteLossError.
+    "interrupted" and the signal's name (no summary.json); a NaN/inf loss raises
+    NonFiniteLossError, NaN/inf weights NonFiniteWeightsError (never saved).
     """
     config.validate()
     with training.run_session(config.device, config.deterministic) as ctx:
-        return _train(config, ctx, resume)
+        with training.lock_run_folder(config.output_dir, enabled=ctx.is_main):
+            return _train(config, ctx, resume, overwrite)
 
 
-def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: bool) -> dict:
+def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
     output_dir, device = Path(config.output_dir), ctx.device
     checkpoint_path = output_dir / "checkpoint.pt"
-    resuming = resume and checkpoint_path.is_file()
-    if ctx.is_main:
-        training.start_run_folder(output_dir, config.to_dict())
+    resuming = training.plan_run(output_dir, resume, overwrite, announce=ctx.is_main)
     training.seed_everything(config.seed)
 
     folder, source = resolve_data_root(config)
@@ -398,7 +433,9 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
     scaler = training.make_grad_scaler(device, config.amp)
     position, val_history = {"epoch": 0, "batches_done": 0, "step": 0}, []
     if resuming:
-        position, val_history = restore_checkpoint(checkpoint_path, config, G, D, opt_g, opt_d, scaler, device)
+        position, val_history = restore_checkpoint(checkpoint_path, config, G, D, opt_g, opt_d, scaler, device, manifest_hash)
+    if ctx.is_main:  # every check has passed: only now does the run folder change
+        training.start_run_folder(output_dir, config.to_dict())
     G_run = training.maybe_compile(training.wrap_ddp(G, ctx), config.compile)
     D_run = training.maybe_compile(training.wrap_ddp(D, ctx), config.compile) if D is not None else None
 
@@ -413,7 +450,8 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
 
     def save():
         if ctx.is_main:
-            training.save_checkpoint(checkpoint_path, checkpoint_state(config, G, D, opt_g, opt_d, scaler, position, val_history))
+            training.save_checkpoint(checkpoint_path, checkpoint_state(config, G, D, opt_g, opt_d, scaler, position, val_history,
+                                                                       manifest_hash))
         training.barrier()
 
     def run_validation():
@@ -464,7 +502,7 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
     if status == "interrupted":
         if ctx.is_main:
             print(f"stopped by {stop.signal_name} at step {position['step']}; resume with --resume (checkpoint: {checkpoint_path})")
-        return {"status": status, "step": position["step"], "output_dir": str(output_dir)}
+        return {"status": status, "signal": stop.signal_name, "step": position["step"], "output_dir": str(output_dir)}
 
     if not val_history or val_history[-1][1] != position["step"]:
         run_validation()
@@ -528,5 +566,6 @@ def add_cli(subparsers) -> None:
 
 def _run_cli(args) -> int:
     config = training.config_from_cli(PretrainConfig, args, PretrainConfig.toy if args.toy else None)
-    training.print_run_summary(train(config, resume=args.resume), leave_out=("val_l1",))
-    return 0
+    summary = train(config, resume=args.resume, overwrite=args.overwrite)
+    training.print_run_summary(summary, leave_out=("val_l1",))
+    return training.exit_code(summary)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from emlib.data import AU_DATASETS, AuSegmentation, ensure_synthetic
-from emlib.data.au import keep_tile, read_masks, remove_xray_spikes, standardise, tile_image
+from emlib.data.au import keep_tile, read_masks, remove_xray_spikes, tile_image
+from emlib.data.images import standardise
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +53,16 @@ def test_standardise_tile_and_keep():
 
 
 @pytest.mark.parametrize("name", list(AU_DATASETS))
-def test_every_dataset_name_loads_with_disjoint_splits(au_root, name):
-    splits = {s: AuSegmentation(au_root, name, split=s, crop=256) for s in ("train", "val", "test")}
-    image, mask = splits["train"][0]
-    assert image.shape == mask.shape == (1, 256, 256) and image.dtype == mask.dtype == torch.float32
-    assert set(mask.unique().tolist()) <= {0.0, 1.0}
-    image, mask = splits["test"][0]
-    assert image.shape == (1, 512, 512)  # evaluation sees the full tile
+def test_every_dataset_name_loads_with_splits_disjoint_by_micrograph(au_root, name):
+    splits = {s: AuSegmentation(au_root, name, split=s) for s in ("train", "val", "test")}
+    for dataset in splits.values():
+        image, mask = dataset[0]
+        assert image.shape == mask.shape == (1, 512, 512) and image.dtype == mask.dtype == torch.float32
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
     tiles = [{digest(t) for t in d.images} for d in splits.values()]
     assert not (tiles[0] & tiles[1] or tiles[0] & tiles[2] or tiles[1] & tiles[2])
+    sources = [set(d.sources) for d in splits.values()]  # no micrograph in two splits
+    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
     masks = read_masks(au_root, name)
     kept = sum(keep_tile(m) or AU_DATASETS[name]["source"] == "groschner"
                for full in masks for _, m in tile_image(full, full))
@@ -72,24 +74,12 @@ def test_spikes_are_removed_and_tiles_standardised(au_root):
     assert np.abs(train.images).max() < 15  # raw synthetic spikes sit ~10 std above the rest
 
 
-def test_train_augmentation_moves_image_and_mask_together(au_root):
-    dataset = AuSegmentation(au_root, "Au5nm", split="train", crop=None, augment=True)
-    torch.manual_seed(0)
-    for index in range(len(dataset)):
-        image, mask = (t[0].numpy() for t in dataset[index])
-        variants = [(np.rot90(np.fliplr(a) if f else a, k)) for f in (0, 1) for k in range(4)
-                    for a in [dataset.images[index]]]
-        match = [k for k, v in enumerate(variants) if np.array_equal(v, image)]
-        assert match, "the image is not a dihedral transform of its tile"
-        f, k = divmod(match[0], 4)
-        expected = np.rot90(np.fliplr(dataset.masks[index]) if f else dataset.masks[index], k)
-        assert np.array_equal(expected, mask)
-
-
 def test_label_fraction_subsets_train(au_root):
     full = AuSegmentation(au_root, "Au10nm", split="train")
     half = AuSegmentation(au_root, "Au10nm", split="train", label_fraction=0.5)
-    assert len(half) == max(1, round(0.5 * len(full)))
+    micrographs = sorted(set(full.sources))
+    assert sorted(set(half.sources)) == sorted(set(half.sources) & set(micrographs))
+    assert len(set(half.sources)) == max(1, round(0.5 * len(micrographs)))
     assert {digest(t) for t in half.images} <= {digest(t) for t in full.images}
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="label_fraction"):
@@ -113,5 +103,3 @@ def test_bad_inputs_name_the_file(tmp_path, au_root):
         AuSegmentation(tmp_path, "Au5nm")
     with pytest.raises(ValueError, match="dataset"):
         AuSegmentation(au_root, "Au7nm")
-    with pytest.raises(ValueError, match="crop"):
-        AuSegmentation(au_root, "Au5nm", crop=600)

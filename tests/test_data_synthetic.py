@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from emlib.data import AU_DATASETS, ensure_synthetic, is_synthetic, locate
+from emlib.data import AU_DATASETS, dataset_folder, ensure_synthetic, is_synthetic, locate, pretraining_folder
 from emlib.data.synthetic import FORMAT_VERSION, MARKER, TEMIMAGENET_FOLDERS
 
 
@@ -82,8 +82,26 @@ def test_locate_resolves_dataset_folders_and_their_source(root, tmp_path, monkey
     (tmp_path / "cem500k").mkdir()
     assert locate(tmp_path, "cem500k") == (tmp_path / "cem500k", "real")
     assert locate(tmp_path / "cem500k", "cem500k") == (tmp_path / "cem500k", "real")
-    monkeypatch.setattr("emlib.data.synthetic.ensure_synthetic", lambda: root)  # None = the synthetic set
+    monkeypatch.setattr("emlib.data.catalog.ensure_synthetic", lambda: root)  # None = the synthetic set
     assert locate(None, "au") == (root / "au", "synthetic")
+    assert dataset_folder("emps", None, verbose=False) == (root / "nanoparticles" / "emps", "synthetic")
+    assert dataset_folder("msa_segtrack", root / "nanoparticles", verbose=False)[0] == root / "nanoparticles" / "msa_segtrack"
+    # Pretraining reads data_root as given: a root with several sources is never narrowed to one of them.
+    (tmp_path / "cem500k" / "a.tif").write_bytes(b"")
+    assert pretraining_folder(tmp_path, verbose=False) == (tmp_path, "real")
+    assert pretraining_folder(None, verbose=False) == (root / "cem500k", "synthetic")
+    with pytest.raises(FileNotFoundError, match="data_root folder not found: .*nowhere"):
+        pretraining_folder(tmp_path / "nowhere")
+
+
+def test_synthetic_nanoparticle_folders_read_like_the_real_ones(root):
+    from emlib.data import NANOPARTICLE_DATASETS, SegmentationFolder
+
+    for name, options in NANOPARTICLE_DATASETS.items():
+        splits = [SegmentationFolder(root / "nanoparticles" / name, s, **options) for s in ("train", "val", "test")]
+        assert all(len(d) > 0 for d in splits)
+        image, mask = splits[0][0]
+        assert image.shape == mask.shape and 0 < float(mask.mean()) < 1
 
 
 def test_written_once_and_deterministic(root, tmp_path):

@@ -9,7 +9,8 @@ import torch
 
 from emlib import models, results
 from emlib.data import TEMImageNet, ensure_synthetic
-from emlib.finetune import (BestModel, FinetuneConfig, RandomCropPairs, build_model, init_tag, is_evaluation_epoch,
+from emlib.data.augment import CentreCropped
+from emlib.finetune import (BestModel, FinetuneConfig, build_model, init_tag, is_evaluation_epoch,
                             load_finetuned, registry_model, run)
 from emlib.metrics import l1_errors
 from emlib.tiling import predict
@@ -172,7 +173,7 @@ def test_config_round_trip_alias_and_unknown_keys():
 def test_restoration_beats_the_identity_baseline(data_root, tmp_path):
     config = FinetuneConfig.toy(task="denoising", data_root=data_root, output_dir=str(tmp_path / "dn"), test=False)
     summary = run(config)
-    val = RandomCropPairs(TEMImageNet(Path(data_root) / "temimagenet", "denoising", split="val"), config.eval_crop, centre=True)
+    val = CentreCropped(TEMImageNet(Path(data_root) / "temimagenet", "denoising", split="val"), config.eval_crop)
     identity = torch.cat([l1_errors(inputs, target) for inputs, target in val]).mean().item()
     assert summary["best_val_l1"] < 0.8 * identity
     row = results.read_rows(tmp_path / "dn" / "validation.csv")[-1]
@@ -182,7 +183,7 @@ def test_restoration_beats_the_identity_baseline(data_root, tmp_path):
 
 def test_resume_continues_like_an_uninterrupted_run(data_root, tmp_path):
     """2 epochs, then --resume with epochs=3, equals 3 epochs in one go."""
-    tiny = dict(data_root=data_root, crop=64, eval_crop=128, steps_per_epoch=2, batch_size=2, test=False)
+    tiny = dict(data_root=data_root, crop=64, eval_crop=128, epoch_size=4, batch_size=2, test=False)
     straight = run(FinetuneConfig.toy(epochs=3, output_dir=str(tmp_path / "straight"), **tiny))
     run(FinetuneConfig.toy(epochs=2, output_dir=str(tmp_path / "resumed"), **tiny))
     resumed = run(FinetuneConfig.toy(epochs=3, output_dir=str(tmp_path / "resumed"), **tiny), resume=True)
@@ -198,7 +199,7 @@ def test_cli_runs_a_tiny_restoration(data_root, tmp_path, capsys):
     from emlib.cli import main
 
     out = tmp_path / "cli"
-    (tmp_path / "c.json").write_text(json.dumps({"epochs": 1, "steps_per_epoch": 1, "eval_crop": 32, "crop": 32}))
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 1, "epoch_size": 2, "eval_crop": 32, "crop": 32}))
     assert main(["finetune", "--toy", "--task", "background_removal", "--config", str(tmp_path / "c.json"),
                  "--data-root", data_root, "--output-dir", str(out), "--batch-size", "2"]) == 0
     config = json.loads((out / "config.json").read_text())
@@ -207,15 +208,45 @@ def test_cli_runs_a_tiny_restoration(data_root, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
 
 
-def test_restoration_crops_and_flips_input_and_target_alike():
-    image = torch.arange(16 * 16, dtype=torch.float32).view(1, 16, 16)
-    pairs = RandomCropPairs([(image, 2 * image)], 8, augment=True)
-    crops = []
-    for seed in range(8):
-        torch.manual_seed(seed)
-        inputs, target = pairs[0]
-        assert inputs.shape == (1, 8, 8) and torch.equal(target, 2 * inputs)
-        crops.append(inputs)
-    assert len({tuple(c.flatten().tolist()) for c in crops}) > 4  # places and orientations vary
-    centre = RandomCropPairs([(image, image)], 8, centre=True)[0][0]
-    assert torch.equal(centre, image[:, 4:12, 4:12])
+def test_epoch_size_follows_table_1_for_the_paper_datasets():
+    from emlib import paper
+    from emlib.finetune import epoch_items
+
+    table1 = {row["dataset"]: row["train"][0] for row in paper.load_splits()}
+    assert epoch_items(FinetuneConfig(dataset="Au10nm"), 82) == table1["Au10nm"] == 660
+    assert epoch_items(FinetuneConfig(dataset="emps"), 293) == 293  # not a paper dataset: one pass
+    assert epoch_items(FinetuneConfig(dataset="Au10nm", epoch_size=None), 82) == 82
+    assert epoch_items(FinetuneConfig(dataset="Au10nm", epoch_size="40"), 82) == 40  # as papermill / the CLI pass it
+    with pytest.raises(ValueError, match="epoch_size"):
+        FinetuneConfig(epoch_size="many")
+
+
+def test_whole_image_evaluation_of_varied_sizes_matches_one_pass():
+    from emlib.finetune import same_size_batches, whole_image_output
+
+    model = models.create("unet_3_96", 1, 1).eval()
+    items = [(torch.randn(1, 40, 52), torch.zeros(1, 40, 52)), (torch.randn(1, 40, 52), torch.zeros(1, 40, 52)),
+             (torch.randn(1, 33, 61), torch.zeros(1, 33, 61))]
+    batches = list(same_size_batches(items, batch_size=8))
+    assert [tuple(b[0].shape) for b in batches] == [(2, 1, 40, 52), (1, 1, 33, 61)]
+    with torch.no_grad():
+        out = whole_image_output(model, batches[1][0], multiple=8)
+        assert out.shape == (1, 1, 33, 61)
+        padded = torch.nn.functional.pad(batches[1][0], (0, 3, 0, 7), mode="reflect")
+        assert torch.equal(out, model(padded)[..., :33, :61])
+
+
+REAL_NANO = Path(__file__).resolve().parents[1].parent / "shared/data/real/nanoparticles"
+
+
+@pytest.mark.skipif(not REAL_NANO.is_dir(), reason="real nanoparticle sets not found")
+def test_cli_fine_tunes_on_real_msa_segtrack(tmp_path, capsys):
+    from emlib.cli import main
+
+    out = tmp_path / "msa"
+    main(["finetune", "--toy", "--dataset", "msa_segtrack", "--data-root", str(REAL_NANO), "--crop", "64",
+          "--epochs", "1", "--epoch-size", "4", "--eval-crop", "128", "--output-dir", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"] == "real" and summary["dataset"] == "msa_segtrack" and summary["train_images"] == 16
+    rows = results.read_rows(out / "results.csv")
+    assert rows[0]["dataset"] == "msa_segtrack" and rows[0]["table"] == "" and rows[0]["source"] == "real"

@@ -100,7 +100,7 @@ def test_resume_after_sigterm_continues_exactly(cem_folder, tmp_path, monkeypatc
 
     monkeypatch.setattr(pretrain, "gan_step", step_then_sigterm)
     stopped = pretrain.train(tiny_config(cem_folder, tmp_path / "resumed", max_steps=5, steps_per_epoch=3))
-    assert stopped == {"status": "interrupted", "step": 2, "output_dir": str(tmp_path / "resumed")}
+    assert stopped == {"status": "interrupted", "signal": "SIGTERM", "step": 2, "output_dir": str(tmp_path / "resumed")}
     assert not (tmp_path / "resumed" / "summary.json").exists()
     monkeypatch.setattr(pretrain, "gan_step", real_step)
     resumed = pretrain.train(tiny_config(cem_folder, tmp_path / "resumed", max_steps=5, steps_per_epoch=3), resume=True)
@@ -229,6 +229,6 @@ def test_ddp_with_two_gloo_processes_trains_and_only_rank0_writes(cem_folder, tm
     log = training.read_log(out / "log.csv")
     assert log["step"].tolist() == [1, 2, 3]  # one row per step: rank 1 did not log
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "generator.safetensors",
-                                                     "log.csv", "model_card.json", "summary.json", "val.csv"]
+                                                     "log.csv", "manifest.json", "model_card.json", "summary.json", "val.csv"]
     state = training.load_checkpoint(out / "checkpoint.pt")  # loads in a single process
     models.create("unet_2_44").load_state_dict(training.strip_module_prefix(state["generator"]))

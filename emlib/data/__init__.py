@@ -1,26 +1,29 @@
-"""The three datasets of the paper, their synthetic stand-ins, and the pretraining corruption.
+"""The datasets of the paper, the real data users have, their synthetic stand-ins, and the pretraining corruption.
 
-    CEM500K          unlabeled cellular EM TIFF patches (pretraining)
-    AuSegmentation   Au nanoparticle HRTEM tiles and masks (segmentation)
-    TEMImageNet      simulated ADF-STEM images and label images (restoration)
-    Corruption       the batched, seeded noise/blur/flip/rot90 of pretraining
-    ensure_synthetic writes a small synthetic copy of all three in their real formats
-    locate           a data_root (None = synthetic) -> the dataset folder and its source
+    ImageFolder          any folder of grayscale EM images, unlabeled (pretraining)
+    CEM500K              the paper's pretraining set: ImageFolder of TIFF patches
+    AuSegmentation       Au nanoparticle HRTEM tiles and masks (the paper's segmentation sets)
+    SegmentationFolder   images/ + masks/ folders (msa_segtrack, EMPS, a user's own)
+    TEMImageNet          simulated ADF-STEM images and label images (restoration)
+    PairAugment          the fine-tuning augmentations (resize, crop, flips/rotations, noise)
+    Corruption           the batched, seeded noise/blur/flip/rot90 of pretraining
+    ensure_synthetic     writes a small synthetic copy of every dataset in its real format
+    locate, dataset_folder, pretraining_folder
+                         a data_root (None = synthetic) -> the dataset folder and its source
 """
 from emlib.data.au import AU_DATASETS, AuSegmentation
+from emlib.data.augment import PairAugment
+from emlib.data.catalog import (RESTORATION_DATASET, SEGMENTATION_DATASETS, USER_FOLDER, dataset_folder, locate,
+                                pretraining_folder)
 from emlib.data.cem500k import CEM500K
 from emlib.data.corruption import Corruption
-from emlib.data.synthetic import ensure_synthetic, is_synthetic, locate
+from emlib.data.image_folder import ImageFolder
+from emlib.data.segmentation_folder import NANOPARTICLE_DATASETS, SegmentationFolder
+from emlib.data.synthetic import ensure_synthetic, is_synthetic
 from emlib.data.temimagenet import TEMIMAGENET_TASKS, TEMImageNet
 
 __all__ = [
-    "AU_DATASETS",
-    "AuSegmentation",
-    "CEM500K",
-    "Corruption",
-    "TEMIMAGENET_TASKS",
-    "TEMImageNet",
-    "ensure_synthetic",
-    "is_synthetic",
-    "locate",
+    "AU_DATASETS", "AuSegmentation", "CEM500K", "Corruption", "ImageFolder", "NANOPARTICLE_DATASETS", "PairAugment",
+    "RESTORATION_DATASET", "SEGMENTATION_DATASETS", "SegmentationFolder", "TEMIMAGENET_TASKS", "TEMImageNet",
+    "USER_FOLDER", "dataset_folder", "ensure_synthetic", "is_synthetic", "locate", "pretraining_folder",
 ]

@@ -12,12 +12,13 @@ as public functions: x-ray spike removal, per-image standardisation, 512 x 512
 tiles, dropping tiles with <= 400 particle pixels. The Groschner images are
 already 512 x 512 and filtered: they are only standardised, and all are kept.
 
-Split: a seeded 60/20/20 shuffle of the kept tiles (the paper's proportions,
-`paper/dataset_splits.csv`). Train items are a random `crop` of the tile with a
-random dihedral transform (Sytwu's 8-fold augmentation, drawn on the fly);
-val/test items are the full tile, untransformed, so that evaluation is fixed.
-All kept tiles of the requested split are held in memory (float32 images,
-uint8 masks): about 1 MiB per tile.
+Split: a seeded 60/20/20 shuffle of the source images (micrographs), in the
+paper's proportions (`paper/dataset_splits.csv`), made before tiling as Sytwu
+et al. do: all tiles of one micrograph land in one split (`sources` names the
+micrograph of each tile). Items are whole 512 x 512 tiles in every split;
+fine-tuning crops and augments the train tiles (`emlib.data.augment`). All kept
+tiles of the requested split are held in memory (float32 images, uint8 masks):
+about 1 MiB per tile.
 """
 from pathlib import Path
 
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from emlib.data.images import standardise
 
 AU_DATASETS = {
     "Au2.2nm": dict(source="sytwu", tag="Au_2p2nm_330kx_423e", spike_threshold=1500),
@@ -72,13 +75,6 @@ def remove_xray_spikes(image, threshold, passes=2):
         replacement[use_mean] = image.mean()
         image = np.where(spikes, replacement, image)
     return image
-
-
-def standardise(image):
-    """Mean 0, standard deviation 1 over the whole image (a constant image becomes 0)."""
-    image = np.asarray(image, dtype=np.float32)
-    std = image.std()
-    return (image - image.mean()) / (std if std > 0 else 1.0)
 
 
 def tile_image(image, mask, tile=512):
@@ -154,9 +150,8 @@ def read_images(root, dataset, indices):
 
 
 def split_indices(count, split, seed):
-    """Indices of one split of a seeded 60/20/20 shuffle of range(count) (count >= 3)."""
+    """Indices of one split of a seeded 60/20/20 shuffle of range(count) (count >= 3; val and test get at least one)."""
     order = np.random.default_rng(seed).permutation(count)
-    # At least one tile in each of val and test, so that tiny folders still evaluate.
     n_val = max(1, round(SPLIT_FRACTIONS["val"] * count))
     n_test = max(1, round(SPLIT_FRACTIONS["test"] * count))
     n_train = count - n_val - n_test
@@ -165,83 +160,57 @@ def split_indices(count, split, seed):
     return np.sort(order[start:stop])
 
 
-def random_dihedral_numpy(image, mask, rng):
-    """The same one of the 8 flips/rotations, drawn from rng, applied to image and mask."""
-    turns, flip = int(rng.integers(4)), bool(rng.integers(2))
-    if flip:
-        image, mask = image[:, ::-1], mask[:, ::-1]
-    return np.rot90(image, turns), np.rot90(mask, turns)
-
-
 class AuSegmentation(Dataset):
-    """Tiles of one Au dataset: (image (1, h, w) standardised, mask (1, h, w) in {0, 1}).
+    """Tiles of one Au dataset: (image (1, tile, tile) standardised, mask (1, tile, tile) in {0, 1}).
 
     root: folder with the dataset's HDF5 files. dataset: a key of AU_DATASETS.
-    split: "train", "val", "test". crop: train crop size (val/test return the full
-    tile). augment: a random dihedral transform of each train item (default True;
-    val/test items are never transformed).
-    label_fraction: keep a seeded fraction of the train tiles, in (0, 1].
+    split: "train", "val", "test" (a split of the micrographs, see the module docstring).
+    label_fraction: keep a seeded fraction of the train micrographs, in (0, 1].
     tile: tile size. seed: the split's seed.
+    Attributes: images, masks (arrays of the kept tiles), sources ("<dataset>:<micrograph index>" per tile).
     """
 
-    def __init__(self, root, dataset, split="train", crop=448, augment=None, seed=0, label_fraction=1.0, tile=512):
+    def __init__(self, root, dataset, split="train", seed=0, label_fraction=1.0, tile=512):
         if dataset not in AU_DATASETS:
             raise ValueError(f"dataset must be one of {list(AU_DATASETS)}, got {dataset!r}")
         if split not in SPLIT_FRACTIONS:
             raise ValueError(f"split must be one of {list(SPLIT_FRACTIONS)}, got {split!r}")
         if not 0.0 < label_fraction <= 1.0:
             raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
-        if crop is not None and not 0 < crop <= tile:
-            raise ValueError(f"crop must be in (0, tile={tile}], got {crop}")
-        self.root, self.dataset, self.split, self.crop, self.tile = Path(root), dataset, split, crop, tile
+        self.root, self.dataset, self.split, self.tile = Path(root), dataset, split, tile
         if not self.root.is_dir():
             raise FileNotFoundError(f"Au data folder not found: {self.root}")
-        self.augment = split == "train" and (augment is None or bool(augment))
-        self.images, self.masks = self._load_tiles(seed, label_fraction)
+        self.images, self.masks, self.sources = self._load_tiles(seed, label_fraction)
 
     def _load_tiles(self, seed, label_fraction):
         spec = AU_DATASETS[self.dataset]
         masks = read_masks(self.root, self.dataset)
-        # The split is over kept tiles; find them from the masks alone first.
-        tiles = []  # (image index, tile index)
-        for i, mask in enumerate(masks):
-            for t, (_, mask_tile) in enumerate(tile_image(mask, mask, self.tile)):
-                if spec["source"] == "groschner" or keep_tile(mask_tile):
-                    tiles.append((i, t))
-        if len(tiles) < len(SPLIT_FRACTIONS):
-            raise ValueError(f"{self.dataset} in {self.root} has {len(tiles)} usable tiles, need at least 3")
-        chosen = [tiles[k] for k in split_indices(len(tiles), self.split, seed)]
+        if len(masks) < len(SPLIT_FRACTIONS):
+            raise ValueError(f"{self.dataset} in {self.root} has {len(masks)} micrographs, need at least 3 to split")
+        chosen = split_indices(len(masks), self.split, seed)  # micrographs, before tiling
         if self.split == "train" and label_fraction < 1.0:
             keep = max(1, round(label_fraction * len(chosen)))
-            chosen = [chosen[k] for k in np.sort(np.random.default_rng(seed + 1).permutation(len(chosen))[:keep])]
-        wanted = {}
-        for i, t in chosen:
-            wanted.setdefault(i, []).append(t)
-        out_images, out_masks = [], []
-        loaded = read_images(self.root, self.dataset, sorted(wanted))
-        for i, image in tqdm(loaded, total=len(wanted), desc=f"{self.dataset} {self.split}", leave=False,
-                             disable=len(wanted) < 50):
+            chosen = np.sort(chosen[np.random.default_rng(seed + 1).permutation(len(chosen))[:keep]])
+        out_images, out_masks, sources = [], [], []
+        loaded = read_images(self.root, self.dataset, chosen)
+        for i, image in tqdm(loaded, total=len(chosen), desc=f"{self.dataset} {self.split}", leave=False,
+                             disable=len(chosen) < 50):
             if spec["spike_threshold"] is not None:
                 image = remove_xray_spikes(image, spec["spike_threshold"])
-            pieces = tile_image(standardise(image), masks[i], self.tile)
-            for t in wanted[i]:
-                out_images.append(pieces[t][0])
-                out_masks.append(pieces[t][1])
-        return np.stack(out_images), np.stack(out_masks)
+            for image_tile, mask_tile in tile_image(standardise(image), masks[i], self.tile):
+                if spec["source"] == "groschner" or keep_tile(mask_tile):  # Sytwu drop near-empty tiles
+                    out_images.append(image_tile)
+                    out_masks.append(mask_tile)
+                    sources.append(f"{self.dataset}:{i}")
+        if not out_images:
+            raise ValueError(f"the {self.split} micrographs of {self.dataset} in {self.root} keep no tile "
+                             f"(every tile has <= 400 particle pixels)")
+        return np.stack(out_images), np.stack(out_masks), sources
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, index):
-        image, mask = self.images[index], self.masks[index]
-        if self.split == "train":
-            rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,))))  # follows torch's seed
-            if self.crop is not None and self.crop < self.tile:
-                top, left = rng.integers(0, self.tile - self.crop + 1, size=2)
-                image = image[top:top + self.crop, left:left + self.crop]
-                mask = mask[top:top + self.crop, left:left + self.crop]
-            if self.augment:
-                image, mask = random_dihedral_numpy(image, mask, rng)
-        image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(0)
-        mask = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).unsqueeze(0)
+        image = torch.from_numpy(np.ascontiguousarray(self.images[index], dtype=np.float32)).unsqueeze(0)
+        mask = torch.from_numpy(np.ascontiguousarray(self.masks[index], dtype=np.float32)).unsqueeze(0)
         return image, mask

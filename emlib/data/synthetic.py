@@ -29,13 +29,14 @@ import tifffile
 from PIL import Image
 
 MARKER = ".emlib_synthetic"
-FORMAT_VERSION = 3  # bump when the generators change: older folders are then rewritten
+FORMAT_VERSION = 5  # bump when the generators change: older folders are then rewritten
 SCALES = {
     # images per dataset: CEM patches, Sytwu raw 512 x 1024 images (2 tiles each),
     # Groschner 512 x 512 images, TEMImageNet samples.
-    "tiny": dict(cem=12, sytwu=2, groschner=4, temimagenet=8),  # unit tests
-    "ci": dict(cem=200, sytwu=6, groschner=10, temimagenet=120),
-    "small": dict(cem=2000, sytwu=24, groschner=40, temimagenet=1000),
+    # nano: images of each nanoparticle folder (msa_segtrack and EMPS layouts).
+    "tiny": dict(cem=12, sytwu=3, groschner=4, temimagenet=8, nano=8),  # unit tests (3 micrographs: one per split)
+    "ci": dict(cem=200, sytwu=6, groschner=10, temimagenet=120, nano=16),
+    "small": dict(cem=2000, sytwu=24, groschner=40, temimagenet=1000, nano=60),
 }
 
 # ----------------------------------------------------------------------------- helpers
@@ -355,6 +356,46 @@ def write_all(root, scale, seed=0):
         else:
             write_groschner(root / "au", spec["images_file"], spec["maps_file"], counts["groschner"], rng)
     write_temimagenet(root / "temimagenet", counts["temimagenet"], rng)
+    write_msa_segtrack(root / "nanoparticles" / "msa_segtrack", counts["nano"], rng)
+    write_emps(root / "nanoparticles" / "emps", counts["nano"], rng)
+
+
+def nanoparticle_image(rng, shape):
+    """(8-bit grey image, mask uint8 {0, 1}): dark particles on a bright noisy support, as bright-field TEM."""
+    counts, mask = hrtem_image(rng, shape, AU_LOOKS["groschner"])
+    image = np.clip(counts, 0, np.percentile(counts, 99.5))
+    image = 255 * (image - image.min()) / max(float(np.ptp(image)), 1e-6)
+    return image.astype(np.uint8), mask
+
+
+def write_msa_segtrack(folder, count, rng):
+    """msa-em/microscopy-seg-track layout: {train,test}/images/image_N.png (RGBA, R=G=B) and labels/label_N.png {0,255}."""
+    for split, numbers in (("train", range(0, count // 2)), ("test", range(count // 2, count))):
+        (folder / split / "images").mkdir(parents=True, exist_ok=True)
+        (folder / split / "labels").mkdir(parents=True, exist_ok=True)
+        for n in numbers:
+            image, mask = nanoparticle_image(rng, (256, 256))
+            rgba = np.stack([image, image, image, np.full_like(image, 255)], -1)
+            Image.fromarray(rgba, "RGBA").save(folder / split / "images" / f"image_{n}.png")
+            Image.fromarray((mask * 255).astype(np.uint8)).save(folder / split / "labels" / f"label_{n}.png")
+
+
+def write_emps(folder, count, rng):
+    """EMPS layout: images/<id>.png (8-bit grey, varied sizes), segmaps/<id>.png (16-bit instance ids),
+    train.csv / test.csv (one id a line, no header)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "segmaps").mkdir(parents=True, exist_ok=True)
+    ids = [f"{rng.integers(16 ** 10):010x}" for _ in range(count)]
+    for sample_id in ids:
+        shape = (256, int(rng.choice([256, 288, 320])))
+        image, mask = nanoparticle_image(rng, shape)
+        # Instance ids: stripes stand in for particle labels (the loader only needs id > 0).
+        instances = mask.astype(np.uint16) * (1 + np.arange(shape[1], dtype=np.uint16)[None, :] // 64)
+        Image.fromarray(image).save(folder / "images" / f"{sample_id}.png")
+        Image.fromarray(instances).save(folder / "segmaps" / f"{sample_id}.png")
+    n_test = max(1, count // 4)
+    (folder / "train.csv").write_text("\n".join(ids[n_test:]) + "\n")
+    (folder / "test.csv").write_text("\n".join(ids[:n_test]) + "\n")
 
 
 def marker_state(root, scale):
@@ -430,15 +471,3 @@ def is_synthetic(root):
     """True iff root, its parent or its grandparent holds the synthetic marker file."""
     root = Path(root).resolve()
     return any((folder / MARKER).exists() for folder in [root, *root.parents][:3])
-
-
-def locate(data_root, name: str):
-    """(folder of dataset `name`, "synthetic" | "real").
-
-    `name` is the sub-folder the synthetic set uses ("cem500k", "au", "temimagenet").
-    data_root None means the synthetic set (written on first use); a root that
-    holds a `name` folder resolves to it, any other root is the dataset's folder.
-    """
-    root = Path(ensure_synthetic()) if data_root is None else Path(data_root)
-    folder = root / name if (root / name).is_dir() else root
-    return folder, "synthetic" if is_synthetic(folder) else "real"

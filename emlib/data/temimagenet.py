@@ -77,6 +77,7 @@ class TEMImageNet(Dataset):
     root: the release folder (holding `image/`, `noNoise/`, ...). task: a key of
     TEMIMAGENET_TASKS or an alias. split: "train", "val", "test". seed: the split's seed.
     Only IDs present in both the input and the target folder are used.
+    Attributes: ids, sources (the sample id of each item; splits are by sample id).
     """
 
     def __init__(self, root, task, split="train", seed=0):
@@ -89,6 +90,7 @@ class TEMImageNet(Dataset):
         if len(ids) < 3:
             raise ValueError(f"{self.input_dir} and {self.target_dir} share {len(ids)} IDs, need at least 3")
         self.ids = split_ids(ids, split, seed)
+        self.sources = list(self.ids)  # one sample id per item: a sample never straddles two splits
 
     def __len__(self):
         return len(self.ids)

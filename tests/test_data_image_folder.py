@@ -1,4 +1,4 @@
-"""CEM500K loader on the real example patches: splits, manifests, edge patches, bad files."""
+"""ImageFolder / CEM500K on the real example patches: splits, manifests, edge patches, tiles, bad files."""
 import json
 import shutil
 from pathlib import Path
@@ -8,8 +8,9 @@ import pytest
 import tifffile
 import torch
 
-from emlib.data import CEM500K
-from emlib.data.cem500k import eval_split_size, pad_to_at_least
+from emlib.data import CEM500K, ImageFolder
+from emlib.data.image_folder import eval_split_size
+from emlib.data.images import pad_to_at_least
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared/data/real"
 EXAMPLES = REAL / "cem500k_examples"
@@ -18,8 +19,9 @@ needs_real = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"real samples not
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    """A private HOME, so that manifests for read-only folders land in tmp, not ~/.cache."""
+    """A private HOME, so that manifests land in tmp, not ~/.cache."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     return tmp_path / "home"
 
 
@@ -98,10 +100,14 @@ def make_folder(tmp_path, count):
     return folder
 
 
-def test_writable_folder_keeps_its_manifest_and_finds_nested_files(tmp_path):
+def test_writable_folder_gets_no_manifest_and_nested_files_are_found(tmp_path, home):
     folder = make_folder(tmp_path, 30)
+    before = sorted(folder.rglob("*"))
     dataset = CEM500K(folder, image_size=16)
-    assert dataset.manifest_path.parent == folder
+    assert sorted(folder.rglob("*")) == before  # nothing written into the data folder
+    assert dataset.manifest_path.is_relative_to(home)
+    with pytest.raises(ValueError, match="inside the data folder"):
+        CEM500K(folder, image_size=16, manifest_path=folder / "m.json")
     manifest = json.loads(dataset.manifest_path.read_text())
     assert len(manifest["val"]) == len(manifest["test"]) == 3 and len(manifest["train"]) == 24
     assert any(f.startswith("nested/") for f in manifest["train"] + manifest["val"] + manifest["test"])
@@ -121,7 +127,76 @@ def test_missing_folder_and_bad_arguments(tmp_path):
         CEM500K(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="split"):
         CEM500K(tmp_path, split="validation")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no image files \(.tif, .tiff\) found under .*empty"):
+        CEM500K(tmp_path / "empty", manifest_path=tmp_path / "e.json")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    (tmp_path / "notes" / "b.csv").write_text("x")
+    with pytest.raises(ValueError, match=r"no image files .* found under .*notes"):
+        ImageFolder(tmp_path / "notes", manifest_path=tmp_path / "n.json")
     folder = make_folder(tmp_path, 2)
     with pytest.raises(ValueError, match="at least 3"):
-        CEM500K(folder)
+        CEM500K(folder, manifest_path=tmp_path / "m.json")
     shutil.rmtree(folder)
+
+
+def test_folder_change_after_the_split_is_refused(tmp_path, home):
+    folder = make_folder(tmp_path, 12)
+    CEM500K(folder, image_size=16, manifest_path=tmp_path / "m.json")
+    (folder / "p0.tif").unlink()
+    with pytest.raises(ValueError, match="has changed since its split"):
+        CEM500K(folder, image_size=16, manifest_path=tmp_path / "m.json")
+
+
+def test_tiles_per_image_gives_one_item_per_tile(tmp_path, home):
+    folder = tmp_path / "sem"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        tifffile.imwrite(folder / f"tile{i}.tif", rng.integers(0, 255, (100, 130), np.uint8))
+    manifest = tmp_path / "m.json"
+    plain = ImageFolder(folder, "train", image_size=32, manifest_path=manifest)
+    tiled = ImageFolder(folder, "train", image_size=32, manifest_path=manifest, tiles_per_image=True)
+    assert len(plain) == 2 and len(tiled) == 2 * 3 * 4  # 100 // 32 = 3 rows, 130 // 32 = 4 columns
+    assert tiled.sources == [f for f in plain.files for _ in range(12)]
+    val = ImageFolder(folder, "val", image_size=32, manifest_path=manifest, tiles_per_image=True)
+    pixels = tifffile.imread(folder / val.files[0]).astype(np.float32) / 255
+    assert torch.equal(val[5][0], torch.from_numpy(pixels[32:64, 32:64]))  # tile (1, 1): row 1, column 1
+
+
+def test_image_folder_reads_every_format_the_same(tmp_path, home):
+    """uint8 TIFF, 8-bit PNG, RGBA PNG with equal channels and BMP give the same pixels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 255, (40, 40), np.uint8)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", pixels)
+    Image.fromarray(pixels).save(folder / "b.png")
+    Image.fromarray(np.stack([pixels] * 3 + [np.full_like(pixels, 255)], -1), "RGBA").save(folder / "c.png")
+    Image.fromarray(pixels).save(folder / "d.bmp")
+    items = {}
+    for split in ("train", "val", "test"):
+        d = ImageFolder(folder, split, image_size=40, manifest_path=tmp_path / "m.json")
+        items.update({f: d[i] for i, f in enumerate(d.files)})
+    assert sorted(items) == ["a.tif", "b.png", "c.png", "d.bmp"]
+    for image in items.values():
+        assert torch.equal(image[0], torch.from_numpy(pixels.astype(np.float32) / 255))
+
+
+REAL_CELLULAR = REAL / "cellular_em"
+
+
+@pytest.mark.skipif(not REAL_CELLULAR.is_dir(), reason="real cellular EM not found")
+def test_real_cellular_em_loads_whole_root_without_writing(tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in REAL_CELLULAR.rglob("*")}
+    splits = {s: ImageFolder(REAL_CELLULAR, s, image_size=64, manifest_path=tmp_path / "m.json") for s in ("train", "val", "test")}
+    assert sum(len(d) for d in splits.values()) == 1878  # all four sources, not only the cem500k/ sub-folder
+    assert {f.split("/")[0] for f in splits["train"].files} == {"mussel", "cremi", "isbi", "cem500k"}
+    sources = [set(d.sources) for d in splits.values()]
+    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
+    image = splits["train"][0]
+    assert image.shape == (1, 64, 64) and 0 <= image.min() and image.max() <= 1
+    assert {p: p.stat().st_mtime_ns for p in REAL_CELLULAR.rglob("*")} == before

@@ -1,0 +1,91 @@
+"""Datasets by name: where a run's `data_root` points, and which class reads it.
+
+    pretraining   any folder of EM images (ImageFolder), used as given: never narrowed
+                  to a sub-folder, so a root of several sources (cellular_em/: mussel,
+                  cremi, isbi, cem500k) is read whole; None = the synthetic CEM500K stand-in
+    segmentation  the paper's Au sets (AU_DATASETS, HDF5), the real nanoparticle sets
+                  (NANOPARTICLE_DATASETS: msa_segtrack, emps) and "folder" (a user's own
+                  images/ + masks/ folder, see emlib.data.segmentation_folder)
+    restoration   TEMImageNet
+
+A named dataset's folder is `data_root/<name>` when that exists, else `data_root`
+itself (`locate`); data_root None is the synthetic set, written on first use. Each
+resolution prints one line saying which folder is used and whether it holds
+synthetic or real data.
+"""
+from pathlib import Path
+
+from emlib.data.au import AU_DATASETS, AuSegmentation
+from emlib.data.image_folder import ImageFolder
+from emlib.data.segmentation_folder import NANOPARTICLE_DATASETS, SegmentationFolder
+from emlib.data.synthetic import ensure_synthetic, is_synthetic
+from emlib.data.temimagenet import TEMImageNet
+
+USER_FOLDER = "folder"
+SEGMENTATION_DATASETS = (*AU_DATASETS, *NANOPARTICLE_DATASETS, USER_FOLDER)
+RESTORATION_DATASET = "TEMImageNet"
+# The sub-folder of a data root (and of the synthetic set) that holds each dataset.
+FOLDER_NAMES = {**{name: "au" for name in AU_DATASETS}, **{name: f"nanoparticles/{name}" for name in NANOPARTICLE_DATASETS},
+                RESTORATION_DATASET: "temimagenet"}
+
+
+def locate(data_root, name: str, verbose: bool = False):
+    """(folder of dataset folder `name`, "synthetic" | "real").
+
+    `name` is a sub-folder path ("cem500k", "au", "nanoparticles/emps", ...). data_root
+    None means the synthetic set (written on first use); a root that holds `name`
+    (or its last component) resolves to it, any other root is the dataset's folder itself.
+    """
+    root = Path(ensure_synthetic()) if data_root is None else Path(data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root folder not found: {root}")
+    candidates = [root / name, root / Path(name).name]  # data/real/nanoparticles/emps or nanoparticles/ + emps
+    folder = next((c for c in candidates if c.is_dir()), root)
+    source = "synthetic" if is_synthetic(folder) else "real"
+    if verbose:
+        print(f"data: {folder} ({source})")
+    return folder, source
+
+
+def pretraining_folder(data_root, verbose: bool = True):
+    """(folder of images to pretrain on, source): data_root as given (searched recursively), or the synthetic CEM500K."""
+    if data_root is None:
+        return locate(None, "cem500k", verbose)
+    root = Path(data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root folder not found: {root}")
+    source = "synthetic" if is_synthetic(root) else "real"
+    if verbose:
+        print(f"pretraining data: every image under {root} ({source})")
+    return root, source
+
+
+def dataset_folder(dataset: str, data_root, verbose: bool = True):
+    """(folder, source) of a fine-tuning dataset name."""
+    if dataset == USER_FOLDER:
+        if data_root is None:
+            raise ValueError("dataset='folder' needs data_root: a folder with images/ and masks/ (see emlib.data.segmentation_folder)")
+        return locate(data_root, ".", verbose)
+    if dataset not in FOLDER_NAMES:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {[*SEGMENTATION_DATASETS, RESTORATION_DATASET]}")
+    return locate(data_root, FOLDER_NAMES[dataset], verbose)
+
+
+def segmentation_dataset(dataset: str, folder, split: str, seed: int = 0, label_fraction: float = 1.0):
+    """One split of a segmentation dataset by name: whole tiles or images, (image, mask) items with `sources`."""
+    if dataset in AU_DATASETS:
+        return AuSegmentation(folder, dataset, split=split, seed=seed, label_fraction=label_fraction)
+    options = NANOPARTICLE_DATASETS.get(dataset, {})
+    if dataset != USER_FOLDER and not options:
+        raise ValueError(f"{dataset!r} is not a segmentation dataset; choose one of {list(SEGMENTATION_DATASETS)}")
+    return SegmentationFolder(folder, split=split, seed=seed, label_fraction=label_fraction, **options)
+
+
+def restoration_dataset(task: str, folder, split: str, seed: int = 0):
+    """One split of TEMImageNet for a restoration task."""
+    return TEMImageNet(folder, task, split=split, seed=seed)
+
+
+def pretraining_dataset(folder, split: str, **kwargs):
+    """One split of an image folder for pretraining (see ImageFolder for the arguments)."""
+    return ImageFolder(folder, split=split, **kwargs)

@@ -1,0 +1,214 @@
+"""Segmentation data as users have it: a folder of images and a folder of masks.
+
+Layouts found under `root` (checked in this order):
+
+    root/train/images + root/train/<masks>, root/test/... [, root/val/...]   published split folders (msa_segtrack)
+    root/images + root/<masks> + root/train.csv + root/test.csv [+ val.csv]  published split lists (EMPS)
+    root/images + root/<masks>                                               no published split
+
+`<masks>` is the first of MASK_FOLDERS present. A split list holds one image id
+(file stem) per line. Validation is carved from the train side (a seeded
+VAL_FRACTION of its images) unless a val split is published; without any
+published split the images are split 60/20/20. Every split is a split of source
+images: an image and all crops of it stay in one split (`sources`).
+
+Pairing: by file stem; where stems differ only by a word prefix (msa's `image_N`
+and `label_N`), by the stem without that prefix; or by sorted order when
+`pair_by="index"`. Files left unpaired are an error that lists them.
+
+Masks are read as binary: {0, 1}, {0, 255} (any subset), colour masks with
+equal channels, and instance maps (foreground = id > 0). `masks="auto"` treats
+16-bit masks as instance maps and 8-bit masks as binary; any other value set in
+a binary mask is a ValueError naming the file.
+
+Items: images are standardised per image (mean 0, std 1, as Sytwu's Au data)
+from [0, 1] intensities (`emlib.data.images`). Every split returns whole images,
+(1, H, W) each; fine-tuning crops the train items (`emlib.data.augment`) and
+scores whole val/test images, so every test pixel counts.
+"""
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from emlib.data.images import IMAGE_SUFFIXES, find_images, read_raw, read_unit, standardise
+
+SPLITS = ("train", "val", "test")
+MASK_FOLDERS = ("masks", "labels", "segmaps")
+MASK_KINDS = ("auto", "binary", "instances")
+PAIRINGS = ("stem", "index")
+VAL_FRACTION, NO_SPLIT_FRACTIONS = 0.2, (0.6, 0.2, 0.2)
+WORD_PREFIX = re.compile(r"^[A-Za-z]+[_-]")
+
+# The real nanoparticle sets, by name (see emlib.data.download for their sources).
+NANOPARTICLE_DATASETS = {
+    "msa_segtrack": dict(masks="binary"),  # 40 bright-field TEM images, train/ and test/ folders
+    "emps": dict(masks="instances"),  # 465 TEM/SEM images, 16-bit instance maps, train.csv / test.csv
+}
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def to_binary_mask(raw: np.ndarray, kind: str, path) -> np.ndarray:
+    """uint8 {0, 1} mask from a mask file's pixels (see the module docstring for the rule)."""
+    if kind == "auto":
+        kind = "instances" if raw.dtype.itemsize > 1 else "binary"
+    if kind == "instances":
+        return (raw > 0).astype(np.uint8)
+    values = np.unique(raw)
+    if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
+        shown = values[:8].tolist()
+        raise ValueError(f"mask {path} is declared binary but holds the values {shown}{' ...' if len(values) > 8 else ''};"
+                         " expected {0, 1} or {0, 255} (use masks='instances' for instance maps)")
+    return (raw > 0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- pairing
+
+
+def pair_files(images: list, masks: list, by: str = "stem", where="") -> list:
+    """[(image file, mask file)] by stem (or stem without a word prefix), or by sorted index."""
+    if by not in PAIRINGS:
+        raise ValueError(f"pair_by must be one of {PAIRINGS}, got {by!r}")
+    if by == "index":
+        if len(images) != len(masks):
+            raise ValueError(f"{where}: {len(images)} images but {len(masks)} masks; pairing by index needs equal counts")
+        return list(zip(sorted(images), sorted(masks)))
+    for key in (_stem, lambda f: WORD_PREFIX.sub("", _stem(f))):
+        image_keys, mask_keys = _keyed(images, key), _keyed(masks, key)
+        if image_keys is not None and mask_keys is not None and image_keys.keys() == mask_keys.keys():
+            return [(image_keys[k], mask_keys[k]) for k in sorted(image_keys)]
+    image_keys, mask_keys = {_stem(f): f for f in images}, {_stem(f): f for f in masks}
+    lonely = sorted(set(image_keys) - set(mask_keys))[:10], sorted(set(mask_keys) - set(image_keys))[:10]
+    raise ValueError(f"{where}: unpaired files: images without a mask {lonely[0]}, masks without an image {lonely[1]}"
+                     " (pairing is by file stem, optionally without a prefix like image_/label_; or pair_by='index')")
+
+
+def _stem(relative: str) -> str:
+    return Path(relative).stem
+
+
+def _keyed(files, key) -> dict | None:
+    """{key(file): file}, or None when two files share a key (such keys cannot pair)."""
+    out = {key(f): f for f in files}
+    return out if len(out) == len(files) else None
+
+
+# ----------------------------------------------------------------------------- layout and splits
+
+
+def mask_folder(folder: Path) -> Path | None:
+    return next((folder / name for name in MASK_FOLDERS if (folder / name).is_dir()), None)
+
+
+def read_id_list(path: Path) -> list:
+    """Image ids (file stems) of a split list: one per line, first column; a header line `id`/`name` is skipped."""
+    with open(path, newline="") as f:
+        ids = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
+    if ids and ids[0].lower() in ("id", "name", "filename", "image"):
+        ids = ids[1:]
+    return [Path(i).stem for i in ids]
+
+
+def find_layout(root: Path, pair_by: str) -> dict:
+    """{published split name: [(image path, mask path)]}; a single key "all" when nothing is published."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"segmentation folder not found: {root}")
+    split_dirs = [s for s in SPLITS if (root / s / "images").is_dir()]
+    if split_dirs:
+        return {s: _pairs(root / s, pair_by) for s in split_dirs}
+    if not (root / "images").is_dir():
+        raise FileNotFoundError(f"{root} has neither images/ nor train/images/ (and test/images/): not a segmentation folder")
+    pairs = _pairs(root, pair_by)
+    lists = {s: root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").is_file()}
+    if not lists:
+        return {"all": pairs}
+    by_stem = {_stem(image): (image, mask) for image, mask in pairs}
+    out = {}
+    for split, path in lists.items():
+        ids = read_id_list(path)
+        unknown = [i for i in ids if i not in by_stem]
+        if unknown:
+            raise ValueError(f"{path} lists {len(unknown)} id(s) with no image/mask pair in {root}: {unknown[:10]}")
+        out[split] = [by_stem[i] for i in ids]
+    return out
+
+
+def _pairs(folder: Path, pair_by: str) -> list:
+    masks_dir = mask_folder(folder)
+    if masks_dir is None:
+        raise FileNotFoundError(f"{folder} has images/ but no mask folder (one of {MASK_FOLDERS})")
+    images = find_images(folder / "images", IMAGE_SUFFIXES, "image")
+    masks = find_images(masks_dir, IMAGE_SUFFIXES, "mask")
+    pairs = pair_files(images, masks, pair_by, where=str(folder))
+    return [(folder / "images" / i, masks_dir / m) for i, m in pairs]
+
+
+def seeded_split(items: list, fractions: tuple, seed: int) -> list:
+    """`items` cut into len(fractions) disjoint seeded parts; every part after the first gets at least one."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    sizes = [max(1, round(f * len(items))) for f in fractions[1:]]
+    first = len(items) - sum(sizes)
+    if first < 1:
+        raise ValueError(f"{len(items)} images cannot be split into {len(fractions)} non-empty parts")
+    bounds = np.cumsum([0, first, *sizes])
+    return [[items[i] for i in sorted(order[a:b])] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def split_pairs(layout: dict, split: str, seed: int) -> list:
+    """The pairs of one split: published where available, else seeded by source image."""
+    if "all" in layout:
+        return dict(zip(SPLITS, seeded_split(layout["all"], NO_SPLIT_FRACTIONS, seed)))[split]
+    if "train" not in layout or "test" not in layout:
+        raise ValueError(f"a published split needs train and test, found {sorted(layout)}")
+    if "val" in layout:
+        return layout[split]
+    if split == "test":
+        return layout["test"]
+    train, val = seeded_split(layout["train"], (1 - VAL_FRACTION, VAL_FRACTION), seed)
+    return train if split == "train" else val
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+
+class SegmentationFolder(Dataset):
+    """(image (1, H, W) standardised, mask (1, H, W) in {0, 1}) pairs of one split of a segmentation folder.
+
+    root: the folder (see the module docstring for the layouts). split: "train",
+    "val" or "test". masks: "auto", "binary" or "instances". pair_by: "stem" or
+    "index". seed: the seeded parts of the split (validation carve-out, label subset).
+    label_fraction: keep a seeded fraction of the train images, in (0, 1].
+    Attributes: pairs [(image path, mask path)], sources (the image file of each item).
+    """
+
+    def __init__(self, root, split="train", masks="auto", pair_by="stem", seed=0, label_fraction=1.0):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if masks not in MASK_KINDS:
+            raise ValueError(f"masks must be one of {MASK_KINDS}, got {masks!r}")
+        if not 0.0 < label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
+        self.root, self.split, self.masks = Path(root), split, masks
+        self.pairs = split_pairs(find_layout(self.root, pair_by), split, seed)
+        if split == "train" and label_fraction < 1.0:
+            keep = max(1, round(label_fraction * len(self.pairs)))
+            chosen = np.sort(np.random.default_rng(seed + 1).permutation(len(self.pairs))[:keep])
+            self.pairs = [self.pairs[i] for i in chosen]
+        self.sources = [str(image.relative_to(self.root)) for image, _ in self.pairs]
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, index):
+        image_path, mask_path = self.pairs[index]
+        image = standardise(read_unit(image_path))
+        mask = to_binary_mask(read_raw(mask_path), self.masks, mask_path)
+        if image.shape != mask.shape:
+            raise ValueError(f"image {image_path} is {image.shape} but its mask {mask_path} is {mask.shape}")
+        return torch.from_numpy(image).unsqueeze(0), torch.from_numpy(mask.astype(np.float32)).unsqueeze(0)

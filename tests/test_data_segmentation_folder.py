@@ -1,0 +1,146 @@
+"""SegmentationFolder: layouts, pairing, mask rules, splits by source image, bad inputs, the real sets."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from emlib.data import NANOPARTICLE_DATASETS, SegmentationFolder, dataset_folder
+from emlib.data.segmentation_folder import pair_files, to_binary_mask
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared/data/real/nanoparticles"
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real nanoparticle sets not found at {REAL}")
+
+
+def write_pair(folder, stem, mask_stem=None, size=(32, 40), mask_values=(0, 255), dtype=np.uint8, seed=0):
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, size, np.uint8)).save(folder / "images" / f"{stem}.png")
+    mask = rng.choice(np.array(mask_values, dtype=dtype), size=size)
+    Image.fromarray(mask).save(folder / "masks" / f"{mask_stem or stem}.png")
+
+
+def flat_folder(tmp_path, n=10, **kwargs):
+    folder = tmp_path / "seg"
+    for i in range(n):
+        write_pair(folder, f"img{i:02d}", seed=i, **kwargs)
+    return folder
+
+
+def test_pairing_by_stem_by_prefix_and_by_index():
+    assert pair_files(["a.png", "b.png"], ["b.tif", "a.tif"]) == [("a.png", "a.tif"), ("b.png", "b.tif")]
+    assert pair_files(["image_2.png", "image_10.png"], ["label_10.png", "label_2.png"]) == [
+        ("image_10.png", "label_10.png"), ("image_2.png", "label_2.png")]
+    assert pair_files(["x1.png", "x2.png"], ["m9.png", "m8.png"], by="index") == [("x1.png", "m8.png"), ("x2.png", "m9.png")]
+    with pytest.raises(ValueError, match=r"unpaired files: images without a mask \['c'\], masks without an image \['d'\]"):
+        pair_files(["a.png", "c.png"], ["a.png", "d.png"], where="here")
+    with pytest.raises(ValueError, match="equal counts"):
+        pair_files(["a.png"], ["a.png", "b.png"], by="index")
+
+
+def test_mask_rules():
+    assert to_binary_mask(np.array([[0, 255]], np.uint8), "binary", "m").tolist() == [[0, 1]]
+    assert to_binary_mask(np.array([[0, 1]], np.uint8), "auto", "m").tolist() == [[0, 1]]
+    assert to_binary_mask(np.array([[0, 7, 300]], np.uint16), "auto", "m").tolist() == [[0, 1, 1]]  # instances
+    with pytest.raises(ValueError, match=r"mask m\.png is declared binary but holds the values \[0, 3\]"):
+        to_binary_mask(np.array([[0, 3]], np.uint8), "binary", "m.png")
+
+
+def test_flat_folder_splits_60_20_20_by_source_image(tmp_path):
+    folder = flat_folder(tmp_path, n=10)
+    splits = {s: SegmentationFolder(folder, s) for s in ("train", "val", "test")}
+    assert [len(d) for d in splits.values()] == [6, 2, 2]
+    sources = [set(d.sources) for d in splits.values()]
+    assert set.union(*sources) == {f"images/img{i:02d}.png" for i in range(10)}
+    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
+    image, mask = splits["test"][0]
+    assert image.shape == mask.shape == (1, 32, 40)  # whole images
+    assert abs(float(image.mean())) < 1e-5 and float(image.std()) == pytest.approx(1, abs=1e-3)
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_label_fraction_takes_whole_train_images(tmp_path):
+    folder = flat_folder(tmp_path, n=20)
+    full = SegmentationFolder(folder, "train")
+    half = SegmentationFolder(folder, "train", label_fraction=0.5)
+    assert len(half) == len(full) // 2 and set(half.sources) < set(full.sources)
+    assert set(SegmentationFolder(folder, "val", label_fraction=0.5).sources) == set(SegmentationFolder(folder, "val").sources)
+
+
+def test_bad_folders_and_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        SegmentationFolder(tmp_path / "nowhere")
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no mask folder"):
+        SegmentationFolder(tmp_path / "empty")
+    (tmp_path / "empty" / "masks").mkdir()
+    with pytest.raises(ValueError, match=r"no image files .* under .*empty/images"):
+        SegmentationFolder(tmp_path / "empty")
+
+    folder = flat_folder(tmp_path, n=6)
+    write_pair(folder, "odd", mask_values=(0, 3))
+    dataset = next(d for d in (SegmentationFolder(folder, s, masks="binary") for s in ("train", "val", "test"))
+                   if "images/odd.png" in d.sources)
+    with pytest.raises(ValueError, match=r"odd\.png is declared binary but holds the values \[0, 3\]"):
+        dataset[dataset.sources.index("images/odd.png")]
+
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(folder / "masks" / "odd.png")  # wrong size
+    with pytest.raises(ValueError, match=r"odd\.png is \(32, 40\) but its mask .*odd\.png is \(10, 10\)"):
+        dataset[dataset.sources.index("images/odd.png")]
+
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(folder / "images" / "lonely.png")
+    with pytest.raises(ValueError, match=r"unpaired files: images without a mask \['lonely'\]"):
+        SegmentationFolder(folder)
+
+
+def test_split_lists_and_split_folders(tmp_path):
+    folder = flat_folder(tmp_path, n=8)
+    (folder / "train.csv").write_text("\n".join(f"img{i:02d}" for i in range(6)) + "\n")
+    (folder / "test.csv").write_text("img06\nimg07\n")
+    test = SegmentationFolder(folder, "test")
+    assert test.sources == ["images/img06.png", "images/img07.png"]
+    train, val = SegmentationFolder(folder, "train"), SegmentationFolder(folder, "val")
+    assert len(train) == 5 and len(val) == 1 and not set(train.sources) & set(val.sources)
+    (folder / "test.csv").write_text("img06\nnope\n")
+    with pytest.raises(ValueError, match=r"test\.csv lists 1 id\(s\) with no image/mask pair .*\['nope'\]"):
+        SegmentationFolder(folder, "test")
+
+    split_root = tmp_path / "published"
+    for split, n in (("train", 5), ("test", 3)):
+        for i in range(n):
+            write_pair(split_root / split, f"image_{split}{i}", f"label_{split}{i}", seed=i)
+    assert len(SegmentationFolder(split_root, "test")) == 3
+    assert len(SegmentationFolder(split_root, "train")) + len(SegmentationFolder(split_root, "val")) == 5
+
+
+def test_data_folder_is_never_written(tmp_path):
+    folder = flat_folder(tmp_path, n=10)
+    folder.chmod(0o555)
+    before = sorted(folder.rglob("*"))
+    try:
+        for split in ("train", "val", "test"):
+            dataset = SegmentationFolder(folder, split)
+            dataset[0]
+    finally:
+        folder.chmod(0o755)
+    assert sorted(folder.rglob("*")) == before
+
+
+@needs_real
+@pytest.mark.parametrize("name, counts", [("msa_segtrack", (16, 4, 20)), ("emps", (293, 73, 99))])
+def test_real_nanoparticle_sets(name, counts):
+    folder, source = dataset_folder(name, REAL, verbose=False)
+    assert folder == REAL / name and source == "real"
+    splits = {s: SegmentationFolder(folder, s, **NANOPARTICLE_DATASETS[name]) for s in ("train", "val", "test")}
+    assert tuple(len(d) for d in splits.values()) == counts
+    sources = [set(d.sources) for d in splits.values()]
+    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
+    if name == "emps":  # the published split
+        test_ids = (REAL / "emps" / "test.csv").read_text().split()
+        assert {Path(s).stem for s in sources[2]} == set(test_ids)
+    image, mask = splits["test"][0]
+    assert image.shape == mask.shape and image.shape[-1] >= 512
+    assert 0 < float(mask.mean()) < 1 and set(mask.unique().tolist()) == {0.0, 1.0}
