@@ -59,7 +59,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.send_length:
             self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
-        self.wfile.write(body[start:][:self.cut_after])
+        try:
+            self.wfile.write(body[start:][:self.cut_after])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading: a size it did not expect
 
     def log_message(self, *args):
         pass
