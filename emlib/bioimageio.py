@@ -1,0 +1,588 @@
+"""BioImage.IO export: a finished run folder -> a model package for deepImageJ, ilastik, napari.
+
+    python -m emlib export bioimageio RUN_DIR --out FILE.zip
+    emlib.bioimageio.export(run_dir, "model.zip")
+
+One call per run folder: a fine-tuning run (segmentation or restoration,
+`best_model.safetensors`) or a pretraining run (`generator.safetensors` +
+`model_card.json`: a restoration model, corrupted EM in, restored EM out). The
+package is a BioImage.IO model description (format 0.5) with:
+
+- the weights twice. `pytorch_state_dict`, whose architecture is emlib's
+  registry builder (`emlib.models.create` with the run's registry name): it
+  loads offline wherever emlib is installed, with no copy of the network's
+  source to drift from emlib's (a source file would also need timm for HRNet).
+  And TorchScript (traced), for consumers without emlib: deepImageJ runs it,
+  and bioimageio.core falls back to it when `emlib` cannot be imported.
+- the processing emlib applies, declared, so that a consumer applying it gets
+  emlib's outputs:
+    segmentation: zero_mean_unit_variance per image (Au images are standardised
+      per image) -> network -> sigmoid -> binarize 0.5 (= logit > 0, the mask
+      that emlib's Dice scores);
+    restoration: 8-bit intensities x 1/255 (how TEMImageNet and CEM500K are
+      read) -> x 2 - 1 (the [-1, 1] of pix2pix: finetune.CenteredIntensities,
+      pretrain.restore_images) -> network -> (y + 1) / 2, on the [0, 1] scale.
+- axes (batch, channel, y, x); y and x with min = step = the network's size
+  multiple (2**B for U-Net_B, 32 for HRNet) and an output halo, so a consumer
+  can predict large images tile by tile.
+- a test input from the run's test split and the expected output computed by
+  emlib's own code (not by bioimageio.core), so that bioimageio.core's model
+  test checks the declared processing against emlib; a cover (input |
+  prediction); a README made from the run's config and summary.
+"""
+import json
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emlib import __version__
+
+# Output pixels a consumer drops at each inner tile edge: as emlib.predict, whose default blending (overlap 64)
+# never uses the overlap / 4 = 16 px next to a cut. 2 * HALO is a multiple of every network's size multiple.
+HALO = 16
+EIGHT_BIT = 255.0
+LICENSE = "MIT"  # emlib's licence, for the weights it trained; the data keep their own terms (README)
+SCALE_LABELS = {"synthetic": "toy run on synthetic data, not for use", "real": "small CPU run on real data"}
+PAPER = ("Kazimi B, Ruzaeva K, Sandfeld S (2024). Self-Supervised Learning in Electron Microscopy: Towards a "
+         "Foundation Model for Advanced Image Analysis. arXiv:2402.18286", "10.48550/arXiv.2402.18286")
+SYTWU = [("Sytwu K, Groschner C, Scott MC (2022). Understanding the Influence of Receptive Field and Network "
+          "Complexity in Neural Network-Guided TEM Image Analysis. Microscopy and Microanalysis 28(6)",
+          "10.48550/arXiv.2204.04250"),
+         ("Sytwu K et al. Au nanoparticle HRTEM images and labels (Zenodo record 6419024)", "10.5281/zenodo.6419024")]
+GROSCHNER = [("Groschner CK, Choi C, Scott MC (2021). Machine Learning Pipeline for Segmentation and Defect "
+              "Identification from High-Resolution Transmission Electron Microscopy Data. Microscopy and "
+              "Microanalysis 27(3). Data: Zenodo record 3755011", "10.5281/zenodo.3755011")]
+DATASET_CITATIONS = {
+    **{name: SYTWU for name in ("Au2.2nm", "Au5nm", "Au10nm", "Au20nm")},
+    "Au5nmV1": GROSCHNER,
+    "TEMImageNet": [("Lin R, Zhang R, Wang C, Yang X-Q, Xin HL (2021). TEMImageNet training library and AtomSegNet "
+                     "deep-learning models for high-precision atom segmentation, localization, denoising, and "
+                     "deblurring of atomic-resolution images. Scientific Reports 11, 5386",
+                     "10.1038/s41598-021-84499-w")],
+    "emps": [("Yildirim B, Cole JM (2021). Bayesian Particle Instance Segmentation for Electron Microscopy Image "
+              "Quantification. J. Chem. Inf. Model. 61 (EMPS dataset)", "10.1021/acs.jcim.0c01455")],
+    "CEM500K": [("Conrad R, Narayan K (2021). CEM500K, a large-scale heterogeneous unlabeled cellular electron "
+                 "microscopy image dataset for deep learning. eLife 10, e65894 (EMPIAR-10592)", "10.7554/eLife.65894")],
+}
+
+
+# ----------------------------------------------------------------------------- reading a run folder
+
+
+@dataclass
+class Run:
+    """A finished run folder, read and checked: what a package is made from."""
+
+    folder: Path
+    kind: str  # "finetune" or "pretrain"
+    task: str  # "segmentation", a restoration task, or "pretraining"
+    config: object  # FinetuneConfig or PretrainConfig
+    summary: dict
+    network: torch.nn.Module  # the registry model, eval mode, CPU
+    init: str  # fine-tuning: the run's `init` as given ("random" or a generator export); pretraining: "random"
+    card: dict | None  # the pretraining model card: this run's, or the fine-tuning init's (None if random / gone)
+    centered: bool  # the network works on [-1, 1] intensities
+
+    @property
+    def segmentation(self) -> bool:
+        return self.task == "segmentation"
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model if self.kind == "finetune" else self.config.generator
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset if self.kind == "finetune" else "CEM500K"
+
+    @property
+    def scale_label(self) -> str:
+        return SCALE_LABELS[self.summary["source"]]
+
+
+def read_run(run_dir) -> Run:
+    """Read a finished fine-tuning or pretraining run folder; one clear error naming the
+    folder and what is missing when it is unfinished, of an unknown format or diverged."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"run folder not found: {folder}")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not an emlib run folder: config.json is missing")
+    if not (folder / "summary.json").is_file():
+        raise FileNotFoundError(f"{folder} is an unfinished run: summary.json is missing (a run writes it last, "
+                                "when training completes; finish it with --resume)")
+    raw = json.loads((folder / "config.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    if summary.get("status") != "finished":
+        raise ValueError(f"{folder} is not a finished run: summary.json has status {summary.get('status')!r}")
+    if summary.get("source") not in SCALE_LABELS:
+        raise ValueError(f"{folder}/summary.json has no data source ('source': one of {list(SCALE_LABELS)}): "
+                         "a run from an older emlib format")
+    if "task" in raw:
+        run = _read_finetune(folder, raw, summary)
+    elif "generator" in raw:
+        run = _read_pretrain(folder, raw, summary)
+    else:
+        raise ValueError(f"{folder}/config.json is neither a fine-tuning config (no 'task') nor a pretraining "
+                         "config (no 'generator'): an older or unknown run format")
+    check_finite(run.network, folder)
+    return run
+
+
+def _read_finetune(folder: Path, raw: dict, summary: dict) -> Run:
+    from emlib import finetune
+
+    if not (folder / "best_model.safetensors").is_file():
+        raise FileNotFoundError(f"{folder}: best_model.safetensors is missing (a fine-tuning run from an older "
+                                "emlib format?)")
+    try:
+        model, config = finetune.load_finetuned(folder)
+    except ValueError as err:
+        raise ValueError(f"{folder}/config.json does not fit this emlib's FinetuneConfig (an older or unknown run "
+                         f"format): {err}") from None
+    init = raw.get("init", "random")
+    return Run(folder, "finetune", config.task, config, summary, finetune.registry_model(model), init,
+               init_card(init), centered=not config.is_segmentation)
+
+
+def _read_pretrain(folder: Path, raw: dict, summary: dict) -> Run:
+    from emlib import models
+    from emlib.pretrain import PretrainConfig
+
+    weights, card_path = folder / "generator.safetensors", folder / "model_card.json"
+    for path in (weights, card_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder}: {path.name} is missing (a pretraining run from an older emlib format?)")
+    try:
+        config = PretrainConfig.from_dict(raw)
+        network = models.create(config.generator, in_channels=1, out_channels=1)
+        network.load_state_dict(models.load_weights(weights)[0])
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"{folder}: config.json and generator.safetensors do not fit this emlib (an older or "
+                         f"unknown run format): {err}") from None
+    card = json.loads(card_path.read_text())
+    return Run(folder, "pretrain", "pretraining", config, summary, network.eval(), "random", card, config.centered)
+
+
+def init_card(init: str) -> dict | None:
+    """The model card of a fine-tuning run's pretrained init (None for random init or when it is gone)."""
+    if init == "random":
+        return None
+    path = Path(init)
+    card = (path if path.is_dir() else path.parent) / "model_card.json"
+    return json.loads(card.read_text()) if card.is_file() else None
+
+
+def check_finite(network: torch.nn.Module, folder: Path) -> None:
+    """ValueError naming the folder when a weight tensor holds NaN or inf (a diverged run)."""
+    bad = [name for name, t in network.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{folder}: the weights hold NaN/inf in {len(bad)} tensors (e.g. {bad[:3]}): the run "
+                         "diverged, there is no model to export")
+
+
+# ----------------------------------------------------------------------------- the test image and emlib's output
+
+
+def test_inputs(run: Run) -> tuple:
+    """(iterator over the input images (1, H, W) of the run's test split, as emlib's datasets give
+    them, the split's name). A pretraining run's CEM500K test images come corrupted as in pretraining."""
+    if run.kind == "finetune":
+        from emlib import finetune
+
+        folder, _ = finetune.resolve_data_root(run.config)
+        datasets = finetune.build_datasets(run.config, folder)
+        split = "test" if "test" in datasets else "val"  # a run made with test=False has no test split
+        return (datasets[split][i][0] for i in range(len(datasets[split]))), split
+    from emlib import pretrain
+    from emlib.data import CEM500K, Corruption
+
+    config = run.config
+    folder, _ = pretrain.resolve_data_root(config)
+    clean = CEM500K(folder, split="test", image_size=config.image_size, seed=config.split_seed,
+                    manifest_path=config.manifest_path)
+    # Always corrupted (noise and blur from the run's ranges), so that the example shows a restoration.
+    corruption = Corruption(noise_std=config.noise_std, blur_sigma=config.blur_sigma, p_noise=1.0, p_blur=1.0,
+                            flip=False, rot90=False)
+    generator = torch.Generator().manual_seed(config.split_seed)
+    return (corruption(clean[i][None], generator)[0][0] for i in range(len(clean))), "test"
+
+
+def test_pair(run: Run) -> tuple:
+    """(package input (1, 1, H, W), emlib's output for it, "image <i> of the <split> split"): the first
+    image whose output is not all zero (the format cannot check an all-zero output, e.g. an empty mask)."""
+    images, split = test_inputs(run)
+    for index, image in enumerate(images):
+        raw = package_input(run, crop_to_multiple(image, getattr(run.network, "size_multiple", 1)))[None].float()
+        expected = emlib_output(run, raw)
+        if expected.float().abs().max() >= 1e-4:
+            return raw, expected, f"image {index} of the {split} split"
+    raise ValueError(f"{run.folder}: the model's output is 0 on every {split} image (no particle found): there is "
+                     "no test output that the package's check could use")
+
+
+def crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """The centre crop of (C, H, W) whose sides are multiples of `multiple` (valid package input sizes)."""
+    height, width = image.shape[-2:]
+    new_h, new_w = height - height % multiple, width - width % multiple
+    if new_h == 0 or new_w == 0:
+        raise ValueError(f"test image {height} x {width} is smaller than the network's size multiple {multiple}")
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    return image[..., top:top + new_h, left:left + new_w]
+
+
+def package_input(run: Run, image: torch.Tensor) -> torch.Tensor:
+    """What a consumer feeds the package: the segmentation image as is; restoration: 8-bit intensities."""
+    return image if run.segmentation else image * EIGHT_BIT
+
+
+@torch.no_grad()
+def emlib_output(run: Run, raw: torch.Tensor) -> torch.Tensor:
+    """emlib's own output for a package input batch (B, 1, H, W): the mask (uint8, logit > 0) or the restored image."""
+    from emlib import finetune, pretrain
+    from emlib.tiling import standardize_image
+
+    if run.segmentation:
+        standardised = torch.stack([standardize_image(x, "per_image") for x in raw])
+        return (run.network(standardised) > 0).to(torch.uint8)
+    images = raw / EIGHT_BIT
+    if run.kind == "finetune":
+        return finetune.for_task(run.network, run.task)(images)
+    return pretrain.restore_images(run.network, images, run.centered)
+
+
+# ----------------------------------------------------------------------------- the files of the package
+
+
+def save_weights(run: Run, example: torch.Tensor, folder: Path) -> tuple:
+    """(state dict .pt, TorchScript .pt) in `folder`; the traced model is checked against the eager one."""
+    state_path, script_path = folder / "weights.pt", folder / "weights_torchscript.pt"
+    torch.save(run.network.state_dict(), state_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings: shape checks become constants (inputs are multiples)
+        traced = torch.jit.trace(run.network, example, check_trace=False)
+    with torch.no_grad():
+        error = (traced(example) - run.network(example)).abs().max().item()
+    if not error <= 1e-4:
+        raise RuntimeError(f"TorchScript of {run.model_name} differs from the model by {error:.3g} on the test input")
+    traced.save(str(script_path))
+    return state_path, script_path
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Min-max scaled to 0..255 for display."""
+    low, high = float(image.min()), float(image.max())
+    return ((image - low) / max(high - low, 1e-8) * 255).round().astype(np.uint8)
+
+
+def save_cover(raw: np.ndarray, output: np.ndarray, run: Run, path: Path, height: int = 256) -> Path:
+    """input | prediction side by side (2:1), `height` pixels high."""
+    from PIL import Image
+
+    shown = output * 255 if run.segmentation else np.clip(output, 0, 1) * 255
+    halves = [to_uint8(raw), shown.round().astype(np.uint8)]
+    width = round(height * raw.shape[1] / raw.shape[0])
+    images = [Image.fromarray(h).resize((width, height), Image.NEAREST if i else Image.BILINEAR)
+              for i, h in enumerate(halves)]
+    cover = Image.new("L", (2 * width, height))
+    cover.paste(images[0], (0, 0))
+    cover.paste(images[1], (width, 0))
+    cover.save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- the description
+
+
+def processing(run: Run) -> tuple:
+    """(preprocessing, postprocessing) as BioImage.IO steps, exactly what emlib applies."""
+    from bioimageio.spec.model import v0_5 as spec
+
+    def scale(gain, offset=0.0):
+        return spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=gain, offset=offset))
+
+    if run.segmentation:
+        pre = [spec.ZeroMeanUnitVarianceDescr(kwargs=spec.ZeroMeanUnitVarianceKwargs(axes=[spec.AxisId("y"),
+                                                                                           spec.AxisId("x")]))]
+        post = [spec.SigmoidDescr(), spec.BinarizeDescr(kwargs=spec.BinarizeKwargs(threshold=0.5)),
+                spec.EnsureDtypeDescr(kwargs=spec.EnsureDtypeKwargs(dtype="uint8"))]
+        return pre, post
+    pre, post = [scale(1 / EIGHT_BIT)], []
+    if run.centered:
+        pre.append(scale(2.0, -1.0))
+        post.append(scale(0.5, 0.5))
+    return pre, post
+
+
+def min_size(multiple: int) -> int:
+    """The smallest valid tile side: the first multiple of the network's size multiple above 2 * HALO."""
+    return multiple * (2 * HALO // multiple + 1)
+
+
+def tensors(run: Run, input_path: Path, output_path: Path) -> tuple:
+    """(input, output) tensor descriptions: axes, sizes, data, processing, test tensors."""
+    from bioimageio.spec.model import v0_5 as spec
+
+    multiple = getattr(run.network, "size_multiple", 1)
+    size = spec.ParameterizedSize(min=min_size(multiple), step=multiple)
+    pre, post = processing(run)
+    if run.segmentation:
+        in_data = spec.IntervalOrRatioDataDescr(type="float32")
+        in_text = "HRTEM image, one channel; standardised per image by the package"
+        out_data = spec.NominalOrOrdinalDataDescr(values=[0, 1], type="uint8")
+        out_text, channel = "nanoparticle mask: 1 = particle (sigmoid > 0.5)", "mask"
+    else:
+        in_data = spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, EIGHT_BIT))
+        in_text = "EM image, 8-bit intensities 0..255 (an 8-bit image as is)"
+        out_data = spec.IntervalOrRatioDataDescr(type="float32")
+        out_text, channel = "restored image on the [0, 1] scale (not clipped)", "restored"
+    input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("intensity")]),
+                  spec.SpaceInputAxis(id=spec.AxisId("y"), size=size), spec.SpaceInputAxis(id=spec.AxisId("x"), size=size)]
+    output_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(channel)])] + [
+        spec.SpaceOutputAxisWithHalo(id=spec.AxisId(a), halo=HALO,
+                                     size=spec.SizeReference(tensor_id=spec.TensorId("input"), axis_id=spec.AxisId(a)))
+        for a in ("y", "x")]
+    inputs = spec.InputTensorDescr(id=spec.TensorId("input"), description=in_text, axes=input_axes, data=in_data,
+                                   test_tensor=spec.FileDescr(source=input_path), preprocessing=pre)
+    outputs = spec.OutputTensorDescr(id=spec.TensorId("output"), description=out_text, axes=output_axes,
+                                     data=out_data, test_tensor=spec.FileDescr(source=output_path), postprocessing=post)
+    return inputs, outputs
+
+
+def weights_description(run: Run, state_path: Path, script_path: Path):
+    from bioimageio.spec.model import v0_5 as spec
+
+    version = spec.Version(torch.__version__.split("+")[0])
+    architecture = spec.ArchitectureFromLibraryDescr(
+        import_from="emlib.models", callable=spec.Identifier("create"),
+        kwargs={"name": run.model_name, "in_channels": 1, "out_channels": 1})
+    return spec.WeightsDescr(
+        pytorch_state_dict=spec.PytorchStateDictWeightsDescr(source=state_path, architecture=architecture,
+                                                             pytorch_version=version),
+        torchscript=spec.TorchscriptWeightsDescr(source=script_path, pytorch_version=version,
+                                                 parent="pytorch_state_dict"))
+
+
+def data_citations(run: Run) -> list:
+    """(text, doi) of the real data the run used, when emlib knows them: the fine-tuning dataset by
+    name; pretraining data only when its folder is CEM500K's (real substitutes are other sources)."""
+    cites = []
+    if run.kind == "finetune" and run.summary["source"] == "real":
+        cites += DATASET_CITATIONS.get(run.dataset, [])
+    card = run.card or {}
+    if card.get("source") == "real" and "cem500k" in str(card.get("data_root", "")).lower():
+        cites += DATASET_CITATIONS["CEM500K"]
+    return cites
+
+
+def citations(run: Run) -> list:
+    """(text, doi) of the paper and of the data."""
+    return list(dict.fromkeys([PAPER] + data_citations(run)))
+
+
+def model_title(run: Run) -> str:
+    """The package's name (letters, digits, `_+- ()` only)."""
+    from emlib.results import paper_model_name
+
+    what = "pretrained generator (restoration)" if run.kind == "pretrain" else f"{run.dataset} {run.task}"
+    toy = " (toy)" if run.summary["source"] == "synthetic" else ""
+    return re.sub(r"[^A-Za-z0-9_+\- ()]", "-", f"emlib {paper_model_name(run.model_name)} {what}{toy}")[:128]
+
+
+def describe(run: Run, files: dict, authors: list):
+    """The BioImage.IO ModelDescr of a run; `files` maps input, output, cover, readme, weights, torchscript to paths."""
+    from bioimageio.spec.model import v0_5 as spec
+
+    inputs, outputs = tensors(run, files["input"], files["output"])
+    kind = "segmentation" if run.segmentation else "restoration"
+    training = spec.TrainingDetails(**training_details(run))
+    bioimageio = spec.BioimageioConfig(
+        training=training, model_parameter_count=sum(p.numel() for p in run.network.parameters()),
+        architecture_type=run.model_name, task=kind, modality="electron microscopy")
+    return spec.ModelDescr(
+        name=model_title(run),
+        description=f"{model_title(run)}: {run.scale_label}. emlib reproduction of arXiv 2402.18286.",
+        authors=[spec.Author(name=name) for name in authors],
+        cite=[spec.CiteEntry(text=text, doi=spec.Doi(doi)) for text, doi in citations(run)],
+        license=spec.LicenseId(LICENSE),
+        documentation=spec.FileDescr(source=files["readme"]), covers=[spec.FileDescr(source=files["cover"])],
+        tags=["emlib", "electron-microscopy", "pytorch", "2d", kind, run.model_name.split("_")[0],
+              "toy" if run.summary["source"] == "synthetic" else "real-data"],
+        inputs=[inputs], outputs=[outputs],
+        weights=weights_description(run, files["weights"], files["torchscript"]),
+        config=spec.Config(bioimageio=bioimageio, emlib=provenance(run)),
+    )
+
+
+def training_details(run: Run) -> dict:
+    c = run.config
+    if run.kind == "pretrain":
+        return dict(training_epochs=run.summary.get("epochs"), training_batch_size=c.batch_size,
+                    initial_learning_rate=c.lr, optimizer="Adam",
+                    loss_function=f"LSGAN (adversarial weight {c.adv_weight}) + {c.l1_weight} x L1")
+    loss = "binary cross-entropy with logits" if run.segmentation else "L1 + L2"
+    return dict(training_epochs=run.summary.get("epochs"), training_batch_size=c.batch_size,
+                initial_learning_rate=c.lr, optimizer=c.optimizer, loss_function=loss)
+
+
+def provenance(run: Run) -> dict:
+    """Machine-readable origin of the package: emlib version, run config and summary, scale label."""
+    summary = {k: v for k, v in run.summary.items() if k not in ("val_history", "val_l1")}
+    return {"emlib_version": __version__, "scale": run.scale_label, "run_kind": run.kind,
+            "run_config": run.config.to_dict(), "run_summary": summary,
+            "init": run.init, "init_model_card": strip_card(run.card) if run.kind == "finetune" else None}
+
+
+def strip_card(card: dict | None) -> dict | None:
+    return None if card is None else {k: v for k, v in card.items() if k not in ("config", "val_l1")}
+
+
+# ----------------------------------------------------------------------------- the README
+
+
+def _score_lines(run: Run) -> list:
+    s = run.summary
+    if run.kind == "pretrain":
+        return [f"- validation L1 (corrupted -> clean CEM500K validation images, [0, 1] scale) after the last step: "
+                f"{s['final_val_l1']:.4f}"]
+    if run.segmentation:
+        return [f"- best validation Dice: {s['best_val_dice_percent']:.2f} % (epoch {s['best_epoch']})",
+                f"- test Dice of that model: {s['test_dice_percent']:.2f} %" if "test_dice_percent" in s else
+                "- no test score (the run was made with test=False)"]
+    lines = [f"- best validation L1: {s['best_val_l1']:.4f} (epoch {s['best_epoch']})"]
+    if "test_l1" in s:
+        lines.append(f"- test L1 / PSNR / SSIM of that model: {s['test_l1']:.4f} / {s['test_psnr']:.2f} dB / "
+                     f"{s['test_ssim']:.4f}")
+    return lines
+
+
+def _data_lines(run: Run) -> list:
+    s, c = run.summary, run.config
+    where = f"`{s.get('data_root', c.data_root)}` ({s['source']} data)"
+    if run.kind == "pretrain":
+        return [f"Pretext task on {run.dataset}-format images from {where}: {s['subset']} training images of "
+                f"{c.image_size} px, corrupted on the fly (Gaussian noise std in {list(c.noise_std)}, blur sigma in "
+                f"{list(c.blur_sigma)}, flips and 90-degree rotations); the generator learns to return the clean image."]
+    task = "nanoparticle segmentation" if run.segmentation else run.task.replace("_", " ")
+    return [f"{task.capitalize()} on {run.dataset} from {where}: {s['train_images']} training images (label fraction "
+            f"{c.label_fraction}), crops of {c.crop} px; seeded train/validation/test split (split seed {c.split_seed})."]
+
+
+def _training_lines(run: Run) -> list:
+    s, c = run.summary, run.config
+    if run.kind == "pretrain":
+        return [f"Pix2Pix with a least-squares GAN loss (adversarial weight {c.adv_weight}) + {c.l1_weight} x L1, "
+                f"Adam lr {c.lr}, batch {c.batch_size}, {s['steps']} steps ({s['images_seen']} images seen), "
+                f"seed {c.seed}."]
+    if run.init == "random":
+        init = "random initialisation"
+    elif run.card is None:
+        init = f"a pretrained generator from `{run.init}` (its model_card.json is no longer there)"
+    else:
+        card = run.card
+        init = (f"the pretrained generator `{run.init}` ({card.get('generator')}, Pix2Pix pretraining for "
+                f"{card.get('steps')} steps on {card.get('subset')} {card.get('source')} CEM500K-format images from "
+                f"`{card.get('data_root')}`)")
+    return [f"Fine-tuned from {init} (`{s['init']}`), {c.optimizer} lr {c.lr}, batch {c.batch_size}, "
+            f"{s['epochs']} epochs ({s['steps']} steps), seed {c.seed}; the model kept is the best on the validation "
+            f"split (evaluated every {c.eval_every} epochs)."]
+
+
+def readme(run: Run, example: str, title: str) -> str:
+    """The package's README.md, from the run's config, summary and (pretraining) model card."""
+    multiple = getattr(run.network, "size_multiple", 1)
+    if run.segmentation:
+        io = ("Input: one-channel TEM image; the package standardises it per image (mean 0, std 1, as emlib's "
+              "segmentation loaders do). Output: mask, 1 = particle (sigmoid of the logits > 0.5).")
+    else:
+        io = ("Input: one-channel EM image with 8-bit intensities 0..255 (convert 16-bit or float images to 8 bit "
+              "first); the package divides by 255 as emlib's loaders do" +
+              (" and maps [0, 1] to [-1, 1], the range the network was trained in" if run.centered else "") +
+              ". Output: the restored image on the [0, 1] scale.")
+    cites = "\n".join(f"- {text}. doi:{doi}" for text, doi in citations(run))
+    missing = []
+    if run.summary["source"] == "real" and not data_citations(run):
+        missing = [f"- The data: cite the sources of `{run.summary.get('data_root')}` (no citation known to emlib)."]
+    lines = [
+        f"# {title}", "", f"**Scale: {run.scale_label}.** Made by emlib {__version__} from the run folder "
+        f"`{run.folder.name}`.", "",
+        "A reproduction of Kazimi, Ruzaeva, Sandfeld, *Self-Supervised Learning in Electron Microscopy: Towards a "
+        "Foundation Model for Advanced Image Analysis* (arXiv 2402.18286) with emlib.", "",
+        "## Data", "", *_data_lines(run), "",
+        "## Training", "", *_training_lines(run), "",
+        "## Validation", "", *_score_lines(run), "",
+        f"The package's test input is {example}"
+        f"{' (corrupted as in pretraining)' if run.kind == 'pretrain' else ''}, the first with an output that is "
+        "not all zero; the expected output was computed by emlib itself, and `bioimageio.core`'s model test "
+        "reproduces it from the declared processing.", "",
+        "## Inputs and outputs", "", io, "",
+        f"Axes (batch, channel, y, x). Height and width: multiples of {multiple} (the network's size multiple), "
+        f"at least {min_size(multiple)}; for large images, predict in tiles and drop {HALO} px at each inner tile "
+        "edge (the output halo), as bioimageio.core and deepImageJ do.", "",
+        "## Use it", "",
+        "- deepImageJ (Fiji): install the package's zip (DeepImageJ Install Model); it runs the TorchScript weights.",
+        "- ilastik: Neural Network Classification workflow, load the zip.",
+        "- napari: the bioimageio plugin, or in Python: `bioimageio.core.predict(model=\"package.zip\", inputs=image)`.",
+        "- The `pytorch_state_dict` weights need emlib installed (`emlib.models.create`); without it, consumers use "
+        "the TorchScript weights.", "",
+        "## Cite", "", cites, *missing, "",
+        "## Licences", "",
+        f"Weights and package: {LICENSE} (emlib). The training data keep their own terms: see the records cited "
+        "above (synthetic data are emlib's own).", "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export(run_dir, out, authors=("emlib contributors",)) -> Path:
+    """Write the BioImage.IO package (.zip) of a finished fine-tuning or pretraining run; returns its path."""
+    from bioimageio.spec import save_bioimageio_package
+
+    out = Path(out)
+    if out.suffix != ".zip":
+        raise ValueError(f"--out must name a .zip file, got {out}")
+    run = read_run(run_dir)
+    raw, expected, example = test_pair(run)
+    title = model_title(run)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files = {"input": tmp / "test_input.npy", "output": tmp / "test_output.npy",
+                 "cover": tmp / "cover.png", "readme": tmp / "README.md"}
+        np.save(files["input"], raw.numpy())
+        np.save(files["output"], expected.numpy())
+        save_cover(raw[0, 0].numpy(), expected[0, 0].float().numpy(), run, files["cover"])
+        files["readme"].write_text(readme(run, example, title))
+        files["weights"], files["torchscript"] = save_weights(run, raw, tmp)
+        description = describe(run, files, list(authors))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_bioimageio_package(description, output_path=out)
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_cli(subparsers) -> None:
+    """`python -m emlib export bioimageio RUN_DIR --out FILE.zip`."""
+    parser = subparsers.add_parser("export", help="export a finished run as a model package",
+                                   description="Export a finished run as a model package.")
+    formats = parser.add_subparsers(dest="format", required=True)
+    bioimageio = formats.add_parser("bioimageio", help="BioImage.IO model package (deepImageJ, ilastik, napari)",
+                                    description=__doc__.splitlines()[0])
+    bioimageio.add_argument("run_dir", help="a finished fine-tuning or pretraining run folder")
+    bioimageio.add_argument("--out", required=True, help="the package to write (FILE.zip)")
+    bioimageio.add_argument("--author", action="append", help="an author's name (repeatable)")
+    bioimageio.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    path = export(args.run_dir, args.out, authors=args.author or ("emlib contributors",))
+    print(f"wrote {path}")
+    return 0
