@@ -12,6 +12,7 @@ COMMANDS = {
     "pretrain": "emlib.pretrain",
     "finetune": "emlib.finetune",
     "sweep": "emlib.sweep",
+    "export": "emlib.bioimageio",
 }
 
 
