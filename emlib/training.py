@@ -8,8 +8,10 @@ Nothing here knows about GANs or datasets. It provides, top to bottom:
 - a resumable DistributedSampler (the sampler position is part of a checkpoint);
 - capture / restore of every RNG state, as plain tensors and lists, so that a
   checkpoint loads with `torch.load(..., weights_only=True)`;
-- atomic checkpoint files and a config-mismatch check on resume;
-- a resume-safe CSV logger and `plot_log` for loss curves;
+- atomic checkpoint files (never holding NaN/inf weights), one clear error for a
+  corrupt one, and the checks on resume: config mismatch, data fingerprint;
+- the run folder: an exclusive lock, config.json first, summary.json last;
+- a resume-safe CSV logger (torn rows skipped) and `plot_log` for loss curves;
 - a SIGINT/SIGTERM handler that asks the loop to checkpoint and stop;
 - a NaN/inf loss guard;
 - DistributedDataParallel helpers driven by the `torchrun` environment variables;
@@ -31,11 +33,18 @@ import collections
 import contextlib
 import csv
 import dataclasses
+import errno
+import hashlib
 import json
 import math
+import numbers
 import os
+import pickle
 import random
 import signal
+import sys
+import types
+import typing
 import tempfile
 import threading
 import time
@@ -45,6 +54,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
+
+try:
+    import fcntl
+except ImportError:  # Windows: the lock falls back to an exclusively created file
+    fcntl = None
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -251,21 +265,75 @@ def _to_tuple(obj):
 # ----------------------------------------------------------------------------- checkpoints
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: empty, truncated, corrupt, or not a checkpoint of this run kind."""
+
+
+class NonFiniteWeightsError(FloatingPointError):
+    """Weights (or optimiser state) hold NaN/inf; they are never written to disk."""
+
+
+class RunFolderLockedError(RuntimeError):
+    """Another run is writing into the same run folder."""
+
+
+class DiskFullError(OSError):
+    """The disk filled up while a file was written atomically; the previous file is untouched."""
+
+    def __init__(self, path: Path):
+        kept = "the previous checkpoint is kept" if path.suffix == ".pt" else f"the previous {path.name} is kept"
+        if not path.exists():
+            kept = "nothing was written"
+        super().__init__(errno.ENOSPC, f"no space left on device while writing {path}; {kept} (free some space, then continue with --resume)", str(path))
+
+    def __str__(self):
+        return self.strerror
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    """Whether `err`, or an exception it was raised from or during, is ENOSPC / EDQUOT
+    (torch.save reports a full disk as a RuntimeError raised while handling the OSError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def atomic_write(path, write_fn) -> None:
     """Write a file atomically: `write_fn(file)` into a temp file in the same folder,
-    fsync, `os.replace` onto `path`, fsync the folder. A crash leaves the old file."""
+    fsync, `os.replace` onto `path`, fsync the folder. A crash leaves the old file; a
+    full disk raises DiskFullError naming `path`. The file gets the mode `open()` would
+    give it (0o666 less the umask), not mkstemp's 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _is_disk_full(err):
+            raise DiskFullError(path) from err
         raise
     _fsync_dir(path.parent)
 
@@ -279,18 +347,91 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def nonfinite_tensors(tree, prefix: str = "") -> list:
+    """(name, number of NaN/inf values, size) of each floating-point tensor in a nested
+    dict / list (a state dict, a whole checkpoint) that is not all finite. Names join
+    the keys with dots, e.g. `generator.head.weight`, `opt_g.state.3.exp_avg_sq`."""
+    named = list(_floating_tensors(tree, prefix))
+    by_device = {}
+    for name, tensor in named:
+        by_device.setdefault(tensor.device, []).append((name, tensor))
+    bad = []
+    for items in by_device.values():  # one device sync per device, not one per tensor
+        finite = torch.stack([torch.isfinite(t).all() for _, t in items]).cpu()
+        for (name, tensor), ok in zip(items, finite.tolist()):
+            if not ok:
+                bad.append((name, int((~torch.isfinite(tensor)).sum()), tensor.numel()))
+    order = {name: i for i, (name, _) in enumerate(named)}
+    return sorted(bad, key=lambda b: order[b[0]])
+
+
+def _floating_tensors(tree, prefix):
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point() or tree.is_complex():
+            yield prefix or "tensor", tree.detach()
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _floating_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _floating_tensors(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def check_finite_weights(tree, consequence: str) -> None:
+    """Raise NonFiniteWeightsError naming the first NaN/inf tensor in `tree` (see
+    `nonfinite_tensors`), followed by `consequence` (what is refused, what to do)."""
+    bad = nonfinite_tensors(tree)
+    if bad:
+        name, count, size = bad[0]
+        more = f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else ""
+        raise NonFiniteWeightsError(f"non-finite weights: {name} holds {count} NaN/inf value(s) of {size}{more}; {consequence}")
+
+
 def save_checkpoint(path, state: dict) -> None:
     """Save a checkpoint dict atomically. Keep it to tensors, numbers, strings,
-    lists and dicts (no pickled objects) so that it loads with weights_only=True."""
+    lists and dicts (no pickled objects) so that it loads with weights_only=True.
+
+    A state holding any NaN/inf floating-point tensor (weights, buffers, optimiser
+    moments) is refused with NonFiniteWeightsError naming the tensor; the previous
+    checkpoint stays as it was.
+    """
+    path = Path(path)
+    check_finite_weights(state, f"refusing to write {path}; the previous checkpoint is kept (the run diverged: "
+                                "continue from it with --resume and a lower lr, or without amp)")
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint written by `save_checkpoint` (weights_only=True, never pickle)."""
+CHECKPOINT_ADVICE = "move it away (or restore a copy of the run folder), then run again without --resume to start over"
+
+
+def load_checkpoint(path, map_location="cpu", required=()) -> dict:
+    """Load a checkpoint written by `save_checkpoint` (weights_only=True, never pickle).
+
+    `required`: keys the checkpoint dict must have. An empty, truncated or corrupt
+    file, or one of another structure, raises CheckpointError naming the path and
+    what to do.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes; a crash or a full disk?): {CHECKPOINT_ADVICE}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # permissions and the like: the message names the file already
+    except pickle.UnpicklingError:
+        # torch's own message here suggests weights_only=False: never do that with a file you did not write.
+        raise CheckpointError(f"checkpoint {path} is corrupt, or holds objects other than tensors, numbers, strings, "
+                              f"lists and dicts (which are never unpickled): {CHECKPOINT_ADVICE}") from None
+    except Exception as err:  # torch raises RuntimeError, EOFError, ... for truncated archives
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(err).__name__}): {CHECKPOINT_ADVICE}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not an emlib checkpoint (it holds a {type(state).__name__}, not a dict): {CHECKPOINT_ADVICE}")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of this kind of run (no {', '.join(missing)}): {CHECKPOINT_ADVICE}")
+    return state
 
 
 def write_json_atomic(path, data: dict) -> None:
@@ -298,14 +439,117 @@ def write_json_atomic(path, data: dict) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode()))
 
 
+# ----------------------------------------------------------------------------- the run folder
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def lock_run_folder(output_dir, enabled: bool = True):
+    """Hold an exclusive lock on a run folder (`output_dir/.lock`) for the whole run.
+
+    A second run into the same folder raises RunFolderLockedError instead of
+    interleaving its files with the first. The lock is an flock on the file: the
+    OS releases it when the process dies, even by kill -9; a clean exit also
+    removes the file (and the folder, when the run created it and left it empty).
+    `enabled=False` (ranks other than 0) does nothing.
+    """
+    if not enabled:
+        yield
+        return
+    folder = Path(output_dir)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = _acquire_lock(path)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # while still holding it: a waiting run then sees a new file
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a run that failed before writing anything
+
+
+def _acquire_lock(path: Path) -> int:
+    def busy():
+        with contextlib.suppress(OSError, ValueError):
+            holder = path.read_text().strip()
+            return RunFolderLockedError(f"{path.parent} is in use by another run (process {holder}; lock file {path}): "
+                                        "wait for it to finish, or use another output_dir")
+        return RunFolderLockedError(f"{path.parent} is in use by another run (lock file {path}): wait for it to finish, or use another output_dir")
+
+    if fcntl is None:  # no flock: an exclusively created file (left behind by a killed run: delete it)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            raise busy() from None
+        os.write(fd, str(os.getpid()).encode())
+        return fd
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise busy() from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else the holder removed the file between our open and flock: try again
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return fd
+        os.close(fd)
+
+
+def plan_run(output_dir, resume: bool, overwrite: bool = False, announce: bool = True) -> bool:
+    """Decide, before anything in `output_dir` changes, whether the run resumes.
+
+    Returns True when `resume` and output_dir/checkpoint.pt exists. `resume` without
+    a checkpoint says so (one line, when `announce`) and starts fresh. A fresh run
+    into a folder holding a finished run (summary.json) raises ValueError unless
+    `overwrite`.
+    """
+    output_dir = Path(output_dir)
+    if resume and (output_dir / "checkpoint.pt").is_file():
+        return True
+    if resume and announce:
+        note(f"resume: no checkpoint in {output_dir}; starting a new run")
+    if (output_dir / "summary.json").exists() and not overwrite:
+        raise ValueError(f"output_dir {output_dir} holds a finished run (summary.json): continue it with --resume "
+                         "(e.g. with more epochs), replace it with --overwrite, or choose another output_dir")
+    return False
+
+
+def remove_stale_temp_files(output_dir) -> list:
+    """Delete the temp files that killed runs left in `output_dir` (`.checkpoint.pt.*.tmp`
+    of atomic writes, `*.tmp` of other writers); returns their names. Call it with
+    the run folder's lock held."""
+    folder = Path(output_dir)
+    removed = []
+    for path in sorted(set(folder.glob(".*.tmp")) | set(folder.glob("*.tmp"))):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
 def start_run_folder(output_dir, config: dict) -> None:
-    """Mark a run folder as running: create it, remove an old summary.json, write config.json.
+    """Mark a run folder as running: create it, remove stale temp files and an old
+    summary.json, write config.json.
 
     The run contract (read by emlib.sweep): config.json at the start, summary.json
-    last, and only for a finished run.
+    last, and only for a finished run. Call it only once every check of the run
+    (config, checkpoint, data) has passed, so that a refused run leaves the folder
+    as it was.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(output_dir)
     (output_dir / "summary.json").unlink(missing_ok=True)
     write_json_atomic(output_dir / "config.json", config)
 
@@ -313,6 +557,67 @@ def start_run_folder(output_dir, config: dict) -> None:
 def finish_run_folder(output_dir, summary: dict) -> None:
     """Mark a run as finished: its summary.json, written atomically and last."""
     write_json_atomic(Path(output_dir) / "summary.json", summary)
+
+
+def exit_code(summary: dict) -> int:
+    """The CLI's exit status for a run summary: 0 when finished; for an interrupted run
+    128 + the signal's number, as shells report it (130 SIGINT, 143 SIGTERM)."""
+    if summary.get("status") != "interrupted":
+        return 0
+    name = summary.get("signal")
+    return 128 + signal.Signals[name].value if name in signal.Signals.__members__ else 1
+
+
+# ----------------------------------------------------------------------------- checks on resume
+
+
+def data_fingerprint(datasets) -> str:
+    """A sha256 of what `datasets` (a list) hold, to refuse resuming on other data.
+
+    Each dataset is unwrapped through `.dataset` (Subset, crops, repeats, seeded
+    samples); Subset `indices` on the way count, and at the bottom its item list:
+    `sources` (the source image of each item), else `files`, else `ids`, else only
+    its length.
+    """
+    parts = [_item_list(dataset) for dataset in datasets]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _item_list(dataset) -> list:
+    parts = []
+    for _ in range(100):
+        indices = getattr(dataset, "indices", None)
+        if indices is not None:
+            parts.append(["indices", [int(i) for i in indices]])
+        for name in ("sources", "files", "ids"):
+            items = getattr(dataset, name, None)
+            if items is not None and not isinstance(items, (str, bytes)):
+                parts.append([name, [str(item) for item in items]])
+                return parts
+        inner = getattr(dataset, "dataset", None)
+        if inner is None or isinstance(inner, (str, bytes)) or not hasattr(inner, "__len__"):
+            parts.append(["length", len(dataset)])
+            return parts
+        dataset = inner
+    raise ValueError("data_fingerprint: datasets nested more than 100 deep")
+
+
+def check_data_matches(saved: str | None, current: str, path, data_root=None) -> None:
+    """Raise ValueError when a checkpoint was trained on other data than the run now
+    sees (fingerprints differ). Checkpoints without a fingerprint pass."""
+    if saved is not None and saved != current:
+        raise ValueError(f"cannot resume from {path}: the data differs from the data it was trained on "
+                         f"(fingerprint {saved[:12]} -> {current[:12]}; data_root={data_root!r}): point data_root "
+                         "at the original data, or start a new run in another output_dir")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float | None:
+    """Give every param group of `optimizer` learning rate `lr` (lr may change on resume);
+    returns the previous lr of the first group."""
+    previous = optimizer.param_groups[0]["lr"] if optimizer.param_groups else None
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return previous
 
 
 def config_differences(saved: dict, current: dict, may_grow=("epochs",), ignore=()) -> list[str]:
@@ -376,6 +681,61 @@ def config_from_dict(cls, data: dict):
     return cls(**data)
 
 
+_KIND_NAMES = {type(None): "None", bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               tuple: "a list", list: "a list", dict: "a dict"}
+
+
+def check_config_types(config) -> None:
+    """Raise ValueError naming the first field of config dataclass `config` whose value
+    has the wrong type (e.g. epochs='abc' from `papermill -p epochs abc`) or is a
+    NaN / inf number. Types come from the annotations (`int | None`, `float`, ...);
+    a tuple field whose default holds numbers must hold numbers."""
+    for field in dataclasses.fields(config):
+        kinds = _annotation_kinds(field.type)
+        if kinds is None:
+            continue  # an annotation this check does not know
+        value = getattr(config, field.name)
+        if not any(_is_kind(value, kind) for kind in kinds):
+            wanted = " or ".join(_KIND_NAMES.get(kind, kind.__name__) for kind in kinds)
+            raise ValueError(f"{field.name} must be {wanted}, got {value!r}")
+        if isinstance(value, (tuple, list)):
+            default = field.default if field.default is not dataclasses.MISSING else None
+            if isinstance(default, tuple) and default and all(_is_kind(d, float) for d in default):
+                if not all(_is_kind(v, float) for v in value):
+                    raise ValueError(f"{field.name} must be a list of numbers, got {value!r}")
+        for number in (value if isinstance(value, (tuple, list)) else (value,)):
+            if _is_kind(number, float) and not math.isfinite(number):
+                raise ValueError(f"{field.name} must be finite, got {value!r}")
+
+
+def _annotation_kinds(annotation):
+    """The plain types an annotation allows (`int | None` -> [int, NoneType]); None if unknown."""
+    if isinstance(annotation, str):
+        return None
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kinds = []
+    for arg in typing.get_args(annotation) if union else (annotation,):
+        kind = typing.get_origin(arg) or arg
+        if kind not in _KIND_NAMES:
+            return None
+        kinds.append(kind)
+    return kinds
+
+
+def _is_kind(value, kind) -> bool:
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, (bool, np.bool_))
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if kind is tuple:
+        return isinstance(value, (tuple, list))
+    return isinstance(value, kind)
+
+
 # ----------------------------------------------------------------------------- CSV logging
 
 
@@ -385,7 +745,8 @@ class CSVLogger:
     On resume pass `resume_step`: rows whose `step_key` is beyond the checkpoint's
     step (written after the last checkpoint by the interrupted run) are dropped, so
     the log matches a run that was never interrupted. Without `resume_step` an
-    existing file is replaced.
+    existing file is replaced. Rows that do not parse (a torn last row, from a crash
+    in the middle of an append) are dropped.
     """
 
     def __init__(self, path, fieldnames, resume_step: int | None = None, step_key: str = "step"):
@@ -398,9 +759,12 @@ class CSVLogger:
             writer.writerows(rows)
 
     def _rows_up_to(self, step: int, step_key: str) -> list:
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return [{k: r.get(k, "") for k in self.fieldnames} for r in rows if int(float(r[step_key])) <= step]
+        kept = []
+        for row in _read_rows(self.path):
+            with contextlib.suppress(KeyError, ValueError):
+                if int(float(row[step_key])) <= step:
+                    kept.append({k: row.get(k, "") for k in self.fieldnames})
+        return kept
 
     def log(self, row: dict) -> None:
         """Append one row (missing fields are left empty, floats written with 7 significant digits)."""
@@ -412,15 +776,31 @@ class CSVLogger:
             csv.DictWriter(f, fieldnames=self.fieldnames).writerow(row)
 
 
+def _read_rows(path) -> list:
+    """The complete rows of a CSV file as dicts: a row with too few or too many cells
+    (torn by a crash mid-append) is skipped."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return [row for row in reader if None not in row and None not in row.values()]
+
+
+def _float_row(row: dict) -> dict | None:
+    """The row's cells as floats (empty cells NaN); None when a cell does not parse."""
+    try:
+        return {k: float(v) if v != "" else np.nan for k, v in row.items()}
+    except ValueError:
+        return None
+
+
 def read_log(path) -> dict:
-    """A log CSV as {column: np.ndarray of floats} (empty cells become NaN)."""
+    """A log CSV as {column: np.ndarray of floats} (empty cells become NaN; rows that
+    do not parse, such as a row torn by a crash, are skipped)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"log file not found: {path}")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = [r for r in map(_float_row, _read_rows(path)) if r is not None]
     columns = rows[0].keys() if rows else []
-    return {c: np.array([float(r[c]) if r[c] not in ("", None) else np.nan for r in rows]) for c in columns}
+    return {c: np.array([r[c] for r in rows], dtype=float) for c in columns}
 
 
 def plot_log(csv_path, columns=None, x: str = "step", ax=None, title: str | None = None, logy: bool = False, label_prefix: str = ""):
@@ -525,6 +905,12 @@ def init_distributed(device_name: str = "auto") -> DistributedContext:
 def is_main_process() -> bool:
     """True on rank 0 (and in single-process runs)."""
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def note(message: str) -> None:
+    """Print a one-line notice to stderr, once (on rank 0 or in a single process)."""
+    if is_main_process():
+        print(message, file=sys.stderr, flush=True)
 
 
 def barrier() -> None:
@@ -645,11 +1031,14 @@ def _parse_value(annotation, default):
 
 
 def add_run_parser(subparsers, name: str, cls, help: str, description: str):
-    """The subcommand of one run kind: --toy, --config FILE.json, --resume, and one flag per field of `cls`."""
+    """The subcommand of one run kind: --toy, --config FILE.json, --resume, --overwrite,
+    and one flag per field of `cls`."""
     parser = subparsers.add_parser(name, help=help, description=description)
     parser.add_argument("--toy", action="store_true", help=f"start from {cls.__name__}.toy() (CPU, synthetic data)")
     parser.add_argument("--config", help=f"JSON file of {cls.__name__} fields (flags override it)")
-    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from output_dir/checkpoint.pt (epochs may grow, lr may change; starts fresh without one)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in output_dir (refused without it)")
     add_config_arguments(parser, cls)
     return parser
 
@@ -660,14 +1049,32 @@ def print_run_summary(summary: dict, leave_out=()) -> None:
         print(json.dumps({k: v for k, v in summary.items() if k not in leave_out}, indent=2))
 
 
+def read_config_file(path) -> dict:
+    """The fields in a `--config` JSON file; ValueError naming the file (and the line)
+    when it is not a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config {path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of fields, got a {type(data).__name__}")
+    return data
+
+
 def config_from_cli(cls, args, preset=None):
     """Build a config: `preset()` (or the defaults), then `--config FILE.json`, then flags."""
     data = config_to_dict(preset() if preset else cls())
-    if getattr(args, "config", None):
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config file not found: {path}")
-        data.update(json.loads(path.read_text()))
     names = {f.name for f in dataclasses.fields(cls)}
+    if getattr(args, "config", None):
+        from_file = read_config_file(args.config)
+        unknown = sorted(set(from_file) - names)
+        if unknown:
+            raise ValueError(f"--config {args.config}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        data.update(from_file)
     data.update({k: v for k, v in vars(args).items() if k in names})
     return config_from_dict(cls, {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

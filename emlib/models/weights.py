@@ -7,14 +7,13 @@ number of output channels (e.g. 2 segmentation classes); the output head (the
 last convolution) then keeps the downstream model's fresh initialisation.
 """
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -39,9 +38,15 @@ def save_weights(model: nn.Module, path, metadata: dict | None = None) -> Path:
     """Write the model's state dict to a safetensors file (atomically); returns the path.
 
     The file's metadata holds `name` (model.name) and `metadata` as JSON; any
-    JSON-serialisable dict round-trips through `load_weights`.
+    JSON-serialisable dict round-trips through `load_weights`. Weights or buffers
+    holding NaN/inf are refused (training.NonFiniteWeightsError naming the tensor)
+    and an existing file is left as it was.
     """
+    from emlib.training import atomic_write, check_finite_weights
+
     path = Path(path)
+    check_finite_weights(model.state_dict(), f"refusing to write {path}; an existing file is kept (the run diverged: "
+                                             "continue from its last checkpoint with --resume and a lower lr)")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         extra = json.dumps(metadata or {})
@@ -49,14 +54,18 @@ def save_weights(model: nn.Module, path, metadata: dict | None = None) -> Path:
         raise ValueError(f"metadata for {path} must be JSON-serialisable: {err}") from None
     header = {"name": getattr(model, "name", type(model).__name__), "emlib": extra}
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.replace(tmp, path)
+    data = save(tensors, metadata=header)
+    atomic_write(path, lambda f: f.write(data))  # fsync'd, umask mode; a full disk raises DiskFullError
     return path
 
 
-def load_weights(path) -> tuple[dict, dict]:
-    """Read a safetensors file written by `save_weights`: (state_dict, metadata incl. 'name')."""
+def load_weights(path, expected_name: str | None = None) -> tuple[dict, dict]:
+    """Read a safetensors file written by `save_weights`: (state_dict, metadata incl. 'name').
+
+    With `expected_name`, a file whose stored architecture name differs raises
+    ValueError (unet_2_44 and unet_2_84 have the same tensor shapes, so
+    `load_state_dict` alone would accept one for the other).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -67,6 +76,8 @@ def load_weights(path) -> tuple[dict, dict]:
     metadata.update(json.loads(header.get("emlib", "{}")))
     if "name" in header:
         metadata["name"] = header["name"]
+    if expected_name is not None and metadata.get("name") != expected_name:
+        raise ValueError(f"{path} holds weights of {metadata.get('name', 'an unnamed architecture')}, not {expected_name}")
     return state_dict, metadata
 
 
@@ -104,8 +115,11 @@ def transfer_weights(model: nn.Module, source) -> TransferReport:
     Tensors whose key and shape match are copied. When the output head's shape
     differs (other out_channels), the head keeps the model's own initialisation.
     Raises ValueError when the source is a different architecture (another
-    registry name, or a different set of tensor names).
+    registry name, or a different set of tensor names), and
+    training.NonFiniteWeightsError when a source tensor holds NaN/inf.
     """
+    from emlib.training import check_finite_weights
+
     source_name = None
     if isinstance(source, nn.Module):
         source_name, state_dict = getattr(source, "name", None), source.state_dict()
@@ -125,6 +139,9 @@ def transfer_weights(model: nn.Module, source) -> TransferReport:
             f"target architecture {target_name} ({len(missing)} target tensors missing, e.g. {missing[:3]}; "
             f"{len(extra)} unexpected, e.g. {extra[:3]})"
         )
+    where = source if isinstance(source, (str, Path)) else source_name or "the source state dict"
+    check_finite_weights(state_dict, f"cannot transfer the pretrained weights of {where}: they are broken "
+                                     "(the pretraining diverged; export them again from a run that did not)")
     report = TransferReport(source=source_name or "state dict", target=target_name)
     head = output_head_prefix(model)
     for key, value in state_dict.items():
