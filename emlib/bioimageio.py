@@ -161,7 +161,7 @@ def _read_pretrain(folder: Path, raw: dict, summary: dict) -> Run:
     try:
         config = PretrainConfig.from_dict(raw)
         network = models.create(config.generator, in_channels=1, out_channels=1)
-        network.load_state_dict(models.load_weights(weights)[0])
+        network.load_state_dict(models.load_weights(weights, expected_name=config.generator)[0])
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"{folder}: config.json and generator.safetensors do not fit this emlib (an older or "
                          f"unknown run format): {err}") from None
