@@ -459,14 +459,20 @@ def result_row(config: FinetuneConfig, epoch: int, scores: dict, init: str, sour
 
 
 def drop_rows_after(path: Path, columns, epoch: int) -> None:
-    """Keep only rows up to `epoch` (rows an interrupted run wrote after its last checkpoint)."""
+    """Keep only rows up to `epoch` (rows an interrupted run wrote after its last checkpoint);
+    a row torn by a crash in the middle of an append is dropped too."""
     if not path.is_file():
         return
-    rows = [r for r in results.read_rows(path) if int(r["epoch"]) <= epoch]
+    rows = [r for r in results.read_rows(path) if _complete(r) and int(r["epoch"]) <= epoch]
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     results.append_rows(tmp, rows, columns)
     tmp.replace(path)
+
+
+def _complete(row: dict) -> bool:
+    """Whether a CSV row has all its cells (none missing, none extra) and an integer epoch."""
+    return None not in row and None not in row.values() and row.get("epoch", "").isdigit()
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -375,6 +375,15 @@ def test_read_log_skips_unparsable_rows(tmp_path):
     assert training.read_log(path)["loss"].tolist() == [0.5, 0.4]
 
 
+def test_torn_results_row_is_dropped_on_resume(tmp_path):
+    from emlib.finetune import drop_rows_after
+
+    path = tmp_path / "validation.csv"
+    path.write_text("epoch,l1\n1,0.5\n2,0.4\n3")  # a crash in the middle of row 3
+    drop_rows_after(path, ["epoch", "l1"], epoch=5)
+    assert path.read_text().splitlines() == ["epoch,l1", "1,0.5", "2,0.4"]
+
+
 # ----------------------------------------------------------------------------- 9. messages that name the culprit
 
 
