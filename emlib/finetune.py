@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from emlib import data, paper, results, training
+from emlib import data, paper, provenance, results, training
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
 from emlib.metrics import dice_scores, restoration_scores
@@ -670,6 +670,7 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool,
         "val_history": [list(h) for h in history], "epochs": position["epoch"], "steps": position["step"],
         "train_images": n_train, "transferred_tensors": len(report.loaded) if report else 0,
         "world_size": ctx.world_size, "wall_s": round(time.perf_counter() - started, 3),
+        "data_sha256": fingerprint, **provenance.provenance(device),
     }
     if ctx.is_main:
         from emlib import models

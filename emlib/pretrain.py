@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from emlib import __version__, training
+from emlib import __version__, provenance, training
 
 LOG_COLUMNS = ["epoch", "step", "d_loss", "g_adv", "g_l1", "d_real", "d_fake", "lr", "images_per_s"]
 VAL_COLUMNS = ["epoch", "step", "val_l1"]
@@ -281,6 +281,16 @@ def restore_images(G, images: torch.Tensor, centered: bool = True) -> torch.Tens
 
 
 @torch.no_grad()
+def identity_l1(val_set) -> float:
+    """Mean |A - B| over the validation pairs: the L1 of a generator that returns its input."""
+    total, count = 0.0, 0
+    for corrupted, target in DataLoader(val_set, batch_size=64):
+        total += (corrupted - target).abs().sum().item()
+        count += target.numel()
+    return total / count
+
+
+@torch.no_grad()
 def validation_l1(G, val_set, config: PretrainConfig, ctx: training.DistributedContext) -> float:
     """Mean |G(A) - B| over the fixed validation pairs (shared out over ranks)."""
     G = training.unwrap_model(G)
@@ -518,6 +528,8 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
         "images_seen": position["step"] * config.batch_size * ctx.world_size,
         "world_size": ctx.world_size,
         "final_val_l1": val_history[-1][2],
+        "identity_val_l1": identity_l1(val_set),  # the baseline G(A) = A on the same validation pairs
+        **provenance.provenance(device),
         "val_l1": [list(v) for v in val_history],
     }
     summary = {"status": "finished", "generator": config.generator, "output_dir": str(output_dir),

@@ -16,6 +16,7 @@ failing run is reported and does not stop the others. At the end all results
 CSVs are aggregated into `runs/results_segmentation.csv` and
 `runs/results_restoration.csv`.
 """
+import concurrent.futures
 import copy
 import csv
 import json
@@ -57,7 +58,8 @@ class Run:
     config: dict
     depends_on: str | None = None   # the pretraining run whose generator it loads
     gpus: int = 1
-    est_gpu_hours: float | None = None
+    est_gpu_hours: float | None = None  # hours on the spec's `hardware` (a GPU unless it says otherwise)
+    init_name: str | None = None    # pretraining runs: the name fine-tuning sections give as `init`
 
 
 # ---------------------------------------------------------------- the grid
@@ -69,7 +71,8 @@ def load_spec(path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"sweep spec not found: {path}")
     spec = yaml.safe_load(path.read_text()) or {}
-    unknown = set(spec) - {"runs_dir", "seeds", "label_fractions", "pretrain", "segmentation", "restoration", "toy", "estimates"}
+    unknown = set(spec) - {"runs_dir", "seeds", "label_fractions", "pretrain", "segmentation", "restoration", "toy",
+                           "estimates", "hardware", "jobs"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
     if "pretrain" not in spec:
@@ -87,7 +90,8 @@ def toy_spec(spec: dict) -> dict:
     toy = {key: copy.deepcopy(value) for key, value in spec.items() if key not in ("toy", "segmentation", "restoration")}
     for key, value in spec["toy"].items():
         if key in ("pretrain", "segmentation", "restoration"):
-            toy[key] = {**spec.get(key, {}), "config": {}, **value}
+            base = spec.get(key) if isinstance(spec.get(key), dict) and isinstance(value, dict) else {}
+            toy[key] = {**base, "config": {}, **value} if isinstance(value, dict) else value
         else:
             toy[key] = value
     return toy
@@ -101,28 +105,41 @@ def _fields(section: dict, grid_values: dict) -> dict:
     return config
 
 
-def _seconds_per_image(model: str, estimates: dict) -> float:
-    table = {**SECONDS_PER_IMAGE, **(estimates or {})}
+def _seconds_per_image(model: str, estimates: dict, task: str) -> float:
+    """Seconds per 224 x 224 image for `model`: the spec's `estimates` (flat, or split into
+    `pretrain:` / `finetune:` tables) over SECONDS_PER_IMAGE, by longest name prefix."""
+    estimates = dict(estimates or {})
+    kind = "pretrain" if task == "pretrain" else "finetune"
+    nested = {k: estimates.pop(k) for k in ("pretrain", "finetune", "gan_cost_factor") if k in estimates}
+    table = {**SECONDS_PER_IMAGE, **estimates, **nested.get(kind, {})}
     prefix = max((p for p in table if model.startswith(p)), key=len, default=None)
     if prefix is None:
-        raise ValueError(f"no GPU time estimate for model {model!r}; add it under 'estimates:' in the spec")
+        raise ValueError(f"no time estimate for model {model!r}; add it under 'estimates:' in the spec")
     return table[prefix]
 
 
-def estimate_gpu_hours(task: str, model: str, images_per_epoch: int, epochs: int, estimates=None) -> float:
-    """Estimated single-GPU hours of one run (see SECONDS_PER_IMAGE: not measured)."""
-    pixels = (IMAGE_SIDE[task] / 224) ** 2
-    factor = GAN_COST_FACTOR if task == "pretrain" else 1.0
-    return epochs * images_per_epoch * pixels * factor * _seconds_per_image(model, estimates) / 3600
+def estimate_gpu_hours(task: str, model: str, images_per_epoch: int, epochs: int, estimates=None, side=None,
+                       gan=True) -> float:
+    """Estimated hours of one run on the spec's hardware (see SECONDS_PER_IMAGE and `estimates:`;
+    `estimates: {gan_cost_factor: x}` replaces GAN_COST_FACTOR, the extra cost of the discriminator)."""
+    pixels = ((side or IMAGE_SIDE[task]) / 224) ** 2
+    gan_factor = (estimates or {}).get("gan_cost_factor", GAN_COST_FACTOR)
+    factor = gan_factor if task == "pretrain" and gan else 1.0
+    return epochs * images_per_epoch * pixels * factor * _seconds_per_image(model, estimates, task) / 3600
 
 
-def _pretrain_id(model, subset):
-    return f"pretrain-{model}-{subset.lower()}"
+def _pretrain_id(model, subset, variant=""):
+    return f"pretrain-{model}-{subset.lower()}" + (f"-{variant.lower()}" if variant else "")
 
 
-def _finetune_run(section, task, group, model, init, seed, fraction, runs_dir, estimates) -> Run:
-    """One fine-tuning run: `group` is the Au dataset (segmentation) or the TEMImageNet task."""
-    depends = None if init == "random" else _pretrain_id(model, init)
+def _init_name(subset, variant=""):
+    """The name fine-tuning sections use for a pretraining run: the subset, plus `-variant`."""
+    return f"{subset}-{variant}" if variant else subset
+
+
+def _finetune_run(section, task, group, model, init, seed, fraction, runs_dir, estimates, pretrain_ids) -> Run:
+    """One fine-tuning run: `group` is the dataset (segmentation) or the TEMImageNet task."""
+    depends = None if init == "random" else pretrain_ids[(model, init)]
     axes = {"task": "segmentation" if task == "segmentation" else group,
             "dataset": group if task == "segmentation" else "TEMImageNet",
             "model": model, "seed": seed,
@@ -133,52 +150,80 @@ def _finetune_run(section, task, group, model, init, seed, fraction, runs_dir, e
     run_id = f"{'seg' if task == 'segmentation' else 'restore'}-{group}-{model}-{init.lower()}-s{seed}"
     if fraction != 1.0:
         run_id += f"-lf{fraction:g}"
-    images = int(TRAIN_IMAGES.get(axes["dataset"], 1000) * fraction)
-    hours = estimate_gpu_hours(task, model, images, config.get("epochs", 60), estimates)
+    images = config.get("epoch_size") if isinstance(config.get("epoch_size"), int) else TRAIN_IMAGES.get(axes["dataset"], 1000) * fraction
+    hours = estimate_gpu_hours(task, model, int(images), config.get("epochs", 60), estimates, side=config.get("crop"))
     return Run(run_id, "finetune", task, config, depends_on=depends, gpus=section.get("gpus", 1), est_gpu_hours=hours)
+
+
+def _pretrain_runs(pre: dict, toy: bool, estimates) -> list:
+    """Generators x subsets, plus each variant (config overrides, e.g. the L1-only ablation) for its models."""
+    runs = []
+    variants = {"": {}, **(pre.get("variants") or {})}
+    for variant, overrides in variants.items():
+        overrides = dict(overrides)
+        models = overrides.pop("models", pre["models"])
+        for model in models:
+            for subset, n_images in pre["subsets"].items():
+                axes = {"model": model, "seed": pre.get("seed", 0)}
+                if not toy:  # the toy preset picks its own tiny subset; None = every train image
+                    axes["num_images"] = n_images
+                config = {**_fields(pre, axes), **overrides}
+                steps = config.get("max_steps") or 0
+                images = steps * config.get("batch_size", 128) if steps else (n_images or 1000) * config.get("epochs", 60)
+                run = Run(_pretrain_id(model, subset, variant), "pretrain", "pretrain", config, gpus=pre.get("gpus", 1),
+                          est_gpu_hours=estimate_gpu_hours("pretrain", model, images, 1, estimates,
+                                                           side=config.get("image_size", 224),
+                                                           gan=config.get("adv_weight", 1.0) > 0))
+                run.init_name = _init_name(subset, variant)
+                runs.append(run)
+    return runs
+
+
+def _section_models(section: dict) -> dict:
+    """{model: [inits]}: `models` as a list (every model gets `inits`) or as a mapping model -> inits."""
+    models = section["models"]
+    if isinstance(models, dict):
+        return {model: list(inits) for model, inits in models.items()}
+    return {model: list(section["inits"]) for model in models}
 
 
 def expand_grid(spec: dict, toy: bool = False, runs_dir=None) -> list:
     """All runs of the spec, pretraining first. With `toy`, the `toy:` section applies.
 
     Fine-tuning with init `P50k` (etc.) loads `<runs_dir>/<pretraining id>/generator.safetensors`.
+    A fine-tuning section may be a list of sections; each may set its own `seeds`
+    and `label_fractions`. Runs with the same id and config (e.g. the 100 % label
+    fraction of a label-efficiency section) are listed once.
     """
     spec = toy_spec(spec) if toy else spec
     runs_dir = Path(runs_dir or spec.get("runs_dir", "runs"))
     estimates = spec.get("estimates")
-    seeds, fractions = spec.get("seeds", [0]), spec.get("label_fractions", [1.0])
-    runs = []
-
-    pre = spec["pretrain"]
-    for model in pre["models"]:
-        for subset, n_images in pre["subsets"].items():
-            axes = {"model": model, "seed": pre.get("seed", 0)}
-            if not toy:  # the toy preset picks its own tiny subset
-                axes["num_images"] = n_images
-            config = _fields(pre, axes)
-            epochs = config.get("epochs", 60)
-            runs.append(Run(_pretrain_id(model, subset), "pretrain", "pretrain", config, gpus=pre.get("gpus", 1),
-                            est_gpu_hours=estimate_gpu_hours("pretrain", model, n_images, epochs, estimates)))
-    subsets, pretrained_models = set(pre["subsets"]), set(pre["models"])
+    runs = _pretrain_runs(spec["pretrain"], toy, estimates)
+    pretrain_ids = {(run.config.get(spec["pretrain"].get("fields", {}).get("model", "model")), run.init_name): run.run_id
+                    for run in runs}
+    known_inits = {run.init_name for run in runs}
     for task, groups_key in (("segmentation", "datasets"), ("restoration", "tasks")):
-        section = spec.get(task)
-        if not section:
-            continue
-        for group in section[groups_key]:
-            for model in section["models"]:
-                for init in section["inits"]:
-                    if init != "random" and init not in subsets:
-                        raise ValueError(f"init {init!r} of the {task} grid has no pretraining subset; known: {sorted(subsets)}")
-                    if init != "random" and model not in pretrained_models:
-                        raise ValueError(f"model {model!r} of the {task} grid is not pretrained; add it to pretrain.models")
-                    for seed in seeds:
-                        for fraction in fractions if task == "segmentation" else [1.0]:
-                            runs.append(_finetune_run(section, task, group, model, init, seed, fraction, runs_dir, estimates))
-    ids = [run.run_id for run in runs]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise ValueError(f"the sweep spec gives several runs the same id: {duplicates[:5]}")
-    return runs
+        sections = spec.get(task) or []
+        for section in sections if isinstance(sections, list) else [sections]:
+            seeds = section.get("seeds", spec.get("seeds", [0]))
+            fractions = section.get("label_fractions", spec.get("label_fractions", [1.0])) if task == "segmentation" else [1.0]
+            for group in section[groups_key]:
+                for model, inits in _section_models(section).items():
+                    for init in inits:
+                        if init != "random" and init not in known_inits:
+                            raise ValueError(f"init {init!r} of the {task} grid has no pretraining run; known: {sorted(known_inits)}")
+                        if init != "random" and (model, init) not in pretrain_ids:
+                            raise ValueError(f"model {model!r} of the {task} grid is not pretrained as {init!r}; add it to pretrain.models")
+                        for seed in seeds:
+                            for fraction in fractions:
+                                runs.append(_finetune_run(section, task, group, model, init, seed, fraction, runs_dir,
+                                                          estimates, pretrain_ids))
+    unique = {}
+    for run in runs:
+        if run.run_id in unique and unique[run.run_id].config != run.config:
+            raise ValueError(f"the sweep spec gives several different runs the same id: {run.run_id}")
+        unique.setdefault(run.run_id, run)
+    return list(unique.values())
 
 
 def select(runs: list, pattern: str | None, runs_dir) -> list:
@@ -271,39 +316,74 @@ def _blocked(run, runs_dir, outcomes):
     return None
 
 
-def execute(runs, runs_dir="runs", command_builder=None, launcher="local", cluster=None, slurm=None) -> dict:
-    """Run every unfinished run in dependency order; return {run_id: outcome}.
+def execute(runs, runs_dir="runs", command_builder=None, launcher="local", cluster=None, slurm=None, jobs=1) -> dict:
+    """Run every unfinished run, each after the pretraining run it depends on; return {run_id: outcome}.
 
     `command_builder(run, run_dir, resume) -> argv` defaults to the emlib CLI.
-    `launcher` is `local` (one after the other, here) or `slurm` (one submitit job
+    `launcher` is `local` (here, `jobs` runs at a time) or `slurm` (one submitit job
     per run; `cluster="local"` uses submitit's local executor, for tests).
     Outcomes are `skipped (finished)`, `finished`, `failed (...)` or `blocked (...)`.
     """
     command_builder = command_builder or build_command
     if launcher not in ("local", "slurm"):
         raise ValueError(f"launcher must be 'local' or 'slurm', got {launcher!r}")
+    if launcher == "local":
+        return _execute_local(runs, runs_dir, command_builder, max(1, int(jobs)))
     outcomes = {}
     for stage in _stages(runs):
         todo = []
         for run in stage:
-            run_dir = Path(runs_dir) / run.run_id
-            if run_status(run_dir) == "finished":
+            if run_status(Path(runs_dir) / run.run_id) == "finished":
                 outcomes[run.run_id] = "skipped (finished)"
             elif blocked := _blocked(run, runs_dir, outcomes):
                 outcomes[run.run_id] = blocked
             else:
                 todo.append(run)
-        if launcher == "local":
-            for run in tqdm(todo, desc="sweep", unit="run", disable=not todo):
+        outcomes.update(_execute_submitit(todo, runs_dir, command_builder, cluster, slurm or {}))
+    return outcomes
+
+
+def _execute_local(runs, runs_dir, command_builder, jobs: int) -> dict:
+    """Run up to `jobs` runs at once, in the listed order, each as soon as its dependency has finished."""
+    outcomes, waiting, running = {}, [], {}
+    for run in runs:
+        if run_status(Path(runs_dir) / run.run_id) == "finished":
+            outcomes[run.run_id] = "skipped (finished)"
+        else:
+            waiting.append(run)
+    pending_ids = {run.run_id for run in waiting}
+    progress = tqdm(total=len(waiting), desc="sweep", unit="run", disable=not waiting)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        while waiting or running:
+            for run in list(waiting):
+                if len(running) >= jobs:
+                    break
+                if run.depends_on in pending_ids:  # its pretraining run is still to come or running
+                    continue
+                waiting.remove(run)
+                if blocked := _blocked(run, runs_dir, outcomes):
+                    outcomes[run.run_id] = blocked
+                    pending_ids.discard(run.run_id)
+                    progress.update(1)
+                    continue
                 try:
                     argv, log = prepare(run, runs_dir, command_builder)
                 except (OSError, ValueError) as err:  # e.g. the papermill notebook is missing
                     outcomes[run.run_id] = f"failed (could not prepare the run: {err})"
+                    pending_ids.discard(run.run_id)
+                    progress.update(1)
                     continue
-                outcomes[run.run_id] = _outcome(Path(runs_dir) / run.run_id, execute_command(argv, log))
+                running[pool.submit(execute_command, argv, log)] = run
+            if not running:
+                continue  # only blocked runs were left; the loop ends
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                run = running.pop(future)
+                outcomes[run.run_id] = _outcome(Path(runs_dir) / run.run_id, future.result())
+                pending_ids.discard(run.run_id)
+                progress.update(1)
                 tqdm.write(f"{run.run_id}: {outcomes[run.run_id]}")
-        else:
-            outcomes.update(_execute_submitit(todo, runs_dir, command_builder, cluster, slurm or {}))
+    progress.close()
     return outcomes
 
 
@@ -365,9 +445,10 @@ def aggregate(runs_dir="runs") -> dict:
 # ---------------------------------------------------------------- command line
 
 
-def format_listing(runs, runs_dir, toy=False) -> str:
-    """The dry-run table: id, status, dependency and estimated GPU hours."""
-    lines = [f"{'run':<52} {'status':<10} {'GPU h':>7}  depends on"]
+def format_listing(runs, runs_dir, toy=False, hardware="GPU", jobs=1) -> str:
+    """The dry-run table: id, status, dependency and estimated hours on `hardware` (the spec's, default GPU)."""
+    unit = "GPU h" if hardware == "GPU" else "CPU h"
+    lines = [f"{'run':<52} {'status':<10} {unit:>7}  depends on"]
     total = 0.0
     for run in runs:
         hours = "toy" if toy else f"{run.est_gpu_hours * run.gpus:7.2f}"
@@ -375,7 +456,13 @@ def format_listing(runs, runs_dir, toy=False) -> str:
         lines.append(f"{run.run_id:<52} {run_status(Path(runs_dir) / run.run_id):<10} {hours:>7}  {run.depends_on or ''}")
     n_pre = sum(r.kind == "pretrain" for r in runs)
     summary = f"{len(runs)} runs ({n_pre} pretraining, {len(runs) - n_pre} fine-tuning)"
-    summary += ", CPU-sized toy grid" if toy else f", about {total:.0f} GPU hours in all (estimates, not measurements)"
+    if toy:
+        summary += ", CPU-sized toy grid"
+    elif hardware == "GPU":
+        summary += f", about {total:.0f} GPU hours in all (estimates, not measurements)"
+    else:
+        summary += (f", about {total:.1f} hours on {hardware} in all, {total / jobs:.1f} h of wall time with {jobs} "
+                    f"run(s) at a time (estimates from measured step times, see the spec)")
     return "\n".join(lines + [summary])
 
 
@@ -389,6 +476,7 @@ def add_cli(subparsers):
     p.add_argument("--runner", choices=("cli", "papermill"), default="cli", help="emlib CLI or papermill notebooks")
     p.add_argument("--launcher", choices=("local", "slurm"), default="local", help="run here, or one SLURM job per run (submitit)")
     p.add_argument("--runs-dir", help="folder of the run folders (default: the spec's runs_dir)")
+    p.add_argument("--jobs", type=int, default=None, help="runs at a time with --launcher local (default: the spec's jobs, else 1)")
     p.add_argument("--submitit-cluster", choices=("slurm", "local", "debug"), default=None,
                    help="submitit executor for --launcher slurm (default: auto-detect; 'local' runs jobs on this machine)")
     p.add_argument("--slurm-partition", help="SLURM partition")
@@ -400,7 +488,8 @@ def main(args) -> int:
     spec = load_spec(args.spec)
     runs_dir = Path(args.runs_dir or spec.get("runs_dir", "runs"))
     runs = select(expand_grid(spec, toy=args.toy, runs_dir=runs_dir), args.only, runs_dir)
-    print(format_listing(runs, runs_dir, toy=args.toy))
+    jobs = args.jobs or spec.get("jobs", 1)
+    print(format_listing(runs, runs_dir, toy=args.toy, hardware=spec.get("hardware", "GPU"), jobs=jobs))
     if args.dry_run:
         return 0
 
@@ -409,7 +498,8 @@ def main(args) -> int:
 
     slurm = {"timeout_min": args.timeout_min, **({"partition": args.slurm_partition} if args.slurm_partition else {})}
     start = time.time()
-    outcomes = execute(runs, runs_dir, command_builder, launcher=args.launcher, cluster=args.submitit_cluster, slurm=slurm)
+    outcomes = execute(runs, runs_dir, command_builder, launcher=args.launcher, cluster=args.submitit_cluster, slurm=slurm,
+                       jobs=jobs)
     for path, n in aggregate(runs_dir).items():
         print(f"aggregated {n} rows into {path}")
     failed = {k: v for k, v in outcomes.items() if v.startswith(("failed", "blocked"))}
