@@ -232,6 +232,7 @@ def corrupt_files(valid: bytes):
     }
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch, reading the raw pickle
 @pytest.mark.parametrize("kind", ["empty", "truncated", "random bytes", "a tensor", "another structure", "a pickle payload"])
 def test_corrupt_checkpoint_is_one_error_naming_the_file(cem_folder, finished_run, tmp_path, kind):
     out = copy_run(finished_run, tmp_path / "run")
