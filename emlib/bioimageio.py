@@ -237,8 +237,13 @@ def crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def package_input(run: Run, image: torch.Tensor) -> torch.Tensor:
-    """What a consumer feeds the package: the segmentation image as is; restoration: 8-bit intensities."""
-    return image if run.segmentation else image * EIGHT_BIT
+    """What a consumer feeds the package, on the 0..255 scale of an 8-bit image. Restoration: the
+    image x 255 (emlib reads 8-bit images / 255). Segmentation: emlib's datasets give the image
+    standardised, so it is min-max scaled to 0..255; the package standardises it again, and the
+    test checks that step too."""
+    if run.segmentation:
+        return (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8) * EIGHT_BIT
+    return image * EIGHT_BIT
 
 
 @torch.no_grad()
@@ -333,7 +338,7 @@ def tensors(run: Run, input_path: Path, output_path: Path) -> tuple:
     pre, post = processing(run)
     if run.segmentation:
         in_data = spec.IntervalOrRatioDataDescr(type="float32")
-        in_text = "HRTEM image, one channel; standardised per image by the package"
+        in_text = "TEM image, one channel, any intensity scale; standardised per image by the package"
         out_data = spec.NominalOrOrdinalDataDescr(values=[0, 1], type="uint8")
         out_text, channel = "nanoparticle mask: 1 = particle (sigmoid > 0.5)", "mask"
     else:
@@ -518,8 +523,8 @@ def readme(run: Run, example: str, title: str) -> str:
         "## Validation", "", *_score_lines(run), "",
         f"The package's test input is {example}"
         f"{' (corrupted as in pretraining)' if run.kind == 'pretrain' else ''}, the first with an output that is "
-        "not all zero; the expected output was computed by emlib itself, and `bioimageio.core`'s model test "
-        "reproduces it from the declared processing.", "",
+        f"not all zero{', on a 0..255 scale' if run.segmentation else ''}; the expected output was computed by "
+        "emlib itself, and `bioimageio.core`'s model test reproduces it from the declared processing.", "",
         "## Inputs and outputs", "", io, "",
         f"Axes (batch, channel, y, x). Height and width: multiples of {multiple} (the network's size multiple), "
         f"at least {min_size(multiple)}; for large images, predict in tiles and drop {HALO} px at each inner tile "
