@@ -8,12 +8,11 @@ same functions summarise the paper's rows and the rows our runs write.
 """
 import csv
 import glob
-import math
 import os
 from collections import defaultdict
 from pathlib import Path
 
-from emlib.results import read_rows
+from emlib.results import mean_ci95, read_rows, results_folders  # noqa: F401 (mean_ci95: part of this module's API)
 
 PAPER_DIR = Path(__file__).parent / "paper"
 INITS = ("random", "P50k", "P100k", "P200k")
@@ -85,29 +84,14 @@ def load_splits() -> list:
 # ---------------------------------------------------------------- our runs
 
 
-def _results_folders(results_dir: Path) -> list:
-    """The results folder, and for a relative one the same name in the two parent
-    folders too: notebooks run from notebooks/ see both their own runs and the
-    repository's runs/ (where `python -m emlib sweep` writes)."""
-    if results_dir.is_absolute():
-        candidates = [results_dir]
-    else:
-        candidates = [base / results_dir for base in [Path.cwd(), *Path.cwd().parents[:2]]]
-    folders = []
-    for folder in candidates:
-        if folder.is_dir() and folder.resolve() not in folders:
-            folders.append(folder.resolve())
-    return folders
-
-
 def load_our_results(results_dir="runs") -> tuple:
-    """All results rows our runs wrote under `results_dir` (see `_results_folders`), parsed and deduplicated.
+    """All results rows our runs wrote under `results_dir` (see `emlib.results.results_folders`), parsed and deduplicated.
 
     Reads every `**/results.csv` plus the sweep's aggregates
     `results_segmentation.csv` / `results_restoration.csv`; a row present in
     several files counts once. Returns (segmentation_rows, restoration_rows).
     """
-    paths = sorted({path for folder in _results_folders(Path(results_dir))
+    paths = sorted({path for folder in results_folders(results_dir)
                     for path in glob.glob(os.path.join(folder, "**", "results*.csv"), recursive=True)})
     segmentation, restoration, seen = [], [], set()
     for path in paths:
@@ -121,25 +105,6 @@ def load_our_results(results_dir="runs") -> tuple:
             elif "l1" in row:
                 restoration.append(parse_row(row))
     return segmentation, restoration
-
-
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-       10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def mean_ci95(values) -> tuple:
-    """Mean and half-width of the 95% t confidence interval (0 for one value)."""
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("mean_ci95: values is empty")
-    n = len(values)
-    mean = sum(values) / n
-    if n == 1:
-        return mean, 0.0
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    df = n - 1
-    t = T95.get(df) or next((T95[k] for k in sorted(T95) if k >= df), 1.960)
-    return mean, t * std / math.sqrt(n)
 
 
 def curves(rows, metric: str, group: str = "dataset") -> dict:
@@ -162,7 +127,9 @@ def final_table(rows, metric: str, group: str = "dataset", with_ci: bool = False
     """The paper's table layout at the last epoch: {group: {model: {init: mean}}}.
 
     With `with_ci`, each cell is (mean, ci95 half-width, number of seeds). Pass
-    rows of one source (and one label fraction): they are pooled.
+    rows in which each cell is one experiment: rows of one source and label
+    fraction are pooled. For our runs, pass the rows of one setting of
+    `emlib.results.settings` (one group of seeds per cell).
     """
     table = defaultdict(lambda: defaultdict(dict))
     for (name, model, init, _), curve in curves(rows, metric, group).items():

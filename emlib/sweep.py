@@ -13,8 +13,9 @@ its `summary.json` exists; finished runs are skipped, interrupted ones (a
 `checkpoint.pt` but no `summary.json`) are resumed with `--resume`, and
 pretraining runs go before the fine-tuning runs that load their generator. A
 failing run is reported and does not stop the others. At the end all results
-CSVs are aggregated into `runs/results_segmentation.csv` and
-`runs/results_restoration.csv`.
+CSVs are concatenated into `runs/results_segmentation.csv` and
+`runs/results_restoration.csv`, and a summary pools the finished runs over seeds
+only where their configs agree (`emlib.results.group_runs`).
 """
 import concurrent.futures
 import copy
@@ -31,7 +32,8 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, append_rows, read_rows
+from emlib.results import (RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, append_rows, group_runs, load_runs, read_rows,
+                           summary_table)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = {"pretrain": "notebooks/03_pretraining.ipynb", "segmentation": "notebooks/04_segmentation.ipynb",
@@ -418,7 +420,10 @@ def _execute_submitit(runs, runs_dir, command_builder, cluster, slurm):
 
 def aggregate(runs_dir="runs") -> dict:
     """Collect every `runs_dir/*/results.csv` into `results_segmentation.csv` and
-    `results_restoration.csv` in runs_dir (rewritten atomically); returns {path: rows}."""
+    `results_restoration.csv` in runs_dir (rewritten atomically); returns {path: rows}.
+
+    These are the raw rows of every run (with run_id and seed), for other tools;
+    nothing is pooled here. Means over seeds come from `summarize`."""
     runs_dir = Path(runs_dir)
     schemas = {"results_segmentation.csv": SEGMENTATION_COLUMNS, "results_restoration.csv": RESTORATION_COLUMNS}
     collected = {name: [] for name in schemas}
@@ -440,6 +445,19 @@ def aggregate(runs_dir="runs") -> dict:
         os.replace(tmp, target)
         written[str(target)] = len(rows)
     return written
+
+
+def summarize(runs_dir="runs") -> str:
+    """The finished runs under runs_dir, pooled over seeds only where their configs agree
+    (`emlib.results.group_runs`): one line per configuration, per kind of task."""
+    groups = group_runs(load_runs(runs_dir))
+    parts = []
+    for kind, metric in (("segmentation", "dice_percent"), ("restoration", "l1")):
+        members = [group for group in groups if group.metric == metric]
+        if members:
+            parts.append(f"{kind}: {len(members)} configurations, {sum(len(g.runs) for g in members)} runs\n"
+                         + summary_table(members))
+    return "\n\n".join(parts) or f"no finished runs with results under {runs_dir}"
 
 
 # ---------------------------------------------------------------- command line
@@ -502,6 +520,7 @@ def main(args) -> int:
                        jobs=jobs)
     for path, n in aggregate(runs_dir).items():
         print(f"aggregated {n} rows into {path}")
+    print(summarize(runs_dir))
     failed = {k: v for k, v in outcomes.items() if v.startswith(("failed", "blocked"))}
     print(f"sweep done in {time.time() - start:.0f} s: {len(outcomes) - len(failed)} ok, {len(failed)} failed")
     for run_id, outcome in failed.items():
