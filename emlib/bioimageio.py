@@ -179,17 +179,16 @@ def init_card(init: str) -> dict | None:
 
 
 def check_finite(network: torch.nn.Module, folder: Path) -> None:
-    """ValueError naming the folder when a weight tensor holds NaN or inf (a diverged run)."""
-    bad = [name for name, t in network.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise ValueError(f"{folder}: the weights hold NaN/inf in {len(bad)} tensors (e.g. {bad[:3]}): the run "
-                         "diverged, there is no model to export")
+    """NonFiniteWeightsError naming the folder when a weight tensor holds NaN or inf (a diverged run)."""
+    from emlib import training
+
+    training.check_finite_weights(network.state_dict(), f"{folder}: the run diverged, there is no model to export")
 
 
 # ----------------------------------------------------------------------------- the test image and emlib's output
 
 
-def test_inputs(run: Run) -> tuple:
+def held_out_inputs(run: Run) -> tuple:
     """(iterator over the input images (1, H, W) of the run's test split, as emlib's datasets give
     them, the split's name). A pretraining run's CEM500K test images come corrupted as in pretraining."""
     if run.kind == "finetune":
@@ -213,10 +212,10 @@ def test_inputs(run: Run) -> tuple:
     return (corruption(clean[i][None], generator)[0][0] for i in range(len(clean))), "test"
 
 
-def test_pair(run: Run) -> tuple:
+def example_pair(run: Run) -> tuple:
     """(package input (1, 1, H, W), emlib's output for it, "image <i> of the <split> split"): the first
     image whose output is not all zero (the format cannot check an all-zero output, e.g. an empty mask)."""
-    images, split = test_inputs(run)
+    images, split = held_out_inputs(run)
     for index, image in enumerate(images):
         raw = package_input(run, crop_to_multiple(image, getattr(run.network, "size_multiple", 1)))[None].float()
         expected = emlib_output(run, raw)
@@ -453,8 +452,9 @@ def strip_card(card: dict | None) -> dict | None:
 def _score_lines(run: Run) -> list:
     s = run.summary
     if run.kind == "pretrain":
-        return [f"- validation L1 (corrupted -> clean CEM500K validation images, [0, 1] scale) after the last step: "
-                f"{s['final_val_l1']:.4f}"]
+        baseline = f" (the identity, output = input: {s['identity_val_l1']:.4f})" if "identity_val_l1" in s else ""
+        return [f"- validation L1 (corrupted -> clean validation images, [0, 1] scale) after the last step: "
+                f"{s['final_val_l1']:.4f}{baseline}"]
     if run.segmentation:
         return [f"- best validation Dice: {s['best_val_dice_percent']:.2f} % (epoch {s['best_epoch']})",
                 f"- test Dice of that model: {s['test_dice_percent']:.2f} %" if "test_dice_percent" in s else
@@ -554,7 +554,7 @@ def export(run_dir, out, authors=("emlib contributors",)) -> Path:
     if out.suffix != ".zip":
         raise ValueError(f"--out must name a .zip file, got {out}")
     run = read_run(run_dir)
-    raw, expected, example = test_pair(run)
+    raw, expected, example = example_pair(run)
     title = model_title(run)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -29,6 +29,7 @@ from emlib.data import ensure_synthetic
 from emlib.finetune import FinetuneConfig, load_finetuned, run
 from emlib.pretrain import PretrainConfig, train
 from emlib.tiling import predict
+from emlib.training import NonFiniteWeightsError
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
 REPO = Path(__file__).resolve().parents[1]
@@ -238,7 +239,7 @@ def test_non_finite_weights_are_refused(segmentation_run, tmp_path):
     state = load_file(path)
     state["head.bias"] = torch.full_like(state["head.bias"], float("nan"))
     save_file(state, path, metadata=metadata)  # emlib's own save_weights refuses NaN
-    with pytest.raises(ValueError, match=re.escape(f"{folder}: the weights hold NaN/inf in 1 tensors")):
+    with pytest.raises(NonFiniteWeightsError, match=re.escape(f"head.bias holds 1 NaN/inf value(s) of 1; {folder}: the run diverged")):
         export(folder, tmp_path / "x.zip")
 
 
