@@ -102,6 +102,10 @@ class Run:
 
     @property
     def scale_label(self) -> str:
+        """How far to trust the model, read from the run: a toy (synthetic data) or a small run on real data."""
+        gpu = self.summary.get("machine", {}).get("gpu")  # runs record their hardware (emlib.provenance)
+        if self.summary["source"] == "real" and gpu:
+            return f"run on real data on a GPU ({gpu}); see Data and Training for its size"
         return SCALE_LABELS[self.summary["source"]]
 
 

@@ -266,3 +266,13 @@ def test_older_or_unknown_formats_are_refused(segmentation_run, pretrain_run, tm
         read_run(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="must name a .zip file"):
         export(pretrain_run, tmp_path / "model.yaml")
+
+
+def test_scale_label_is_read_from_the_run(pretrain_run, tmp_path):
+    folder = copy_run(pretrain_run, tmp_path)
+    assert read_run(folder).scale_label == "toy run on synthetic data, not for use"
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "source": "real", "machine": {"cpu": "x"}}))
+    assert read_run(folder).scale_label == "small CPU run on real data"
+    (folder / "summary.json").write_text(json.dumps({**summary, "source": "real", "machine": {"gpu": "NVIDIA H100"}}))
+    assert read_run(folder).scale_label.startswith("run on real data on a GPU (NVIDIA H100)")
