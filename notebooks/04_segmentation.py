@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Segmenting Au nanoparticles
+# # Segmenting nanoparticles
 #
 # The first downstream task of the paper is semantic segmentation: in a
 # high-resolution TEM image of gold nanoparticles on amorphous carbon, mark
@@ -22,23 +22,38 @@
 # much context (receptive field) a U-Net needs for it.
 #
 # The paper fine-tunes the generators of its GAN pretraining on this task and
-# compares them with the same networks trained from random weights. The recipe
-# (section 4.2 of the paper):
+# compares them with the same networks trained from random weights. Its recipe
+# (section 4.2) and the values it leaves open, which are ours (see the table of
+# choices in {doc}`../book/reproduction_status`):
 #
-# - data: 512 x 512 tiles of five Au datasets, split 60/20/20; training crops of
-#   448 x 448 with random flips and rotations;
+# - data: 512 x 512 tiles of five Au datasets, split 60/20/20. We split the
+#   *micrographs* before tiling, as Sytwu et al. did, so that no micrograph has
+#   tiles on both sides of a split;
+# - augmentation: "various types of noise, flips, rotations, resizing, and random
+#   cropping to 448". The paper gives no ranges; ours are in `emlib.data.augment`:
+#   a random rescaling by 0.75-1.33 (masks nearest-neighbour), the crop, one of
+#   the 8 flips/rotations, and Gaussian or Poisson-like noise on the image;
 # - loss: binary cross-entropy on the logits; optimiser Adam, lr 2e-4; 60 epochs;
+# - an **epoch** is the paper's Table 1 train count of images. For four of the
+#   five Au sets that is about 8x the number of tiles Sytwu's filtering keeps,
+#   because Sytwu's preprocessing saved the 8 flips/rotations of each tile as
+#   separate images; so `epoch_size="paper"` draws that many augmented crops per
+#   epoch (about 8 passes over the tiles), and the paper's "epoch 5" means the
+#   same number of gradient steps in our runs;
 # - every 5 epochs the model is scored on the validation split and the best one is
 #   kept; the tables report the *test* Dice of that best model at each 5-epoch mark;
 # - metric: the Dice score per image on the hard mask (logit > 0), with +1
-#   smoothing, averaged over the test images, in percent:
+#   smoothing, averaged over the test images, in percent (Sytwu's
+#   `compute_hard_dice`):
 #
 # $$\mathrm{Dice} = \frac{2\,|P \cap G| + 1}{|P| + |G| + 1}.$$
 #
-# `emlib.finetune` implements exactly this loop. Below we run it twice, from
-# random weights and from a pretrained generator, on a CPU budget. **Unless you
-# pass real data, everything here is a toy run on synthetic data, not a
-# reproduction**: a few hundred crops, a few epochs, evaluation every epoch.
+# `emlib.finetune` runs this loop. The same loop reads the real nanoparticle
+# sets of this project (`msa_segtrack`, `emps`, see {doc}`01_data`) and any folder
+# of images and masks (`dataset="folder"`). Below we run it on a CPU budget;
+# **unless you pass real data, everything in the first part is a toy run on
+# synthetic data, not a reproduction**. The last part shows our small real-data
+# study.
 
 # %%
 import sys, subprocess
@@ -47,31 +62,52 @@ if "google.colab" in sys.modules:  # install emlib on Colab only
 import torch
 print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 
+# %% [markdown]
+# The next cell holds the run's parameters. Its names are the fields of
+# `emlib.finetune.FinetuneConfig`, so `papermill 04_segmentation.ipynb out.ipynb
+# -p dataset emps -p init results/real_small/pretrain-unet_2_44-preal -p epochs 60 ...`
+# runs exactly the run that `python -m emlib finetune --dataset emps --init ...
+# --epochs 60` makes, into the same run folder; the executed notebook is that
+# run's report. The values here are CPU toy settings; the paper's are in the comments.
+
 # %% tags=["parameters"]
-data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: the folder with the Au HDF5 files
-pretrained = None  # a generator.safetensors (or its folder) from emlib.pretrain; None = run a tiny pretraining here
+task = "segmentation"
 model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424", "hrnet_w44"
-dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm (Tables 2-6)
-crop = 96  # paper: 448 (random crops of the 512 x 512 tiles)
+init = "random"  # "random" or a pretrained generator.safetensors (or its run folder)
+dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm; real: msa_segtrack, emps; or "folder"
+data_root = None  # None = synthetic data; e.g. "../shared/data/real/nanoparticles" or the folder of the Au HDF5 files
+crop = 96  # paper: 448
+eval_crop = None  # None = score whole images (paper)
 batch_size = 4  # paper: not stated (FinetuneConfig default 16)
 epochs = 8  # paper: 60
-steps_per_epoch = 6  # paper: None (one pass over the training tiles)
+epoch_size = 24  # paper: "paper" (Table 1's train count)
 lr = 3e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
+optimizer = "adam"  # paper: Adam
+weight_decay = 0.0
 eval_every = 1  # paper: 5
 label_fraction = 1.0  # paper: 1.0
+augment_dihedral = True  # paper: flips, rotations
+augment_resize = True  # paper: resizing
+augment_noise = True  # paper: "various types of noise"
+test = True
 seed = 0
 split_seed = 0
 device = "cpu"  # paper-scale runs: "auto" or "cuda"
 amp = False  # paper-scale runs: True (bf16/fp16 autocast on CUDA)
 channels_last = False  # paper-scale runs: True on CUDA
+compile = False
 workers = 0  # paper-scale runs: 4-8
+deterministic = True
 output_dir = "runs/04_segmentation"
+# Display switches (not config fields):
+compare_init = "toy"  # a second run from this init for comparison: "toy" (pretrain a tiny generator here), a path, or None
+real_results = "../results/real_small"  # the committed real-data study to show at the end; None to skip
 
 # %%
+import dataclasses
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 from IPython.display import Markdown, display
 
 import emlib
@@ -82,54 +118,73 @@ from emlib.metrics import dice_scores
 if device == "cpu":
     torch.set_num_threads(1)  # the same numbers whatever the core count (toy-sized tensors gain little from threads)
 
-fields = dict(task="segmentation", model=model, dataset=dataset, data_root=data_root, crop=crop, batch_size=batch_size,
-              epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, eval_every=eval_every,
-              label_fraction=label_fraction, seed=seed, split_seed=split_seed, device=device, amp=amp,
-              channels_last=channels_last, workers=workers, deterministic=True)
-base = finetune.FinetuneConfig.toy(**fields, output_dir=f"{output_dir}/random")
-folder, source = finetune.resolve_data_root(base)
+config = finetune.FinetuneConfig(**{f.name: globals()[f.name] for f in dataclasses.fields(finetune.FinetuneConfig)})
+folder, source = finetune.resolve_data_root(config)
 run_label = "toy run on synthetic data, not a reproduction" if source == "synthetic" else "run on real data"
-splits = finetune.build_datasets(base, folder)
-print(f"data: {source} | {dataset}: {len(splits['train'])} train, {len(splits['val'])} val, {len(splits['test'])} test tiles")
+splits = finetune.build_datasets(config, folder)
+print(f"data: {source} | {dataset}: {len(splits['train'])} train, {len(splits['val'])} val, {len(splits['test'])} test images"
+      f" | an epoch: {finetune.epoch_items(config, len(splits['train']))} augmented crops")
 
 # %% [markdown]
 # ## The data
 #
-# Each item is a standardised 512 x 512 tile (mean 0, standard deviation 1) and
-# its binary mask. Training draws a random `crop` from a tile and a random one of
-# the 8 flips/rotations; validation and test use whole tiles, unchanged.
+# Each validation and test item is a whole standardised image (mean 0, standard
+# deviation 1) and its binary mask; the Au sets' images are 512 x 512 tiles.
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(11, 3))
 for i in range(2):
-    image, mask = splits["val"][i]
+    image, mask = splits["val"][i % len(splits["val"])]
     axes[2 * i].imshow(image[0], cmap="gray")
     axes[2 * i + 1].imshow(mask[0], cmap="gray", vmin=0, vmax=1)
-    axes[2 * i].set_title(f"val tile {i}"), axes[2 * i + 1].set_title(f"mask {i}")
+    axes[2 * i].set_title(f"val image {i}"), axes[2 * i + 1].set_title(f"mask {i}")
 for ax in axes:
     ax.axis("off")
-fig.suptitle(f"{dataset} validation tiles ({source} data)")
+fig.suptitle(f"{dataset} validation images ({source} data)")
+plt.show()
+
+# %% [markdown]
+# ## One augmented batch
+#
+# Training items are drawn through `emlib.data.PairAugment` (torchvision
+# `transforms.v2`): the same random rescaling, crop, flip and rotation for the
+# image and its mask (the mask resized nearest-neighbour, so it stays binary), then
+# noise on the image only. Each item's randomness is seeded by (seed, epoch,
+# index), so a batch is reproducible and a resumed run sees the same crops.
+
+# %%
+from emlib.training import SeededSamples
+
+train = SeededSamples(finetune.Repeated(splits["train"], 8), seed)  # 8 items, cycling over the train images
+batch = [train[i] for i in range(8)]
+fig, axes = plt.subplots(2, 8, figsize=(13, 3.5))
+for i, (image, mask) in enumerate(batch):
+    axes[0, i].imshow(image[0], cmap="gray")
+    axes[1, i].imshow(mask[0], cmap="gray", vmin=0, vmax=1)
+for ax in axes.flat:
+    ax.axis("off")
+fig.suptitle(f"8 augmented training crops of {dataset} and their masks ({source} data, {crop} px)")
 plt.show()
 
 # %% [markdown]
 # ## Two initialisations
 #
-# The pretrained start is a generator exported by `emlib.pretrain`
-# (`generator.safetensors` + `model_card.json`, see the pretraining chapter).
-# When no `pretrained` path is given, we make one here with the toy
-# pretraining preset: a few dozen Pix2Pix steps on synthetic cellular EM.
+# The run of this notebook starts from `init`; for comparison we run the same
+# config from a second initialisation (`compare_init`). A pretrained start is a
+# generator exported by `emlib.pretrain` (`generator.safetensors` +
+# `model_card.json`, see {doc}`03_pretraining`); `"toy"` makes one here with the toy
+# pretraining preset, a few dozen Pix2Pix steps on synthetic cellular EM.
 # Fine-tuning loads every tensor whose name and shape match
 # (`emlib.models.transfer_weights`); a file of another architecture is refused.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-if pretrained is None:
-    pretrained = pretrain.toy_generator(model, f"{output_dir}/pretrain", seed=seed)
-configs = {
-    "random": base,
-    "pretrained": finetune.FinetuneConfig.toy(**fields, init=str(pretrained), output_dir=f"{output_dir}/pretrained"),
-}
-summaries = {name: finetune.run(config) for name, config in configs.items()}
+configs = {init if init == "random" else "pretrained": config}
+if compare_init is not None:
+    other = pretrain.toy_generator(model, f"{output_dir}-pretrain", seed=seed) if compare_init == "toy" else compare_init
+    configs["pretrained" if init == "random" else "random"] = dataclasses.replace(
+        config, init=str(other) if init == "random" else "random", output_dir=f"{output_dir}-compare")
+summaries = {name: finetune.run(c) for name, c in configs.items()}
 
 # %%
 for name, summary in summaries.items():
@@ -147,8 +202,8 @@ for name, summary in summaries.items():
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
-for name, config in configs.items():
-    rows = results.read_rows(Path(config.output_dir) / "validation.csv")
+for name, c in configs.items():
+    rows = results.read_rows(Path(c.output_dir) / "validation.csv")
     ax.plot([int(r["epoch"]) for r in rows], [float(r["dice_percent"]) for r in rows], marker="o", label=name)
 ax.set_xlabel("epoch"), ax.set_ylabel("validation Dice (%)")
 ax.set_title(f"{results.paper_model_name(model)} on {dataset}\n({run_label}; cf. paper Figs. 6-9)", fontsize=10)
@@ -159,26 +214,26 @@ plt.show()
 # ## Example predictions
 #
 # The analog of the paper's Figs. 10 and 15-18: image, ground truth and the
-# predictions of the best model of each run, on test tiles. `emlib.predict`
-# runs a model on an image of any size by overlapping tiles (here the tiles are
-# the training tile size, so it is one pass); the output is the logit map,
-# thresholded at 0.
+# predictions of the best model of each run, on test images. `emlib.predict`
+# runs a model on an image of any size by overlapping tiles; the overlap comes
+# from the model's receptive field, so the result equals one whole-image pass.
+# The output is the logit map, thresholded at 0.
 
 # %%
-best = {name: finetune.load_finetuned(config.output_dir)[0] for name, config in configs.items()}
+best = {name: finetune.load_finetuned(c.output_dir)[0] for name, c in configs.items()}
 n_show = min(2, len(splits["test"]))
 fig, axes = plt.subplots(n_show, 2 + len(best), figsize=(2.6 * (2 + len(best)), 2.6 * n_show), squeeze=False)
 for row in range(n_show):
     image, mask = splits["test"][row]
     panels = {"image": image[0], "ground truth": mask[0]}
     for name, net in best.items():
-        logits = torch.from_numpy(emlib.predict(net, image[0], tile=512, overlap=0, standardize=None))
+        logits = torch.from_numpy(emlib.predict(net, image[0], standardize=None))
         panels[f"{name}: Dice {100 * dice_scores(logits, mask[0]).item():.1f}%"] = (logits > 0).float()
     for col, (title, panel) in enumerate(panels.items()):
         axes[row, col].imshow(panel, cmap="gray")
         axes[row, col].set_title(title, fontsize=9)
         axes[row, col].axis("off")
-fig.suptitle(f"Test tiles, best models ({run_label}; cf. paper Figs. 10, 15-18)", fontsize=10)
+fig.suptitle(f"Test images, best models ({run_label}; cf. paper Figs. 10, 15-18)", fontsize=10)
 fig.tight_layout()
 plt.show()
 
@@ -189,30 +244,23 @@ plt.show()
 # Dice of the best model so far at epochs 5, 10, ..., 60. Our runs write the
 # same rows to `results.csv` (the schema of `emlib.results`, with `source`
 # saying where the numbers come from), so they can be set beside the paper's.
-# First our toy runs (one column per evaluation), then the paper's row for
-# the same model and dataset.
+# First our runs (one column per evaluation), then the paper's rows for the
+# same model and dataset when it is one of the paper's.
 
 # %%
 ours = {}
-for name, config in configs.items():
-    for row in results.read_rows(Path(config.output_dir) / "results.csv"):
+for name, c in configs.items():
+    for row in results.read_rows(Path(c.output_dir) / "results.csv"):
         ours.setdefault(f"{row['model']} {row['init']}", {})[row["epoch"]] = float(row["dice_percent"])
 epochs_ours = sorted({e for r in ours.values() for e in r}, key=int)
 display(Markdown(f"**Ours: test Dice (%) of the best model so far** ({dataset}, {run_label})\n\n"
                  + markdown_table(ours, row_names=list(ours), column_names=epochs_ours, fmt="{:.1f}", corner="epoch")))
 
-table_number = finetune.PAPER_TABLES[dataset]
-theirs = {}
-for row in paper.load_segmentation():
-    if row["dataset"] == dataset and row["model"] == results.paper_model_name(model):
-        theirs.setdefault(f"{row['model']} {row['init']}", {})[str(row["epoch"])] = row["dice_percent"]
-epochs_paper = sorted({e for r in theirs.values() for e in r}, key=int)
-display(Markdown(f"**Paper, Table {table_number}: test Dice (%)** ({dataset}, 60 epochs on the real data)\n\n"
-                 + markdown_table(theirs, row_names=list(theirs), column_names=epochs_paper, fmt="{:.1f}", corner="epoch")))
-
-# %% [markdown]
-# To run the paper's setting, execute this notebook (e.g. with papermill) with
-# the parameters set to the values in their comments, a real `data_root` and a
-# `pretrained` export, or from a shell (the defaults of `FinetuneConfig` are the
-# paper's): `python -m emlib finetune --task segmentation --dataset Au5nmV1
-# --model unet_4_424 --init runs/pretrain/P100k --data-root /data/au`.
+if dataset in finetune.PAPER_TABLES:
+    theirs = {}
+    for row in paper.load_segmentation():
+        if row["dataset"] == dataset and row["model"] == results.paper_model_name(model):
+            theirs.setdefault(f"{row['model']} {row['init']}", {})[str(row["epoch"])] = row["dice_percent"]
+    epochs_paper = sorted({e for r in theirs.values() for e in r}, key=int)
+    display(Markdown(f"**Paper, Table {finetune.PAPER_TABLES[dataset]}: test Dice (%)** ({dataset}, 60 epochs on the real data)\n\n"
+                     + markdown_table(theirs, row_names=list(theirs), column_names=epochs_paper, fmt="{:.1f}", corner="epoch")))

@@ -89,3 +89,32 @@ def test_a_failing_cell_fails_the_build(tmp_path):
     assert result.returncode != 0
     assert "fails.ipynb" in result.stdout + result.stderr
     shutil.rmtree(tmp_path / "_build", ignore_errors=True)
+
+
+def test_choices_table_agrees_with_the_code():
+    """book/choices.md: every `value` in backticks equals its `where` expression; every `where` names real code."""
+    import ast
+    import importlib
+
+    from emlib.finetune import FinetuneConfig
+    from emlib.pretrain import PretrainConfig
+
+    namespace = {"PretrainConfig": PretrainConfig, "FinetuneConfig": FinetuneConfig,
+                 "emlib": importlib.import_module("emlib")}
+    for module in ("emlib.data.augment", "emlib.data.segmentation_folder", "emlib.data.images", "emlib.models.unet",
+                   "emlib.finetune", "emlib.pretrain", "emlib.metrics", "emlib.models"):
+        importlib.import_module(module)
+    rows = [line for line in (ROOT / "book" / "choices.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith(("| setting", "|---"))]
+    checked = 0
+    for row in rows:
+        _, value, where, _ = [cell.strip() for cell in row.strip("|").split("|")]
+        expression = re.fullmatch(r"`([^`]+)`", where)
+        if expression is None or expression.group(1) == "sources":
+            continue
+        actual = eval(expression.group(1), namespace)  # names real code, or fails here
+        literal = re.fullmatch(r"`([^`]+)`", value)
+        if literal:
+            assert ast.literal_eval(literal.group(1)) == actual, row
+            checked += 1
+    assert checked >= 15
