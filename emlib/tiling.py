@@ -288,7 +288,7 @@ def predict(model, image, tile=None, overlap=None, standardize="per_image", batc
     rows = tile_starts(padded.shape[0], tile_h, plan.stride)
     cols = tile_starts(padded.shape[1], tile_w, plan.stride)
     if plan.reach is not None and not plan.exact and (len(rows) > 1 or len(cols) > 1):
-        warnings.warn(f"predict: overlap {plan.overlap} < 2 x reach {plan.reach} of the model, so the tiles "
+        warnings.warn(f"predict: overlap {plan.overlap} px < 2 x the model's reach ({plan.reach} px), so the tiles "
                       "differ from a whole-image pass near their seams; leave overlap=None for an exact result")
     batch_size = batch_size or max(1, PIXELS_PER_BATCH // (tile_h * tile_w))
     device = torch.device(device) if device is not None else _model_device(model)
