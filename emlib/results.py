@@ -74,7 +74,8 @@ def read_rows(path):
 # from any value, so old and new runs are never pooled by accident.
 EXECUTION_FIELDS = {
     "output_dir": "where the run was written",
-    "data_root": "where the data lies; which data it is stays in the key as the rows' `source` and `dataset`",
+    "data_root": "where the data lies; which data it is stays in the key as the rows' `source` and `dataset` "
+                 "(except for dataset='folder', see _experiment_part)",
     "device": "cpu or cuda: the same computation up to float rounding",
     "workers": "data-loader processes",
     "compile": "torch.compile: the same model, compiled",
@@ -104,7 +105,12 @@ def results_folders(results_dir) -> list:
 
 
 def _experiment_part(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in EXECUTION_FIELDS and k != SEED_FIELD}
+    """The config without the seed and the execution fields. With `dataset="folder"` (a
+    user's folder of images) the folder is the only name of the data: data_root stays."""
+    part = {k: v for k, v in config.items() if k not in EXECUTION_FIELDS and k != SEED_FIELD}
+    if config.get("dataset") == "folder":
+        part["data_root"] = config.get("data_root")
+    return part
 
 
 def init_identity(init, run_dir) -> dict | str:
@@ -300,15 +306,30 @@ def _flatten(experiment: dict) -> dict:
     return flat
 
 
-def varying_fields(groups) -> list:
-    """The (dotted) config fields whose values differ between groups: what tells them apart."""
-    flats = [_flatten(g.experiment) for g in groups]
-    keys = sorted({k for flat in flats for k in flat})
-    return [k for k in keys if len({_canonical(flat.get(k, "<missing>")) for flat in flats}) > 1]
-
-
 def _init_tag(group) -> str:
     return group.rows()[0]["init"]
+
+
+def _fields_of(group) -> dict:
+    """A group's config as flat fields for display: the init as its results tag (random,
+    P50k, pretrained, ...), a pretrained init's pretraining fields under init.*."""
+    flat = _flatten(group.experiment)
+    if "init" in group.experiment:
+        flat["init"] = "random" if group.experiment["init"] == "random" else _init_tag(group)
+    return flat
+
+
+def varying_fields(groups) -> list:
+    """The (dotted) config fields whose values differ between groups: what tells them apart.
+    A pretraining's fields (init.*) are compared among the pretrained groups only."""
+    flats = [_fields_of(g) for g in groups]
+    pretrained = [f for f in flats if f.get("init") != "random"]
+
+    def varies(key):
+        pool = pretrained if key.startswith("init.") else flats
+        return len({_canonical(f.get(key, "<missing>")) for f in pool}) > 1
+
+    return [key for key in sorted({k for f in flats for k in f}) if varies(key)]
 
 
 def settings(groups) -> dict:
@@ -346,7 +367,7 @@ def summary_table(groups, markdown=False) -> str:
     header = fields + ["runs", "n", "seeds", "last epoch", "metric", "mean ± 95% CI"]
     lines = []
     for group in groups:
-        flat = _flatten(group.experiment)
+        flat = _fields_of(group)
         mean, ci, n = group.final()
         epoch = max(group.curve())
         lines.append([str(flat.get(k, "<missing>")) for k in fields]

@@ -44,8 +44,8 @@ def test_schemas_extend_the_papers_tables():
 # ---------------------------------------------------------------- grouping runs by config
 
 BASE_CONFIG = {"task": "segmentation", "model": "unet_2_44", "init": "random", "dataset": "Au5nmV1", "data_root": None,
-               "crop": 96, "batch_size": 4, "epochs": 2, "steps_per_epoch": 6, "lr": 3e-3, "eval_every": 1,
-               "label_fraction": 1.0, "augment": True, "seed": 0, "split_seed": 0, "device": "cpu", "amp": False,
+               "crop": 96, "batch_size": 4, "epochs": 2, "epoch_size": 24, "lr": 3e-3, "eval_every": 1,
+               "label_fraction": 1.0, "augment_dihedral": True, "augment_resize": True, "augment_noise": True, "seed": 0, "split_seed": 0, "device": "cpu", "amp": False,
                "channels_last": False, "compile": False, "workers": 0, "deterministic": True, "output_dir": "x"}
 
 
@@ -101,11 +101,13 @@ def test_every_config_field_but_execution_ones_separates_groups(tmp_path):
               deterministic=False, data_root=str(tmp_path))  # execution fields: pooled
     write_run(tmp_path / "c", 82.0, crop=128)
     write_run(tmp_path / "d", 83.0, epochs=3)
-    write_run(tmp_path / "e", 84.0, augment=False)
-    write_run(tmp_path / "f", 85.0, noise_augment=True)  # a field an older config.json lacks
+    write_run(tmp_path / "e", 84.0, augment_noise=False)
+    write_run(tmp_path / "f", 85.0, augment_blur=True)  # a field an older config.json lacks
+    write_run(tmp_path / "g", 86.0, dataset="folder", data_root="/data/mine")  # a user's folder: its location names the data
+    write_run(tmp_path / "h", 87.0, dataset="folder", data_root="/data/other", seed=1)
     groups = results.group_runs(results.load_runs(tmp_path))
-    assert sorted(g.n for g in groups) == [1, 1, 1, 1, 2]
-    assert results.varying_fields(groups) == ["augment", "crop", "epochs", "noise_augment"]
+    assert sorted(g.n for g in groups) == [1, 1, 1, 1, 1, 1, 2]
+    assert results.varying_fields(groups) == ["augment_blur", "augment_noise", "crop", "data_root", "dataset", "epochs"]
     assert results.SEED_FIELD not in results.EXECUTION_FIELDS
 
 
@@ -170,3 +172,15 @@ def test_sweep_summary_pools_by_config_not_by_folder(mixed_runs, capsys):
     assert text.startswith("segmentation: 4 configurations, 7 runs")
     assert "93 ± 9" in text and text.count("(one seed)") == 3
     assert "no finished runs" in sweep.summarize(mixed_runs / "nothing-here")
+
+
+def test_execution_fields_are_fields_of_the_run_configs():
+    """A renamed config field would silently stop being ignored (and split groups)."""
+    import dataclasses
+
+    from emlib.finetune import FinetuneConfig
+    from emlib.pretrain import PretrainConfig
+
+    names = {f.name for cls in (FinetuneConfig, PretrainConfig) for f in dataclasses.fields(cls)}
+    assert set(results.EXECUTION_FIELDS) <= names
+    assert results.SEED_FIELD in names and set(results.TABLE_AXES) <= names | {"task"}
