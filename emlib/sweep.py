@@ -259,6 +259,23 @@ def run_status(run_dir) -> str:
     return "new"
 
 
+# Display switches of the chapters, set so that a notebook makes exactly the grid cell's run and no other.
+NOTEBOOK_SWITCHES = {"compare_init": None, "real_results": None, "other_tasks": False}
+
+
+def full_config(run: Run, toy: bool = False) -> dict:
+    """Every field of the run's config as the CLI builds it: the preset (toy or the defaults), then the run's fields."""
+    from emlib.finetune import FinetuneConfig
+    from emlib.pretrain import PretrainConfig
+
+    if run.kind == "pretrain":
+        preset = PretrainConfig.toy() if toy else PretrainConfig()
+        return PretrainConfig.from_dict({**preset.to_dict(), **run.config}).to_dict()
+    task = run.config.get("task", "segmentation")
+    preset = FinetuneConfig.toy(task=task) if toy else FinetuneConfig(task=task)
+    return FinetuneConfig.from_dict({**preset.to_dict(), **run.config}).to_dict()
+
+
 def build_command(run: Run, run_dir: Path, resume: bool, toy: bool = False, runner: str = "cli") -> list:
     """The argv that executes one run: the emlib CLI (under torchrun for several
     GPUs) or, with runner="papermill", the run's notebook with its config as parameters."""
@@ -266,10 +283,11 @@ def build_command(run: Run, run_dir: Path, resume: bool, toy: bool = False, runn
         notebook = REPO_ROOT / NOTEBOOKS[run.task]
         if not notebook.exists():
             raise FileNotFoundError(f"papermill runner: notebook {notebook} not found (it ships with the repository, not the package)")
-        parameters = {**run.config, "output_dir": str(run_dir)}
+        parameters = {**full_config(run, toy), "output_dir": str(run_dir), **NOTEBOOK_SWITCHES, "resume": resume}
         (run_dir / "parameters.yaml").write_text(yaml.safe_dump(parameters, sort_keys=False))
+        # The notebook runs in this process's working folder, as the CLI would: relative paths mean the same.
         return [sys.executable, "-m", "papermill", str(notebook), str(run_dir / "notebook.ipynb"),
-                "-f", str(run_dir / "parameters.yaml"), "-k", "python3", "--language", "python", "--cwd", str(REPO_ROOT / "notebooks")]
+                "-f", str(run_dir / "parameters.yaml"), "-k", "python3", "--language", "python", "--cwd", os.getcwd()]
     if runner != "cli":
         raise ValueError(f"runner must be 'cli' or 'papermill', got {runner!r}")
     launcher = [sys.executable]

@@ -102,6 +102,7 @@ output_dir = "runs/04_segmentation"
 # Display switches (not config fields):
 compare_init = "toy"  # a second run from this init for comparison: "toy" (pretrain a tiny generator here), a path, or None
 real_results = "../results/real_small"  # the committed real-data study to show at the end; None to skip
+resume = False  # continue an interrupted run from output_dir/checkpoint.pt (as the CLI's --resume)
 
 # %%
 import dataclasses
@@ -184,7 +185,7 @@ if compare_init is not None:
     other = pretrain.toy_generator(model, f"{output_dir}-pretrain", seed=seed) if compare_init == "toy" else compare_init
     configs["pretrained" if init == "random" else "random"] = dataclasses.replace(
         config, init=str(other) if init == "random" else "random", output_dir=f"{output_dir}-compare")
-summaries = {name: finetune.run(c) for name, c in configs.items()}
+summaries = {name: finetune.run(c, resume=resume and c is config) for name, c in configs.items()}
 
 # %%
 for name, summary in summaries.items():

@@ -48,26 +48,45 @@ if "google.colab" in sys.modules:  # install emlib on Colab only
 import torch
 print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 
+# %% [markdown]
+# The parameters are the fields of `emlib.finetune.FinetuneConfig` for the run of
+# `task`, so that papermill runs exactly what `python -m emlib finetune` runs, into
+# the same run folder; the display switches add the chapter's comparisons.
+
 # %% tags=["parameters"]
-data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: the TEMImageNet release folder
-pretrained = None  # a generator.safetensors (or its folder) from emlib.pretrain; None = run a tiny pretraining here
-tasks = ["denoising", "noise_background_removal", "super_resolution"]  # paper: all three
+task = "denoising"  # paper: denoising, noise_background_removal, super_resolution
 model = "unet_2_44"  # paper: HRNet (width not stated), e.g. "hrnet_w44"
+init = "random"  # "random" or a pretrained generator.safetensors (or its run folder)
+dataset = "TEMImageNet"
+data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: the TEMImageNet release folder
 crop = 64  # paper: 256 (whole images)
 eval_crop = 64  # paper: None (whole 256 x 256 images)
 batch_size = 8  # paper: 64
 epochs = 4  # paper: 60
 epoch_size = 160  # paper: "paper" (one pass over the 10377 training images, Table 1)
 lr = 3e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
+optimizer = "adam"  # paper: Adam
+weight_decay = 0.0
 eval_every = 1  # paper: 5
+label_fraction = 1.0
+augment_dihedral = True  # paper: flipping, rotations
+augment_resize = True  # paper: random resizing
+augment_noise = True  # paper: noise variations
+test = True
 seed = 0
 split_seed = 0
 device = "cpu"  # paper-scale runs: "auto" or "cuda"
 amp = False  # paper-scale runs: True (bf16/fp16 autocast on CUDA)
 channels_last = False  # paper-scale runs: True on CUDA
+compile = False
 workers = 0  # paper-scale runs: 4-8
-output_dir = "runs/05_restoration"
+deterministic = True
+output_dir = "runs/05_restoration/denoising/random"
+# Display switches (not config fields):
+other_tasks = True  # also run the paper's other two restoration tasks with the same settings
+compare_init = "toy"  # a second initialisation per task: "toy" (pretrain a tiny generator here), a path, or None
 real_images = None  # folder of real (S)TEM PNGs; None = look for shared/data/real/experimental_stem above; "" = skip
+resume = False  # continue an interrupted run from output_dir/checkpoint.pt (as the CLI's --resume)
 
 # %%
 from pathlib import Path
@@ -85,13 +104,13 @@ from emlib.metrics import l1_errors
 if device == "cpu":
     torch.set_num_threads(1)  # the same numbers whatever the core count (toy-sized tensors gain little from threads)
 
-fields = dict(model=model, data_root=data_root, crop=crop, eval_crop=eval_crop, batch_size=batch_size, epochs=epochs,
-              epoch_size=epoch_size, lr=lr, eval_every=eval_every, seed=seed, split_seed=split_seed,
-              device=device, amp=amp, channels_last=channels_last, workers=workers, deterministic=True)
-first = finetune.FinetuneConfig.toy(task=tasks[0], **fields)
-folder, source = finetune.resolve_data_root(first)
+import dataclasses
+
+config = finetune.FinetuneConfig(**{f.name: globals()[f.name] for f in dataclasses.fields(finetune.FinetuneConfig)})
+tasks = [config.task] + [t for t in finetune.RESTORATION_TASKS if t != config.task and other_tasks]
+folder, source = finetune.resolve_data_root(config)
 run_label = "toy run on synthetic data, not a reproduction" if source == "synthetic" else "run on real data"
-test_sets = {task: finetune.build_datasets(finetune.FinetuneConfig.toy(task=task, **fields), folder)["test"] for task in tasks}
+test_sets = {t: finetune.build_datasets(dataclasses.replace(config, task=t), folder)["test"] for t in tasks}
 print(f"data: {source} | {len(test_sets[tasks[0]])} test images per task")
 
 # %% [markdown]
@@ -102,13 +121,13 @@ print(f"data: {source} | {len(test_sets[tasks[0]])} test images per task")
 # %%
 from emlib.data import TEMImageNet
 
-sample = {task: TEMImageNet(folder, task, split="test", seed=split_seed)[0] for task in tasks}
+sample = {t: TEMImageNet(folder, t, split="test", seed=split_seed)[0] for t in tasks}
 fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(2.8 * (1 + len(tasks)), 3))
 axes[0].imshow(sample[tasks[0]][0][0], cmap="gray", vmin=0, vmax=1)
 axes[0].set_title("input (image/)", fontsize=9)
-for ax, task in zip(axes[1:], tasks):
-    ax.imshow(sample[task][1][0], cmap="gray", vmin=0, vmax=1)
-    ax.set_title(f"target: {task}", fontsize=9)
+for ax, t in zip(axes[1:], tasks):
+    ax.imshow(sample[t][1][0], cmap="gray", vmin=0, vmax=1)
+    ax.set_title(f"target: {t}", fontsize=9)
 for ax in axes:
     ax.axis("off")
 fig.suptitle(f"A TEMImageNet test sample ({source} data)", fontsize=10)
@@ -117,19 +136,24 @@ plt.show()
 # %% [markdown]
 # ## Fine-tuning from random and from pretrained weights
 #
-# When no `pretrained` path is given, a tiny toy pretraining (Pix2Pix on
-# synthetic cellular EM, see the pretraining chapter) provides the generator.
-# Each task is then trained twice with `emlib.finetune.run`.
+# The run of this notebook is `config` (task, init, output_dir). For the chapter
+# each task is also trained from the other initialisation (`compare_init`; "toy"
+# makes a pretrained generator here with a tiny Pix2Pix run on synthetic cellular
+# EM, see the pretraining chapter), each in a folder beside `output_dir`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-if pretrained is None:
-    pretrained = pretrain.toy_generator(model, f"{output_dir}/pretrain", seed=seed)
-configs = {
-    (task, init): finetune.FinetuneConfig.toy(task=task, init=init, output_dir=f"{output_dir}/{task}/{name}", **fields)
-    for task in tasks for name, init in (("random", "random"), ("pretrained", str(pretrained)))
-}
-summaries = {key: finetune.run(config) for key, config in configs.items()}
+base_dir = Path(output_dir)
+pretrained = config.init if config.init != "random" else None
+if compare_init is not None and pretrained is None:
+    pretrained = pretrain.toy_generator(model, base_dir.parent / "pretrain", seed=seed) if compare_init == "toy" else compare_init
+configs = {(config.task, "random" if config.init == "random" else "pretrained"): config}
+for t in tasks:
+    for name, start in (("random", "random"), ("pretrained", pretrained)):
+        if (t, name) not in configs and start is not None and (t != config.task or compare_init is not None):
+            configs[t, name] = dataclasses.replace(config, task=t, init=str(start),
+                                                   output_dir=str(base_dir.parent.parent / t / name))
+summaries = {key: finetune.run(c, resume=resume and c is config) for key, c in configs.items()}
 
 # %% [markdown]
 # The identity baseline, "return the input unchanged", is the bar every model
@@ -266,6 +290,6 @@ else:
 
 # %% [markdown]
 # To run the paper's setting, execute this notebook with the parameters set to
-# the values in their comments, a real `data_root` and a `pretrained` HRNet
-# export, or from a shell: `python -m emlib finetune --task denoising
+# the values in their comments, a real `data_root` and a pretrained HRNet
+# export as `init`, or from a shell: `python -m emlib finetune --task denoising
 # --model hrnet_w44 --init runs/pretrain/hrnet_P100k --data-root /data/TEM-ImageNet-v1.3`.

@@ -163,19 +163,47 @@ def test_cli_command_follows_the_run_contract(spec, tmp_path):
     assert multi[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"] and "--toy" in multi
 
 
-def test_papermill_command_passes_config_as_parameters(spec, tmp_path, monkeypatch):
+def test_papermill_command_passes_the_full_config_as_parameters(spec, tmp_path, monkeypatch):
     import yaml
+
+    from emlib.finetune import FinetuneConfig
 
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "04_segmentation.ipynb").write_text("{}")
     monkeypatch.setattr(sweep, "REPO_ROOT", tmp_path)
-    run = next(r for r in sweep.expand_grid(spec) if r.task == "segmentation")
+    run = next(r for r in sweep.expand_grid(spec) if r.task == "segmentation" and r.config["init"] == "random")
     run_dir = tmp_path / "runs" / run.run_id
     run_dir.mkdir(parents=True)
-    argv = sweep.build_command(run, run_dir, resume=False, runner="papermill")
+    argv = sweep.build_command(run, run_dir, resume=True, runner="papermill")
     assert argv[1:4] == ["-m", "papermill", str(tmp_path / "notebooks" / "04_segmentation.ipynb")]
     parameters = yaml.safe_load((run_dir / "parameters.yaml").read_text())
-    assert parameters == {**run.config, "output_dir": str(run_dir)}
+    config = {k: parameters.pop(k) for k in FinetuneConfig().to_dict()}
+    assert config == {**FinetuneConfig(**{k: v for k, v in run.config.items()}).to_dict(), "output_dir": str(run_dir)}
+    assert parameters == {**sweep.NOTEBOOK_SWITCHES, "resume": True}  # the notebook makes this run and no other
+
+
+REAL_SMALL = Path(__file__).resolve().parents[1] / "experiments" / "real_small.yaml"
+
+
+@pytest.mark.slow
+def test_papermill_and_cli_runners_make_the_same_run(tmp_path):
+    """One toy grid cell through both runners: the same config.json and the same results."""
+    runs = [r for r in sweep.expand_grid(sweep.load_spec(REAL_SMALL), toy=True) if r.run_id == "seg-emps-unet_2_44-random-s0"]
+    folders = {}
+    for runner in ("cli", "papermill"):
+        def build(run, run_dir, resume, runner=runner):
+            return sweep.build_command(run, run_dir, resume, toy=True, runner=runner)
+        outcomes = sweep.execute(runs, tmp_path / runner, build)
+        folders[runner] = tmp_path / runner / runs[0].run_id
+        assert outcomes[runs[0].run_id] == "finished", (folders[runner] / "sweep.log").read_text()[-3000:]
+    configs = {name: json.loads((folder / "config.json").read_text()) for name, folder in folders.items()}
+    assert configs["cli"].pop("output_dir") != configs["papermill"].pop("output_dir")
+    assert configs["cli"] == configs["papermill"]
+    rows = {name: read_rows(folder / "results.csv") for name, folder in folders.items()}
+    assert rows["cli"] == rows["papermill"] and len(rows["cli"]) >= 1
+    assert (folders["papermill"] / "notebook.ipynb").is_file()  # the executed notebook is the run's report
+    summaries = {name: json.loads((folder / "summary.json").read_text()) for name, folder in folders.items()}
+    assert summaries["cli"]["test_dice_percent"] == summaries["papermill"]["test_dice_percent"]
 
 
 def test_finetune_configs_use_real_field_names(spec):
