@@ -39,7 +39,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from emlib import figures, paper
+from emlib import figures, paper, results
 
 plt.rcParams["figure.dpi"] = figure_dpi
 segmentation, restoration = paper.load_segmentation(), paper.load_restoration()
@@ -83,8 +83,32 @@ for table_number, dataset in enumerate(paper.SEGMENTATION_DATASETS, start=2):
 # by epoch 60 the lines mostly meet. Where runs of ours exist they are drawn in
 # the same panels, dashed (real data) or dotted (synthetic toy runs).
 
+# %% [markdown]
+# Our runs are read one run folder at a time: each `results.csv` with the
+# `config.json` beside it. Runs are pooled only when their configs are
+# identical apart from the seed (`emlib.results.group_runs`; what does not count
+# is listed in `emlib.results.EXECUTION_FIELDS`: output folder, device, workers and
+# the like), so that a mean over seeds is never a mean over label fractions,
+# epochs or pretrainings. A figure can draw one *setting* per source and task
+# (runs that differ only in dataset, model and initialisation): the one with
+# the most runs; all settings are listed at the end of the chapter.
+
 # %%
-our_segmentation, our_restoration = paper.load_our_results(results_dir)
+# NBVAL_IGNORE_OUTPUT
+our_groups = results.group_runs(results.load_runs(results.results_folders(results_dir)))
+drawn = {}  # (source, metric) -> (setting, groups) drawn in the figures
+for source in sorted({g.source for g in our_groups}):
+    for metric in ("dice_percent", "l1"):
+        split = results.settings([g for g in our_groups if g.source == source and g.metric == metric])
+        if split:
+            drawn[source, metric] = max(split.items(), key=lambda item: sum(len(g.runs) for g in item[1]))
+for (source, metric), (setting, members) in drawn.items():
+    print(f"drawn ({figures.SOURCE_LABELS.get(source, source)}, {metric}): setting {setting}, "
+          f"{len(members)} configurations, n = {sorted({g.n for g in members})} seeds")
+our_segmentation = [row for (_, metric), (_, members) in drawn.items() if metric == "dice_percent"
+                    for g in members for row in g.rows()]
+our_restoration = [row for (_, metric), (_, members) in drawn.items() if metric == "l1"
+                   for g in members for row in g.rows()]
 figures.plot_dice_grid(segmentation, our_segmentation)
 plt.show()
 
@@ -139,28 +163,34 @@ for number, claim in enumerate(paper_claims, start=1):
 #
 # ## Our runs beside the paper's
 #
-# The cell below lists the runs of ours that it found under `results_dir`, by
-# source and seed, and checks the same claims on them. With several seeds, the
-# tables give the mean and the half-width of a 95% confidence interval. (The
-# output of this cell depends on which runs exist on the machine that built the
-# book, so the notebook tests do not compare it.)
+# The cell below lists every group of our runs that it found under
+# `results_dir`, by source and setting. A group is one configuration: `runs`
+# counts its run folders (a copy or a rerun of a run with the same seed counts
+# once), `n` its distinct seeds. With several seeds the tables give the mean and
+# the half-width of a 95% Student t interval over the seeds. Each setting's runs
+# are checked against the paper's claims wherever they hold the models and
+# initialisations a claim compares. (The output of this cell depends on which
+# runs exist on the machine that built the book, so the notebook tests do not
+# compare it.)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-ours = our_segmentation + our_restoration
-if not ours:
-    print(f"No results of ours under {Path(results_dir).resolve()}: the figures above show the paper's numbers only.")
-for source in sorted({row["source"] for row in ours}):
+if not our_groups:
+    print(f"No finished runs of ours under {Path(results_dir).resolve()}: the figures above show the paper's numbers only.")
+for source in sorted({g.source for g in our_groups}):
     label = figures.SOURCE_LABELS.get(source, source)
-    seg = [r for r in our_segmentation if r["source"] == source]
-    res = [r for r in our_restoration if r["source"] == source]
-    seeds = sorted({r["seed"] for r in seg + res if r.get("seed") is not None})
-    print(f"{label}: {len({r['run_id'] for r in seg + res})} runs, seeds {seeds}")
-    for dataset, table in paper.final_table(seg, "dice_percent", with_ci=True).items():
-        display(Markdown(f"**{dataset}: test Dice (%) at the last epoch ({label})**\n\n"
-                         + figures.markdown_table(table, fmt=figures.mean_ci_cell)))
-    for task, table in paper.final_table(res, "l1", group="task", with_ci=True).items():
-        display(Markdown(f"**{task}: test L1 at the last epoch ({label})**\n\n"
-                         + figures.markdown_table(table, fmt=lambda cell: figures.mean_ci_cell(cell, 4))))
-    for claim, mine in zip(paper_claims, paper.check_claims(seg, res)):
-        print(f"- {claim['claim']}\n    paper: {claim['evidence']}\n    {label}: {mine['evidence']}")
+    for metric in ("dice_percent", "l1"):
+        for setting, members in results.settings([g for g in our_groups if g.source == source and g.metric == metric]).items():
+            display(Markdown(f"**{label}, setting {setting}**: {len(members)} configurations, "
+                             f"{sum(len(g.runs) for g in members)} runs\n\n" + results.summary_table(members, markdown=True)))
+            rows = [row for g in members for row in g.rows()]
+            seg, res = (rows, []) if metric == "dice_percent" else ([], rows)
+            for dataset, table in paper.final_table(seg, "dice_percent", with_ci=True).items():
+                display(Markdown(f"**{dataset}: test Dice (%) at the last epoch ({label}, {setting})**\n\n"
+                                 + figures.markdown_table(table, fmt=figures.mean_ci_cell)))
+            for task, table in paper.final_table(res, "l1", group="task", with_ci=True).items():
+                display(Markdown(f"**{task}: test L1 at the last epoch ({label}, {setting})**\n\n"
+                                 + figures.markdown_table(table, fmt=lambda cell: figures.mean_ci_cell(cell, 4))))
+            for claim, mine in zip(paper_claims, paper.check_claims(seg, res)):
+                if mine["evidence"] != paper.NOT_MEASURED:
+                    print(f"- {claim['claim']}\n    paper: {claim['evidence']}\n    {label}, {setting}: {mine['evidence']}")
