@@ -20,7 +20,7 @@ import tifffile
 import torch
 from torch.utils.data import DataLoader
 
-from emlib import models, pretrain, training
+from emlib import models, pretrain, session, training
 from emlib.data import CEM500K, Corruption
 
 
@@ -122,11 +122,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-root", help="a CEM500K TIFF folder (default: random TIFFs in a temp folder)")
-    parser.add_argument("--device", default="auto", choices=training.DEVICES)
+    parser.add_argument("--device", default="auto", choices=session.DEVICES)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (GPU)")
     parser.add_argument("--quick", action="store_true", help="fewer steps and batches")
     args = parser.parse_args(argv)
-    device = training.select_device(args.device)
+    device = session.select_device(args.device)
     steps = 3 if args.quick else args.steps
     print(f"device: {device}, image size {args.size}, batch {args.batch}, {steps} timed steps, torch threads {torch.get_num_threads()}")
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from emlib import __version__
+from emlib.finite import check_finite_weights
 
 # Output pixels a consumer drops at each inner tile edge: as emlib.predict, whose default blending (overlap 64)
 # never uses the overlap / 4 = 16 px next to a cut. 2 * HALO is a multiple of every network's size multiple.
@@ -184,9 +185,7 @@ def init_card(init: str) -> dict | None:
 
 def check_finite(network: torch.nn.Module, folder: Path) -> None:
     """NonFiniteWeightsError naming the folder when a weight tensor holds NaN or inf (a diverged run)."""
-    from emlib import training
-
-    training.check_finite_weights(network.state_dict(), f"{folder}: the run diverged, there is no model to export")
+    check_finite_weights(network.state_dict(), f"{folder}: the run diverged, there is no model to export")
 
 
 # ----------------------------------------------------------------------------- the test image and emlib's output

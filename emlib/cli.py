@@ -1,8 +1,9 @@
 """The command line: `python -m emlib <command> ...`.
 
 Each module owns its subcommand: it exposes `add_cli(subparsers)`, which adds a
-parser and sets `func` to the function that runs it. Modules are imported only
-when listed here, so `python -m emlib --help` stays fast.
+parser and sets `func` to the function that runs it. The run commands (`pretrain`,
+`finetune`) build theirs with `add_run_parser`: one flag per field of the run's
+config dataclass, read back by `config_from_cli`.
 
 Errors are one line, `error: <message>`, on stderr, and the exit status says
 what happened (`--traceback` shows the full traceback instead):
@@ -13,9 +14,15 @@ what happened (`--traceback` shows the full traceback instead):
     130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: resume with --resume
 """
 import argparse
+import dataclasses
 import importlib
+import json
+import os
 import signal
 import sys
+from pathlib import Path
+
+from emlib.config import config_from_dict, config_to_dict, upgrade
 
 COMMANDS = {
     "data": "emlib.data.cli",
@@ -38,13 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error (debugging)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue  # this capability is not built yet
-        module.add_cli(subparsers)
+        importlib.import_module(module_name).add_cli(subparsers)
     for subparser in subparsers.choices.values():  # --traceback after the subcommand too
         subparser.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                                help="show the full traceback of an error (debugging)")
@@ -76,3 +77,104 @@ def error_message(err: BaseException) -> str:
     if isinstance(err, EXPECTED_ERRORS) and str(err).strip():
         return message
     return f"{type(err).__name__}: {message} (run again with --traceback for the full traceback)"
+
+
+# ----------------------------------------------------------------------------- run commands: config <-> flags
+
+
+def add_run_parser(subparsers, name: str, cls, help: str, description: str):
+    """The subcommand of one run kind: --toy, --config FILE.json, --resume, --overwrite,
+    and one flag per field of config dataclass `cls`."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.add_argument("--toy", action="store_true", help=f"start from {cls.__name__}.toy() (CPU, synthetic data)")
+    parser.add_argument("--config", help=f"JSON file of {cls.__name__} fields (flags override it)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from output_dir/checkpoint.pt (epochs may grow, lr may change; starts fresh without one)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in output_dir (refused without it)")
+    add_config_arguments(parser, cls)
+    return parser
+
+
+def add_config_arguments(parser, cls) -> None:
+    """One `--field-name` flag per field of config dataclass `cls` (defaults suppressed,
+    so that only the flags given on the command line override --config / presets).
+
+    bool fields get `--x/--no-x`; tuple fields take several values; fields whose
+    default is None take a value, or "none" for None.
+    """
+    for field in dataclasses.fields(cls):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        kwargs = {"dest": field.name, "default": argparse.SUPPRESS, "help": f"(default: {default!r})"}
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, nargs=len(default), type=type(default[0]), **kwargs)
+        else:
+            parser.add_argument(flag, type=_parse_value(field.type, default), **kwargs)
+
+
+def _parse_value(annotation, default):
+    """A parser for one flag value from the field's annotation and default."""
+    text = str(annotation)
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        base = type(default)
+    elif "int" in text and "float" not in text:
+        base = int
+    elif "float" in text:
+        base = float
+    else:
+        base = str
+
+    def parse(value: str):
+        return None if value.lower() == "none" else base(value)
+
+    parse.__name__ = base.__name__
+    return parse
+
+
+def read_config_file(path) -> dict:
+    """The fields in a `--config` JSON file (renamed fields under their current names,
+    `emlib.config.upgrade`); ValueError naming the file (and the line) when it is not
+    a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config {path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of fields, got a {type(data).__name__}")
+    return upgrade(data)
+
+
+def config_from_cli(cls, args, preset=None):
+    """Build a config: `preset()` (or the defaults), then `--config FILE.json`, then flags."""
+    data = config_to_dict(preset() if preset else cls())
+    names = {f.name for f in dataclasses.fields(cls)}
+    if getattr(args, "config", None):
+        from_file = read_config_file(args.config)
+        unknown = sorted(set(from_file) - names)
+        if unknown:
+            raise ValueError(f"--config {args.config}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        data.update(from_file)
+    data.update({k: v for k, v in vars(args).items() if k in names})
+    return config_from_dict(cls, data)
+
+
+def print_run_summary(summary: dict, leave_out=()) -> None:
+    """Print a run's summary as JSON, once: on rank 0 of a torchrun launch, or in a single process."""
+    if int(os.environ.get("RANK", "0")) == 0:  # the process group is gone by now: ask torchrun's variable
+        print(json.dumps({k: v for k, v in summary.items() if k not in leave_out}, indent=2))
+
+
+def exit_code(summary: dict) -> int:
+    """The exit status for a run summary: 0 when finished; for an interrupted run
+    128 + the signal's number, as shells report it (130 SIGINT, 143 SIGTERM)."""
+    if summary.get("status") != "interrupted":
+        return 0
+    name = summary.get("signal")
+    return 128 + signal.Signals[name].value if name in signal.Signals.__members__ else 1

@@ -2,13 +2,16 @@
 
 Every plot marks the source of each line: the paper (solid), our runs on real
 data (dashed) and our toy runs on synthetic data (dotted); titles say so too.
-Inputs are rows as returned by `emlib.paper.load_*` and `load_our_results`.
+Inputs are rows as returned by `emlib.paper.load_*` and `load_our_results`;
+`plot_log` draws a run's own log (loss curves of log.csv, val.csv, ...).
 """
 from collections import defaultdict
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from emlib.paper import INITS, MODELS, RESTORATION_TASKS, SEGMENTATION_DATASETS, TASK_ABBREVIATIONS, curves, is_pretrained
+from emlib.run_folder import read_log
 
 INIT_COLORS = {"random": "0.35", "P50k": "tab:blue", "P100k": "tab:orange", "P200k": "tab:green", "pretrained": "tab:purple"}
 SOURCE_STYLES = {"paper": dict(linestyle="-"), "real": dict(linestyle="--", marker="o", markersize=3),
@@ -168,3 +171,84 @@ def _source_note(curve_map, paper_ref):
 
 def _source_note_rows(rows, paper_ref):
     return _describe(sorted({r.get("source") or "paper" for r in rows}, key=list(SOURCE_STYLES).index), paper_ref)
+
+
+def plot_log(csv_path, columns=None, x: str = "step", ax=None, title: str | None = None, logy: bool = False, label_prefix: str = ""):
+    """Plot columns of a run's log CSV against `x` (all numeric columns but `x` when None)."""
+    log = read_log(csv_path)
+    if x not in log:
+        raise ValueError(f"{csv_path}: no column {x!r} to plot against; columns are {list(log)}")
+    columns = columns or [c for c in log if c != x and not np.all(np.isnan(log[c]))]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    for column in columns:
+        if column not in log:
+            raise ValueError(f"{csv_path}: no column {column!r}; columns are {list(log)}")
+        ax.plot(log[x], log[column], label=label_prefix + column)
+    ax.set_xlabel(x)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+# ---------------------------------------------------------------- our real-data study (results/real_small)
+
+STUDY_INIT_COLORS = {"random": "0.35", "GAN": "tab:blue", "L1-only": "tab:red"}
+REAL_SMALL_LABEL = "ours, real data, small scale (CPU)"
+
+
+def init_kind(tag: str) -> str:
+    """A results row's init tag as the study names it: random, GAN (pretrained) or L1-only (pretrained, adv_weight 0)."""
+    if tag == "random":
+        return "random"
+    return "L1-only" if str(tag).endswith("-L1") else "GAN"
+
+
+def plot_pretraining_curves(run_folders: dict, ax=None, title: str | None = None):
+    """Validation L1 against step for pretraining runs {label: run folder}, with each run's identity baseline.
+
+    The identity, G(A) = A, is the L1 between the corrupted and the clean validation
+    images (`identity_val_l1` of the run's summary): a generator that does not beat
+    it has learned nothing about restoring EM.
+    """
+    import json
+    from pathlib import Path
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.4))
+    for (label, folder), color in zip(run_folders.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        log = read_log(Path(folder) / "val.csv")
+        ax.plot(log["step"], log["val_l1"], marker="o", markersize=3, color=color, label=label)
+        summary = Path(folder) / "summary.json"
+        if summary.is_file() and "identity_val_l1" in json.loads(summary.read_text()):
+            ax.axhline(json.loads(summary.read_text())["identity_val_l1"], color=color, linestyle=":", linewidth=1)
+    ax.plot([], [], color="0.4", linestyle=":", label="identity G(A) = A")
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation L1 ([0, 1] intensities)")
+    ax.set_title(title or f"GAN pretraining on real cellular EM ({REAL_SMALL_LABEL})", fontsize=10)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def group_init_kind(group) -> str:
+    """random, GAN or L1-only: the init of a group's runs (from the `init` tag its results rows carry)."""
+    return init_kind(group.runs[0].rows[0]["init"])
+
+
+def plot_group_curves(groups, ax, label=group_init_kind, colors=STUDY_INIT_COLORS, metric=None):
+    """Mean over seeds of each group's curve (test metric of the best-by-validation model per epoch), 95% band."""
+    for group in groups:
+        curve = group.curve(metric)
+        epochs = sorted(curve)
+        name = label(group)
+        color = colors.get(name, None)
+        means = np.array([curve[e][0] for e in epochs])
+        half = np.array([curve[e][1] for e in epochs])
+        ax.plot(epochs, means, marker="o", markersize=3, color=color, label=f"{name} (n={group.n})")
+        if group.n > 1:
+            ax.fill_between(epochs, means - half, means + half, color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel("epoch")
+    return ax

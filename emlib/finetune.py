@@ -24,7 +24,7 @@ last) the model is evaluated on the validation split; the best one so far is
 kept and, as in the paper's tables ("model performance on the test datasets
 using the best models at the 5 epoch intervals"), its test score is recorded.
 
-Files in `output_dir` (the run contract of `emlib.training`):
+Files in `output_dir` (the run contract of `emlib.run_folder`):
     config.json          the config, at start
     checkpoint.pt        atomic, resumable (model, optimiser, best model, RNG, position)
     log.csv              one row per epoch: train loss, validation metric, lr, speed
@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from emlib import data, paper, provenance, results, training
+from emlib import cli, data, finite, paper, provenance, results, run_folder, session, training
+from emlib.config import check_config_types, config_from_dict, config_to_dict
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
 from emlib.metrics import dice_scores, restoration_scores
@@ -155,12 +156,12 @@ class FinetuneConfig:
         return cls(**{**common, **toy, **overrides})
 
     def to_dict(self) -> dict:
-        return training.config_to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "FinetuneConfig":
         """From a dict of fields; unknown keys raise ValueError naming them."""
-        return training.config_from_dict(cls, data)
+        return config_from_dict(cls, data)
 
     @property
     def is_segmentation(self) -> bool:
@@ -170,7 +171,7 @@ class FinetuneConfig:
         """Raise ValueError / FileNotFoundError naming the first bad field."""
         from emlib import models
         self.task = canonical_task(self.task)
-        training.check_config_types(self)
+        check_config_types(self)
         if self.model not in models.generator_names():
             raise ValueError(f"model={self.model!r} is not a registry model; choose one of {models.generator_names()}")
         datasets = list(SEGMENTATION_DATASETS) if self.is_segmentation else [RESTORATION_DATASET]
@@ -195,8 +196,8 @@ class FinetuneConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.weight_decay < 0 or self.workers < 0:
             raise ValueError(f"weight_decay and workers must be >= 0, got {self.weight_decay}, {self.workers}")
-        if self.device not in training.DEVICES:
-            raise ValueError(f"device must be one of {training.DEVICES}, got {self.device!r}")
+        if self.device not in session.DEVICES:
+            raise ValueError(f"device must be one of {session.DEVICES}, got {self.device!r}")
         if self.init != "random":
             pretrained_path(self.init)  # raises FileNotFoundError naming init
         if self.data_root is not None and not Path(self.data_root).is_dir():
@@ -458,30 +459,13 @@ def result_row(config: FinetuneConfig, epoch: int, scores: dict, init: str, sour
                 ssim=round(scores["ssim"], 5))
 
 
-def drop_rows_after(path: Path, columns, epoch: int) -> None:
-    """Keep only rows up to `epoch` (rows an interrupted run wrote after its last checkpoint);
-    a row torn by a crash in the middle of an append is dropped too."""
-    if not path.is_file():
-        return
-    rows = [r for r in results.read_rows(path) if _complete(r) and int(r["epoch"]) <= epoch]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    results.append_rows(tmp, rows, columns)
-    tmp.replace(path)
-
-
-def _complete(row: dict) -> bool:
-    """Whether a CSV row has all its cells (none missing, none extra) and an integer epoch."""
-    return None not in row and None not in row.values() and row.get("epoch", "").isdigit()
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 
 def checkpoint_state(config, model, optimizer, scaler, position: dict, best: BestModel, history: list,
                      data: str | None = None) -> dict:
     """Everything a resumed run needs, as weights_only-safe containers; `data` is the
-    fingerprint of the datasets (`training.data_fingerprint`), which a resumed run must see again."""
+    fingerprint of the datasets (`run_folder.data_fingerprint`), which a resumed run must see again."""
     return {
         "format": 2,
         "config": config.to_dict(),
@@ -489,7 +473,7 @@ def checkpoint_state(config, model, optimizer, scaler, position: dict, best: Bes
         "model": training.unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
-        "rng": training.capture_rng_state(),
+        "rng": session.capture_rng_state(),
         "position": dict(position),  # epoch (completed), batches_done (in the next), step, loss_sum
         "best": best.state_dict(),
         "history": [list(h) for h in history],
@@ -501,25 +485,20 @@ def restore_checkpoint(path, config, model, optimizer, scaler, best: BestModel, 
 
     Refused (ValueError, before anything on disk changes) when the checkpoint's config
     differs (epochs may grow, lr may change: the optimiser gets the new one) or its
-    data fingerprint is not `data`; a corrupt file raises training.CheckpointError.
+    data fingerprint is not `data`; a corrupt file raises run_folder.CheckpointError.
     """
-    state = training.load_checkpoint(path, map_location="cpu", required=CHECKPOINT_KEYS)
-    training.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
+    state = run_folder.load_checkpoint(path, map_location="cpu", required=CHECKPOINT_KEYS)
+    run_folder.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
     if data is not None:
-        training.check_data_matches(state.get("data"), data, path, config.data_root)
-    try:
+        run_folder.check_data_matches(state.get("data"), data, path, config.data_root)
+    with run_folder.checkpoint_fits(path):
         training.unwrap_model(model).load_state_dict(training.strip_module_prefix(state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         best.load_state_dict(state["best"])
-        training.restore_rng_state(state["rng"])
+        session.restore_rng_state(state["rng"])
         position, history = dict(state["position"]), [tuple(h) for h in state["history"]]
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise training.CheckpointError(f"checkpoint {path} does not fit this run ({type(err).__name__}: "
-                                       f"{str(err).splitlines()[0][:200]}): {training.CHECKPOINT_ADVICE}") from None
-    training.set_lr(optimizer, config.lr)
-    if state["config"].get("lr") != config.lr:
-        training.note(f"resume: lr changed from {state['config'].get('lr')} to {config.lr}")
+    training.resume_lr((optimizer,), state["config"].get("lr"), config.lr)
     return position, history
 
 
@@ -541,25 +520,25 @@ def run(config: FinetuneConfig, resume: bool = False, overwrite: bool = True) ->
     checkpoint) leaves the folder untouched. overwrite=False refuses to start
     afresh over a finished run (the CLI's default; notebooks re-run their cells,
     so the API's default is True). The folder is locked for the run: a second run
-    into it raises training.RunFolderLockedError. A SIGINT/SIGTERM saves a
+    into it raises run_folder.RunFolderLockedError. A SIGINT/SIGTERM saves a
     checkpoint and returns a summary with status "interrupted" and the signal's
     name (no summary.json); a NaN/inf loss raises NonFiniteLossError, NaN/inf
     weights NonFiniteWeightsError (never saved).
     """
     config.validate()
-    with training.run_session(config.device, config.deterministic) as ctx:
-        with training.lock_run_folder(config.output_dir, enabled=ctx.is_main):
+    with session.run_session(config.device, config.deterministic) as ctx:
+        with run_folder.lock_run_folder(config.output_dir, enabled=ctx.is_main):
             return _run(config, ctx, resume, overwrite)
 
 
-def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
+def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
     output_dir, device = Path(config.output_dir), ctx.device
     checkpoint_path = output_dir / "checkpoint.pt"
     results_path, validation_path = output_dir / "results.csv", output_dir / "validation.csv"
-    resuming = training.plan_run(output_dir, resume, overwrite, announce=ctx.is_main)
+    resuming = run_folder.plan_run(output_dir, resume, overwrite, announce=ctx.is_main)
     columns = results_columns(config)
     metric, higher_is_better = primary_metric(config.task)
-    training.seed_everything(config.seed)
+    session.seed_everything(config.seed)
 
     folder, source = resolve_data_root(config)
     datasets = build_datasets(config, folder)
@@ -577,27 +556,27 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool,
     scaler = training.make_grad_scaler(device, config.amp)
     best = BestModel(higher_is_better)
     position, history = {"epoch": 0, "batches_done": 0, "step": 0, "loss_sum": 0.0}, []
-    fingerprint = training.data_fingerprint(list(datasets.values()))
+    fingerprint = run_folder.data_fingerprint(list(datasets.values()))
     if resuming:
         position, history = restore_checkpoint(checkpoint_path, config, model, optimizer, scaler, best, device, fingerprint)
     if ctx.is_main:  # every check has passed: only now does the run folder change
-        training.start_run_folder(output_dir, config.to_dict())
+        run_folder.start_run_folder(output_dir, config.to_dict())
         if resuming:
-            drop_rows_after(results_path, columns, position["epoch"])
-            drop_rows_after(validation_path, columns, position["epoch"])
+            run_folder.keep_rows_up_to(results_path, "epoch", position["epoch"], columns)
+            run_folder.keep_rows_up_to(validation_path, "epoch", position["epoch"], columns)
         else:
             results_path.unlink(missing_ok=True)
             validation_path.unlink(missing_ok=True)
-    model_run = training.maybe_compile(training.wrap_ddp(model, ctx), config.compile)
+    model_run = training.maybe_compile(session.wrap_ddp(model, ctx), config.compile)
     logger = None
     if ctx.is_main:
-        logger = training.CSVLogger(output_dir / "log.csv", LOG_COLUMNS, position["step"] if resuming else None)
+        logger = run_folder.CSVLogger(output_dir / "log.csv", LOG_COLUMNS, position["step"] if resuming else None)
 
     def save():
         if ctx.is_main:
             state = checkpoint_state(config, model, optimizer, scaler, position, best, history, fingerprint)
-            training.save_checkpoint(checkpoint_path, state)
-        training.barrier()
+            run_folder.save_checkpoint(checkpoint_path, state)
+        session.barrier()
 
     def evaluate_epoch(epoch):
         """Validation score; the best model's test score; one row each in the results files."""
@@ -609,7 +588,7 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool,
             results.append_rows(validation_path, [result_row(config, epoch, scores, tag, source)], columns)
             if config.test:
                 results.append_rows(results_path, [result_row(config, epoch, best.test, tag, source)], columns)
-        training.barrier()
+        session.barrier()
         return history[-1][1] if ctx.is_main else float("nan")
 
     meter, started, status = training.Throughput(), time.perf_counter(), "finished"
@@ -636,13 +615,13 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool,
                 scaler.update()
                 position["step"] += 1
                 position["batches_done"] += 1
-                value = training.all_reduce_mean(loss.detach().float()).item()
-                training.check_finite(position["step"], loss=value)
+                value = session.all_reduce_mean(loss.detach().float()).item()
+                finite.check_finite(position["step"], loss=value)
                 position["loss_sum"] += value
                 images_per_s = meter.update(len(inputs) * ctx.world_size)
                 progress.update(1)
                 progress.set_postfix(loss=f"{value:.3g}", refresh=False)
-                if training.all_reduce_any(stop.requested, device):
+                if session.all_reduce_any(stop.requested, device):
                     status = "interrupted"
                     break
             if status != "finished":
@@ -678,8 +657,8 @@ def _run(config: FinetuneConfig, ctx: training.DistributedContext, resume: bool,
         model.load_state_dict(best.state)  # training is over: the run's model becomes the best one
         models.save_weights(registry_model(model), output_dir / "best_model.safetensors",
                             {"task": config.task, "best_epoch": best.epoch, metric: best.score})
-        training.finish_run_folder(output_dir, summary)
-    training.barrier()
+        run_folder.finish_run_folder(output_dir, summary)
+    session.barrier()
     return summary
 
 
@@ -710,7 +689,7 @@ def load_finetuned(output_dir):
 
 def add_cli(subparsers) -> None:
     """`python -m emlib finetune --task segmentation|denoising|background_removal|super_resolution [--toy] ...`."""
-    parser = training.add_run_parser(subparsers, "finetune", FinetuneConfig, description=__doc__.splitlines()[0],
+    parser = cli.add_run_parser(subparsers, "finetune", FinetuneConfig, description=__doc__.splitlines()[0],
                                      help="fine-tune on Au segmentation or TEMImageNet restoration")
     parser.set_defaults(func=_run_cli)
 
@@ -720,7 +699,7 @@ def _cli_task(args) -> str:
     if getattr(args, "task", None):
         return args.task
     if getattr(args, "config", None):
-        return training.read_config_file(args.config).get("task", SEGMENTATION)
+        return cli.read_config_file(args.config).get("task", SEGMENTATION)
     return SEGMENTATION
 
 
@@ -728,7 +707,7 @@ def _run_cli(args) -> int:
     task = _cli_task(args)
     # The preset depends on the task (its model, dataset and sizes), so build it for that task.
     preset = (lambda: FinetuneConfig.toy(task=task)) if args.toy else (lambda: FinetuneConfig(task=task))
-    config = training.config_from_cli(FinetuneConfig, args, preset)
+    config = cli.config_from_cli(FinetuneConfig, args, preset)
     summary = run(config, resume=args.resume, overwrite=args.overwrite)
-    training.print_run_summary(summary, leave_out=("val_history",))
-    return training.exit_code(summary)
+    cli.print_run_summary(summary, leave_out=("val_history",))
+    return cli.exit_code(summary)

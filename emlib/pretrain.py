@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from emlib import __version__, provenance, training
+from emlib import __version__, atomic, cli, finite, provenance, run_folder, session, training
+from emlib.config import check_config_types, config_from_dict, config_to_dict
 
 LOG_COLUMNS = ["epoch", "step", "d_loss", "g_adv", "g_l1", "d_real", "d_fake", "lr", "images_per_s"]
 VAL_COLUMNS = ["epoch", "step", "val_l1"]
@@ -96,18 +97,18 @@ class PretrainConfig:
         return cls(**{**toy, **overrides})
 
     def to_dict(self) -> dict:
-        return training.config_to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "PretrainConfig":
         """From a dict of fields; unknown keys raise ValueError naming them."""
-        return training.config_from_dict(cls, {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return config_from_dict(cls, data)
 
     def validate(self) -> None:
         """Raise ValueError / FileNotFoundError naming the first bad field."""
         from emlib import models
 
-        training.check_config_types(self)
+        check_config_types(self)
         if self.generator not in models.generator_names():
             raise ValueError(f"generator={self.generator!r} is not a generator; choose one of {models.generator_names()}")
         positive = {"image_size": self.image_size, "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr}
@@ -128,8 +129,8 @@ class PretrainConfig:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if self.corrupt_on not in CORRUPT_ON:
             raise ValueError(f"corrupt_on must be one of {CORRUPT_ON}, got {self.corrupt_on!r}")
-        if self.device not in training.DEVICES:
-            raise ValueError(f"device must be one of {training.DEVICES}, got {self.device!r}")
+        if self.device not in session.DEVICES:
+            raise ValueError(f"device must be one of {session.DEVICES}, got {self.device!r}")
         min_size = patchgan_min_size()
         if self.adv_weight > 0 and self.image_size < min_size:
             raise ValueError(f"image_size={self.image_size} is smaller than the PatchGAN's minimum input ({min_size} px)")
@@ -291,7 +292,7 @@ def identity_l1(val_set) -> float:
 
 
 @torch.no_grad()
-def validation_l1(G, val_set, config: PretrainConfig, ctx: training.DistributedContext) -> float:
+def validation_l1(G, val_set, config: PretrainConfig, ctx: session.DistributedContext) -> float:
     """Mean |G(A) - B| over the fixed validation pairs (shared out over ranks)."""
     G = training.unwrap_model(G)
     was_training = G.training
@@ -329,7 +330,7 @@ def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_his
         "opt_g": opt_g.state_dict(),
         "opt_d": opt_d.state_dict() if opt_d is not None else {},
         "scaler": scaler.state_dict(),
-        "rng": training.capture_rng_state(),
+        "rng": session.capture_rng_state(),
         "position": dict(position),  # epoch, batches_done (in that epoch), step
         "val_history": [list(v) for v in val_history],
     }
@@ -341,29 +342,22 @@ def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device, data: s
     Refused (ValueError, before anything on disk changes) when the checkpoint's config
     differs (epochs / max_steps may grow, lr may change: the optimisers get the new
     one) or its train data (`data`, the manifest hash) is not the current one; a
-    corrupt file raises training.CheckpointError.
+    corrupt file raises run_folder.CheckpointError.
     """
-    state = training.load_checkpoint(path, map_location=device, required=CHECKPOINT_KEYS)
-    training.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
+    state = run_folder.load_checkpoint(path, map_location=device, required=CHECKPOINT_KEYS)
+    run_folder.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
     if data is not None:
-        training.check_data_matches(state.get("data"), data, path, config.data_root)
-    try:
+        run_folder.check_data_matches(state.get("data"), data, path, config.data_root)
+    with run_folder.checkpoint_fits(path):
         training.unwrap_model(G).load_state_dict(training.strip_module_prefix(state["generator"]))
         if D is not None:
             training.unwrap_model(D).load_state_dict(training.strip_module_prefix(state["discriminator"]))
             opt_d.load_state_dict(state["opt_d"])
         opt_g.load_state_dict(state["opt_g"])
         scaler.load_state_dict(state["scaler"])
-        training.restore_rng_state(state["rng"])
+        session.restore_rng_state(state["rng"])
         position, val_history = dict(state["position"]), [tuple(v) for v in state["val_history"]]
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise training.CheckpointError(f"checkpoint {path} does not fit this run ({type(err).__name__}: "
-                                       f"{str(err).splitlines()[0][:200]}): {training.CHECKPOINT_ADVICE}") from None
-    for optimizer in (opt_g, opt_d):
-        if optimizer is not None:
-            training.set_lr(optimizer, config.lr)
-    if state["config"].get("lr") != config.lr:
-        training.note(f"resume: lr changed from {state['config'].get('lr')} to {config.lr}")
+    training.resume_lr((opt_g, opt_d), state["config"].get("lr"), config.lr)
     return position, val_history
 
 
@@ -393,7 +387,7 @@ def export_generator(G, config, output_dir: Path, info: dict) -> dict:
     }
     metadata = {"generator": config.generator, "source": info["source"], "steps": str(info["steps"])}
     models.save_weights(training.unwrap_model(G), output_dir / "generator.safetensors", metadata)
-    training.write_json_atomic(output_dir / "model_card.json", card)
+    atomic.write_json(output_dir / "model_card.json", card)
     return card
 
 
@@ -409,22 +403,22 @@ def train(config: PretrainConfig, resume: bool = False, overwrite: bool = True) 
     (other config, other data, a corrupt checkpoint) leaves the folder untouched.
     overwrite=False refuses to start afresh over a finished run (the CLI's default;
     notebooks re-run their cells, so the API's default is True). The folder is
-    locked for the run: a second run into it raises training.RunFolderLockedError.
+    locked for the run: a second run into it raises run_folder.RunFolderLockedError.
     A SIGINT/SIGTERM saves a checkpoint and returns a summary with status
     "interrupted" and the signal's name (no summary.json); a NaN/inf loss raises
     NonFiniteLossError, NaN/inf weights NonFiniteWeightsError (never saved).
     """
     config.validate()
-    with training.run_session(config.device, config.deterministic) as ctx:
-        with training.lock_run_folder(config.output_dir, enabled=ctx.is_main):
+    with session.run_session(config.device, config.deterministic) as ctx:
+        with run_folder.lock_run_folder(config.output_dir, enabled=ctx.is_main):
             return _train(config, ctx, resume, overwrite)
 
 
-def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
+def _train(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
     output_dir, device = Path(config.output_dir), ctx.device
     checkpoint_path = output_dir / "checkpoint.pt"
-    resuming = training.plan_run(output_dir, resume, overwrite, announce=ctx.is_main)
-    training.seed_everything(config.seed)
+    resuming = run_folder.plan_run(output_dir, resume, overwrite, announce=ctx.is_main)
+    session.seed_everything(config.seed)
 
     folder, source = resolve_data_root(config)
     train_set, val_set, manifest_hash = build_datasets(config, folder)
@@ -445,9 +439,9 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
     if resuming:
         position, val_history = restore_checkpoint(checkpoint_path, config, G, D, opt_g, opt_d, scaler, device, manifest_hash)
     if ctx.is_main:  # every check has passed: only now does the run folder change
-        training.start_run_folder(output_dir, config.to_dict())
-    G_run = training.maybe_compile(training.wrap_ddp(G, ctx), config.compile)
-    D_run = training.maybe_compile(training.wrap_ddp(D, ctx), config.compile) if D is not None else None
+        run_folder.start_run_folder(output_dir, config.to_dict())
+    G_run = training.maybe_compile(session.wrap_ddp(G, ctx), config.compile)
+    D_run = training.maybe_compile(session.wrap_ddp(D, ctx), config.compile) if D is not None else None
 
     def amp_context():
         return training.autocast(device, config.amp)
@@ -455,14 +449,14 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
     loggers = {}
     if ctx.is_main:
         resume_step = position["step"] if resuming else None
-        loggers["log"] = training.CSVLogger(output_dir / "log.csv", LOG_COLUMNS, resume_step)
-        loggers["val"] = training.CSVLogger(output_dir / "val.csv", VAL_COLUMNS, resume_step)
+        loggers["log"] = run_folder.CSVLogger(output_dir / "log.csv", LOG_COLUMNS, resume_step)
+        loggers["val"] = run_folder.CSVLogger(output_dir / "val.csv", VAL_COLUMNS, resume_step)
 
     def save():
         if ctx.is_main:
-            training.save_checkpoint(checkpoint_path, checkpoint_state(config, G, D, opt_g, opt_d, scaler, position, val_history,
+            run_folder.save_checkpoint(checkpoint_path, checkpoint_state(config, G, D, opt_g, opt_d, scaler, position, val_history,
                                                                        manifest_hash))
-        training.barrier()
+        session.barrier()
 
     def run_validation():
         val_l1 = validation_l1(G_run, val_set, config, ctx)
@@ -502,7 +496,7 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
                 if epoch_done:
                     run_validation()
                     position.update(epoch=epoch + 1, batches_done=0)
-                if training.all_reduce_any(stop.requested, device):
+                if session.all_reduce_any(stop.requested, device):
                     status = "interrupted"
                 if epoch_done or status != "finished" or step >= total_steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     save()
@@ -536,8 +530,8 @@ def _train(config: PretrainConfig, ctx: training.DistributedContext, resume: boo
                "wall_s": round(time.perf_counter() - started, 3), **info}
     if ctx.is_main:
         export_generator(G, config, output_dir, info)
-        training.finish_run_folder(output_dir, summary)
-    training.barrier()
+        run_folder.finish_run_folder(output_dir, summary)
+    session.barrier()
     return summary
 
 
@@ -560,9 +554,9 @@ def _pair(batch, corruption, config, ctx, step):
 def _checked_values(losses: dict, step: int, ctx) -> dict:
     """The losses as floats (mean over ranks); a NaN/inf raises NonFiniteLossError."""
     names = list(losses)
-    stacked = training.all_reduce_mean(torch.stack([losses[n].float() for n in names]))
+    stacked = session.all_reduce_mean(torch.stack([losses[n].float() for n in names]))
     values = dict(zip(names, stacked.tolist()))
-    training.check_finite(step, **values)
+    finite.check_finite(step, **values)
     return values
 
 
@@ -571,13 +565,13 @@ def _checked_values(losses: dict, step: int, ctx) -> dict:
 
 def add_cli(subparsers) -> None:
     """`python -m emlib pretrain [--toy] [--config FILE.json] [--field value ...] [--resume]`."""
-    parser = training.add_run_parser(subparsers, "pretrain", PretrainConfig, description=__doc__.splitlines()[0],
+    parser = cli.add_run_parser(subparsers, "pretrain", PretrainConfig, description=__doc__.splitlines()[0],
                                      help="GAN (Pix2Pix LSGAN) pretraining on CEM500K")
     parser.set_defaults(func=_run_cli)
 
 
 def _run_cli(args) -> int:
-    config = training.config_from_cli(PretrainConfig, args, PretrainConfig.toy if args.toy else None)
+    config = cli.config_from_cli(PretrainConfig, args, PretrainConfig.toy if args.toy else None)
     summary = train(config, resume=args.resume, overwrite=args.overwrite)
-    training.print_run_summary(summary, leave_out=("val_l1",))
-    return training.exit_code(summary)
+    cli.print_run_summary(summary, leave_out=("val_l1",))
+    return cli.exit_code(summary)

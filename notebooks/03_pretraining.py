@@ -64,7 +64,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from emlib import models, pretrain, training
+from emlib import figures, models, pretrain
 
 fields = dict(data_root=data_root, subset=subset, image_size=image_size, batch_size=batch_size, epochs=epochs,
               steps_per_epoch=steps_per_epoch, val_limit=val_limit, lr=lr, l1_weight=l1_weight,
@@ -165,9 +165,9 @@ for g, summary in summaries.items():
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
 for g, config in configs.items():
     log_path = Path(config.output_dir) / "log.csv"
-    training.plot_log(log_path, ["g_l1"], ax=axes[0], label_prefix=f"{g}: ")
-    training.plot_log(log_path, ["d_loss", "g_adv"], ax=axes[1], label_prefix=f"{g}: ", logy=True)
-    training.plot_log(log_path, ["d_real", "d_fake"], ax=axes[2], label_prefix=f"{g}: ")
+    figures.plot_log(log_path, ["g_l1"], ax=axes[0], label_prefix=f"{g}: ")
+    figures.plot_log(log_path, ["d_loss", "g_adv"], ax=axes[1], label_prefix=f"{g}: ", logy=True)
+    figures.plot_log(log_path, ["d_real", "d_fake"], ax=axes[2], label_prefix=f"{g}: ")
 axes[0].set_title(f"L1(G(A), B), {run_label}")
 axes[1].set_title(f"LSGAN losses, {run_label}")
 axes[2].set_title(f"mean D score on real / fake, {run_label}")
@@ -183,7 +183,7 @@ plt.show()
 # %%
 fig, ax = plt.subplots(figsize=(5, 3.4))
 for g, config in configs.items():
-    training.plot_log(Path(config.output_dir) / "val.csv", ["val_l1"], x="epoch", ax=ax, label_prefix=f"{g}: ")
+    figures.plot_log(Path(config.output_dir) / "val.csv", ["val_l1"], x="epoch", ax=ax, label_prefix=f"{g}: ")
 identity_l1 = torch.stack([(a - b).abs().mean() for a, b in pairs]).mean().item()
 ax.axhline(identity_l1, ls="--", c="gray", label="G(A) = A, on the pairs shown below")
 ax.legend(fontsize=8)

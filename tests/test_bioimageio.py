@@ -29,7 +29,7 @@ from emlib.data import ensure_synthetic
 from emlib.finetune import FinetuneConfig, load_finetuned, run
 from emlib.pretrain import PretrainConfig, train
 from emlib.tiling import predict
-from emlib.training import NonFiniteWeightsError
+from emlib.finite import NonFiniteWeightsError
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import Subset
 
-from emlib import cli, models, pretrain, training
+from emlib import cli, finite, models, pretrain, run_folder, training
 from emlib.data import ensure_synthetic
 from emlib.finetune import FinetuneConfig, load_finetuned, registry_model, run
 
@@ -147,12 +147,12 @@ def test_load_finetuned_refuses_weights_of_another_architecture(tmp_path):
 
 def test_checkpoint_with_nan_weights_is_refused_and_the_previous_one_kept(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    training.save_checkpoint(path, {"model": {"w": torch.ones(3)}, "step": 1})
+    run_folder.save_checkpoint(path, {"model": {"w": torch.ones(3)}, "step": 1})
     bad = {"model": {"w": torch.tensor([1.0, float("nan"), float("inf")])}, "step": 2}
     with pytest.raises(FloatingPointError, match=r"model\.w holds 2 NaN/inf value\(s\) of 3.*lower lr") as info:
-        training.save_checkpoint(path, bad)
-    assert isinstance(info.value, training.NonFiniteWeightsError)
-    assert training.load_checkpoint(path)["step"] == 1
+        run_folder.save_checkpoint(path, bad)
+    assert isinstance(info.value, finite.NonFiniteWeightsError)
+    assert run_folder.load_checkpoint(path)["step"] == 1
 
 
 def test_a_diverging_update_never_reaches_a_checkpoint_or_the_export(cem_folder, tmp_path, monkeypatch):
@@ -170,8 +170,8 @@ def test_a_diverging_update_never_reaches_a_checkpoint_or_the_export(cem_folder,
     monkeypatch.setattr(pretrain, "gan_step", step_that_diverges)
     with pytest.raises(FloatingPointError, match="running_var"):
         pretrain.train(tiny(cem_folder, tmp_path, max_steps=3, checkpoint_every=1))
-    state = training.load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["position"]["step"] == 2 and not training.nonfinite_tensors(state)
+    state = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["position"]["step"] == 2 and not finite.nonfinite_tensors(state)
     assert not (tmp_path / "generator.safetensors").exists() and not (tmp_path / "summary.json").exists()
 
 
@@ -201,9 +201,9 @@ def test_weight_transfer_refuses_non_finite_tensors(tmp_path):
 def test_lr_may_change_on_resume_and_the_optimiser_gets_it(cem_folder, tmp_path):
     pretrain.train(tiny(cem_folder, tmp_path, max_steps=2))
     pretrain.train(tiny(cem_folder, tmp_path, max_steps=3, lr=1e-5), resume=True)
-    state = training.load_checkpoint(tmp_path / "checkpoint.pt")
+    state = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")
     assert [g["lr"] for g in state["opt_g"]["param_groups"] + state["opt_d"]["param_groups"]] == [1e-5, 1e-5]
-    log = training.read_log(tmp_path / "log.csv")
+    log = run_folder.read_log(tmp_path / "log.csv")
     assert log["step"].tolist() == [1, 2, 3] and log["lr"].tolist() == [2e-4, 2e-4, 1e-5]
 
 
@@ -241,7 +241,7 @@ def test_corrupt_checkpoint_is_one_error_naming_the_file(cem_folder, finished_ru
     before = snapshot(out)
     with pytest.raises(ValueError) as info:  # not torch's RuntimeError / EOFError / UnpicklingError
         pretrain.train(tiny(cem_folder, out, max_steps=3), resume=True)
-    assert isinstance(info.value, training.CheckpointError)
+    assert isinstance(info.value, run_folder.CheckpointError)
     message = str(info.value)
     assert str(checkpoint) in message and "without --resume" in message
     assert "weights_only" not in message
@@ -293,13 +293,13 @@ def test_data_fingerprint_sees_items_order_and_subsets_through_wrappers():
         def __getitem__(self, index):
             return self.dataset[index]
 
-    base = training.data_fingerprint([Wrapper(Items(["a", "b", "c"])), Items(["d"])])
-    assert base == training.data_fingerprint([Wrapper(Items(["a", "b", "c"])), Items(["d"])])
-    assert base != training.data_fingerprint([Wrapper(Items(["b", "a", "c"])), Items(["d"])])  # reordered
-    assert base != training.data_fingerprint([Wrapper(Items(["a", "b"])), Items(["d"])])  # fewer
-    assert base != training.data_fingerprint([Wrapper(Items(["a", "b", "c"])), Items(["e"])])  # other val set
+    base = run_folder.data_fingerprint([Wrapper(Items(["a", "b", "c"])), Items(["d"])])
+    assert base == run_folder.data_fingerprint([Wrapper(Items(["a", "b", "c"])), Items(["d"])])
+    assert base != run_folder.data_fingerprint([Wrapper(Items(["b", "a", "c"])), Items(["d"])])  # reordered
+    assert base != run_folder.data_fingerprint([Wrapper(Items(["a", "b"])), Items(["d"])])  # fewer
+    assert base != run_folder.data_fingerprint([Wrapper(Items(["a", "b", "c"])), Items(["e"])])  # other val set
     full = Items(["a", "b", "c"])
-    assert training.data_fingerprint([Subset(full, [0, 2])]) != training.data_fingerprint([Subset(full, [0, 1])])
+    assert run_folder.data_fingerprint([Subset(full, [0, 2])]) != run_folder.data_fingerprint([Subset(full, [0, 1])])
 
 
 # ----------------------------------------------------------------------------- 7. the CLI: one line, an exit status
@@ -322,7 +322,7 @@ def test_cli_prints_one_error_line_and_exits_2_for_bad_input(cem_folder, tmp_pat
 
 def test_cli_exits_1_for_a_run_failure(cem_folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    with training.lock_run_folder(out):
+    with run_folder.lock_run_folder(out):
         code, err = run_cli(capsys, "pretrain", "--toy", "--data-root", cem_folder, "--output-dir", out)
     assert code == 1 and err.startswith("error: ") and "in use by another run" in err
 
@@ -345,7 +345,7 @@ def test_interrupted_run_exits_128_plus_the_signal(cem_folder, tmp_path, monkeyp
 
     monkeypatch.setattr(pretrain, "gan_step", step_then_signal)
     assert run_cli(capsys, *tiny_cli(cem_folder, tmp_path, max_steps=3))[0] == code
-    assert training.load_checkpoint(tmp_path / "checkpoint.pt")["position"]["step"] == 1
+    assert run_folder.load_checkpoint(tmp_path / "checkpoint.pt")["position"]["step"] == 1
     summary = pretrain.train(tiny(cem_folder, tmp_path, max_steps=3), resume=True)  # the API returns, never exits
     assert summary["status"] == "interrupted" and summary["signal"] == signal.Signals(signum).name
 
@@ -360,28 +360,26 @@ def write_torn_log(path):
 def test_torn_last_log_row_is_dropped_on_resume(tmp_path):
     path = tmp_path / "log.csv"
     write_torn_log(path)
-    logger = training.CSVLogger(path, ["step", "loss", "lr"], resume_step=5)
+    logger = run_folder.CSVLogger(path, ["step", "loss", "lr"], resume_step=5)
     logger.log({"step": 3, "loss": 0.25, "lr": 0.1})
     assert path.read_text().splitlines() == ["step,loss,lr", "1,0.5,0.1", "2,0.4,0.1", "3,0.25,0.1"]
     path.write_text("step,loss,lr\n1,0.5,0.1\n2,")  # torn inside the step column
-    training.CSVLogger(path, ["step", "loss", "lr"], resume_step=5)
-    assert training.read_log(path)["step"].tolist() == [1]
+    run_folder.CSVLogger(path, ["step", "loss", "lr"], resume_step=5)
+    assert run_folder.read_log(path)["step"].tolist() == [1]
 
 
 def test_read_log_skips_unparsable_rows(tmp_path):
     path = tmp_path / "log.csv"
     write_torn_log(path)
-    assert training.read_log(path)["step"].tolist() == [1, 2]
+    assert run_folder.read_log(path)["step"].tolist() == [1, 2]
     path.write_text("step,loss,lr\n1,0.5,0.1\n2,0.4,0.1\n3,0.3,0.1e")
-    assert training.read_log(path)["loss"].tolist() == [0.5, 0.4]
+    assert run_folder.read_log(path)["loss"].tolist() == [0.5, 0.4]
 
 
 def test_torn_results_row_is_dropped_on_resume(tmp_path):
-    from emlib.finetune import drop_rows_after
-
     path = tmp_path / "validation.csv"
     path.write_text("epoch,l1\n1,0.5\n2,0.4\n3")  # a crash in the middle of row 3
-    drop_rows_after(path, ["epoch", "l1"], epoch=5)
+    run_folder.keep_rows_up_to(path, "epoch", 5, ["epoch", "l1"])
     assert path.read_text().splitlines() == ["epoch,l1", "1,0.5", "2,0.4"]
 
 
@@ -421,8 +419,8 @@ def test_malformed_config_json_names_the_file_and_line(tmp_path, capsys, command
 
 def test_a_second_run_into_a_locked_folder_is_refused(cem_folder, tmp_path):
     out = tmp_path / "run"
-    with training.lock_run_folder(out):
-        with pytest.raises(training.RunFolderLockedError, match=re.escape(f"{out} is in use by another run (process {os.getpid()};")):
+    with run_folder.lock_run_folder(out):
+        with pytest.raises(run_folder.RunFolderLockedError, match=re.escape(f"{out} is in use by another run (process {os.getpid()};")):
             pretrain.train(tiny(cem_folder, out))
         assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
     assert not out.exists()  # released, and the folder it created (empty) removed
@@ -483,5 +481,5 @@ def test_disk_full_during_a_checkpoint_says_so_and_keeps_the_previous_one(cem_fo
         pretrain.train(tiny(cem_folder, tmp_path, max_steps=3, checkpoint_every=1))
     assert info.value.errno == errno.ENOSPC
     monkeypatch.setattr(torch, "save", real_save)
-    assert training.load_checkpoint(path)["position"]["step"] == 1
+    assert run_folder.load_checkpoint(path)["position"]["step"] == 1
     assert not list(tmp_path.glob(".checkpoint.pt.*"))

@@ -14,7 +14,7 @@ from emlib.finetune import (BestModel, FinetuneConfig, build_model, init_tag, is
                             load_finetuned, registry_model, run)
 from emlib.metrics import l1_errors
 from emlib.tiling import predict
-from emlib.training import read_log
+from emlib.run_folder import read_log
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import pytest
 import tifffile
 import torch
 
-from emlib import models, pretrain, training
+from emlib import cli, finite, models, pretrain, run_folder, session, training
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def tiny_config(cem_folder, output_dir, **overrides):
 
 
 def read_losses(path):
-    log = training.read_log(path)
+    log = run_folder.read_log(path)
     return np.stack([log[c] for c in ("d_loss", "g_adv", "g_l1", "d_real", "d_fake")], axis=1), log["step"]
 
 
@@ -129,7 +129,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(cem_folder, tmp
     with pytest.raises(OSError, match="simulated crash"):
         pretrain.train(config)
     monkeypatch.setattr(torch, "save", real_save)
-    assert training.load_checkpoint(tmp_path / "checkpoint.pt")["position"]["step"] == 2
+    assert run_folder.load_checkpoint(tmp_path / "checkpoint.pt")["position"]["step"] == 2
     assert not list(tmp_path.glob(".checkpoint.pt.*"))  # the temp file is gone
     assert pretrain.train(config, resume=True)["steps"] == 4
 
@@ -143,9 +143,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ce
         return (adv * float("nan"), l1) if calls["n"] >= 3 else (adv, l1)
 
     monkeypatch.setattr(pretrain, "generator_losses", losses_going_nan)
-    with pytest.raises(training.NonFiniteLossError, match="g_adv = nan at step 3"):
+    with pytest.raises(finite.NonFiniteLossError, match="g_adv = nan at step 3"):
         pretrain.train(tiny_config(cem_folder, tmp_path, max_steps=6, checkpoint_every=2))
-    state = training.load_checkpoint(tmp_path / "checkpoint.pt")
+    state = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["position"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["generator"].values())
     assert not (tmp_path / "summary.json").exists()
@@ -190,7 +190,7 @@ def test_toy_run_lowers_validation_l1_and_exports_the_generator(cem_folder, tmp_
     torch.manual_seed(config.seed)
     untrained, _ = pretrain.build_models(config)
     _, val_set, _ = pretrain.build_datasets(config, cem_folder)
-    before = pretrain.validation_l1(untrained, val_set, config, training.DistributedContext())
+    before = pretrain.validation_l1(untrained, val_set, config, session.DistributedContext())
     summary = pretrain.train(config)
     val = [v for _, _, v in summary["val_l1"]]
     assert len(val) == 3 and val[-1] < min(val[:-1]) and val[-1] < 0.9 * before
@@ -204,8 +204,6 @@ def test_toy_run_lowers_validation_l1_and_exports_the_generator(cem_folder, tmp_
 
 
 def test_cli_reads_a_config_file_and_flags_override_it(cem_folder, tmp_path):
-    from emlib import cli
-
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps({"image_size": 32, "batch_size": 4, "val_limit": 4, "lr": 5e-4}))
     out = tmp_path / "run"
@@ -226,9 +224,9 @@ def test_ddp_with_two_gloo_processes_trains_and_only_rank0_writes(cem_folder, tm
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["images_seen"] == 3 * 2 * 2
-    log = training.read_log(out / "log.csv")
+    log = run_folder.read_log(out / "log.csv")
     assert log["step"].tolist() == [1, 2, 3]  # one row per step: rank 1 did not log
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "generator.safetensors",
                                                      "log.csv", "manifest.json", "model_card.json", "summary.json", "val.csv"]
-    state = training.load_checkpoint(out / "checkpoint.pt")  # loads in a single process
+    state = run_folder.load_checkpoint(out / "checkpoint.pt")  # loads in a single process
     models.create("unet_2_44").load_state_dict(training.strip_module_prefix(state["generator"]))

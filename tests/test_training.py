@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from emlib import training
+from emlib import figures, finite, run_folder, session, training
+from emlib.config import config_from_dict, config_to_dict
 
 
 def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    training.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+    run_folder.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
 
     def crash_mid_write(obj, f, *args, **kwargs):
         f.write(b"partial garbage")
@@ -21,29 +22,29 @@ def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash_mid_write)
     with pytest.raises(OSError, match="disk full"):
-        training.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+        run_folder.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
-    state = training.load_checkpoint(path)
+    state = run_folder.load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
 
 
 def test_load_checkpoint_missing_file_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.pt"):
-        training.load_checkpoint(tmp_path / "nothere.pt")
+        run_folder.load_checkpoint(tmp_path / "nothere.pt")
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     gen = torch.Generator().manual_seed(7)
-    training.seed_everything(3)
+    session.seed_everything(3)
     torch.rand(5, generator=gen)
-    state = training.capture_rng_state({"corruption": gen})
-    training.save_checkpoint(tmp_path / "c.pt", {"rng": state})
+    state = session.capture_rng_state({"corruption": gen})
+    run_folder.save_checkpoint(tmp_path / "c.pt", {"rng": state})
     expected = (random.random(), np.random.rand(), torch.rand(2), torch.rand(2, generator=gen))
 
-    training.seed_everything(99)
+    session.seed_everything(99)
     gen.manual_seed(99)
-    training.restore_rng_state(training.load_checkpoint(tmp_path / "c.pt")["rng"], {"corruption": gen})
+    session.restore_rng_state(run_folder.load_checkpoint(tmp_path / "c.pt")["rng"], {"corruption": gen})
     got = (random.random(), np.random.rand(), torch.rand(2), torch.rand(2, generator=gen))
     assert got[0] == expected[0] and got[1] == expected[1]
     assert torch.equal(got[2], expected[2]) and torch.equal(got[3], expected[3])
@@ -67,27 +68,27 @@ def test_resumable_sampler_shards_across_ranks():
 
 def test_csv_logger_on_resume_drops_rows_after_the_checkpoint(tmp_path):
     path = tmp_path / "log.csv"
-    logger = training.CSVLogger(path, ["step", "loss"])
+    logger = run_folder.CSVLogger(path, ["step", "loss"])
     for step in range(1, 6):
         logger.log({"step": step, "loss": 1.0 / step})
-    logger = training.CSVLogger(path, ["step", "loss"], resume_step=3)
+    logger = run_folder.CSVLogger(path, ["step", "loss"], resume_step=3)
     logger.log({"step": 4, "loss": 0.0})
-    log = training.read_log(path)
+    log = run_folder.read_log(path)
     assert log["step"].tolist() == [1, 2, 3, 4] and log["loss"][-1] == 0.0
-    training.CSVLogger(path, ["step", "loss"])  # a fresh run starts a fresh file
-    assert training.read_log(path) == {}
+    run_folder.CSVLogger(path, ["step", "loss"])  # a fresh run starts a fresh file
+    assert run_folder.read_log(path) == {}
     with pytest.raises(ValueError, match="bogus"):
         logger.log({"bogus": 1})
 
 
 def test_config_differences_allow_growing_epochs_only():
     saved = {"generator": "unet_2_44", "epochs": 2, "lr": 1e-3, "device": "cpu"}
-    assert training.config_differences(saved, dict(saved, epochs=5)) == []
-    assert training.config_differences(saved, dict(saved, device="cuda"), ignore=("device",)) == []
-    diffs = training.config_differences(saved, dict(saved, generator="unet_3_96", epochs=1))
+    assert run_folder.config_differences(saved, dict(saved, epochs=5)) == []
+    assert run_folder.config_differences(saved, dict(saved, device="cuda"), ignore=("device",)) == []
+    diffs = run_folder.config_differences(saved, dict(saved, generator="unet_3_96", epochs=1))
     assert [d.split(":")[0] for d in diffs] == ["epochs", "generator"]
     with pytest.raises(ValueError, match="generator: 'unet_2_44' -> 'hrnet_w18_small'"):
-        training.check_config_matches(saved, dict(saved, generator="hrnet_w18_small"))
+        run_folder.check_config_matches(saved, dict(saved, generator="hrnet_w18_small"))
 
 
 def test_config_dict_round_trip_rejects_unknown_fields():
@@ -96,16 +97,16 @@ def test_config_dict_round_trip_rejects_unknown_fields():
         lr: float = 1.0
         betas: tuple = (0.5, 0.9)
 
-    data = training.config_to_dict(Config())
+    data = config_to_dict(Config())
     assert data == {"lr": 1.0, "betas": [0.5, 0.9]}
     with pytest.raises(ValueError, match="learning_rate"):
-        training.config_from_dict(Config, {"learning_rate": 1.0})
+        config_from_dict(Config, {"learning_rate": 1.0})
 
 
 def test_check_finite_names_step_and_loss():
-    training.check_finite(3, d_loss=0.5)
-    with pytest.raises(training.NonFiniteLossError, match="g_l1 = nan at step 12"):
-        training.check_finite(12, d_loss=0.1, g_l1=float("nan"))
+    finite.check_finite(3, d_loss=0.5)
+    with pytest.raises(finite.NonFiniteLossError, match="g_l1 = nan at step 12"):
+        finite.check_finite(12, d_loss=0.1, g_l1=float("nan"))
 
 
 def test_stop_request_turns_sigterm_into_a_flag():
@@ -125,9 +126,9 @@ def test_strip_module_prefix_and_unwrap():
 
 
 def test_select_device_rejects_unknown_names():
-    assert training.select_device("cpu").type == "cpu"
+    assert session.select_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="device"):
-        training.select_device("tpu")
+        session.select_device("tpu")
 
 
 def test_plot_log_draws_one_line_per_column(tmp_path):
@@ -135,11 +136,11 @@ def test_plot_log_draws_one_line_per_column(tmp_path):
 
     matplotlib.use("Agg")
     path = tmp_path / "log.csv"
-    logger = training.CSVLogger(path, ["step", "d_loss", "g_l1"])
+    logger = run_folder.CSVLogger(path, ["step", "d_loss", "g_l1"])
     for step in range(1, 4):
         logger.log({"step": step, "d_loss": 0.3, "g_l1": 1.0 / step})
-    ax = training.plot_log(path)
+    ax = figures.plot_log(path)
     assert [line.get_label() for line in ax.lines] == ["d_loss", "g_l1"]
     assert ax.lines[1].get_ydata().tolist() == pytest.approx([1.0, 0.5, 1 / 3])
     with pytest.raises(ValueError, match="epoch"):
-        training.plot_log(path, x="epoch")
+        figures.plot_log(path, x="epoch")

@@ -26,13 +26,13 @@ wasted: train items are still random crops, val/test items are the tiles.
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from emlib import atomic
 from emlib.data.images import IMAGE_SUFFIXES, crop, image_shape, pad_to_at_least, read_unit, tile_corners, find_images
 
 SPLITS = ("train", "val", "test")
@@ -79,16 +79,6 @@ def default_manifest_path(root, seed, kind="images"):
     return cache_dir() / "manifests" / key / f"{kind}_manifest_seed{seed}.json"
 
 
-def write_json_atomic(path, payload):
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-
-
 def load_or_create_manifest(root, seed, manifest_path, suffixes=IMAGE_SUFFIXES):
     """Return (manifest dict, sha256 of its bytes); creates it on first use.
 
@@ -101,7 +91,7 @@ def load_or_create_manifest(root, seed, manifest_path, suffixes=IMAGE_SUFFIXES):
         raise ValueError(f"manifest_path {path} is inside the data folder {root}; emlib never writes into data folders")
     files = find_images(root, suffixes)
     if not path.exists():
-        write_json_atomic(path, make_manifest(files, seed, root))
+        atomic.write_json(path, make_manifest(files, seed, root), indent=1, sort_keys=False)
     raw = path.read_bytes()
     try:
         manifest = json.loads(raw)

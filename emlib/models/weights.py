@@ -15,6 +15,9 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
+from emlib.atomic import atomic_write
+from emlib.finite import check_finite_weights
+
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -39,11 +42,9 @@ def save_weights(model: nn.Module, path, metadata: dict | None = None) -> Path:
 
     The file's metadata holds `name` (model.name) and `metadata` as JSON; any
     JSON-serialisable dict round-trips through `load_weights`. Weights or buffers
-    holding NaN/inf are refused (training.NonFiniteWeightsError naming the tensor)
+    holding NaN/inf are refused (emlib.finite.NonFiniteWeightsError naming the tensor)
     and an existing file is left as it was.
     """
-    from emlib.training import atomic_write, check_finite_weights
-
     path = Path(path)
     check_finite_weights(model.state_dict(), f"refusing to write {path}; an existing file is kept (the run diverged: "
                                              "continue from its last checkpoint with --resume and a lower lr)")
@@ -116,10 +117,8 @@ def transfer_weights(model: nn.Module, source) -> TransferReport:
     differs (other out_channels), the head keeps the model's own initialisation.
     Raises ValueError when the source is a different architecture (another
     registry name, or a different set of tensor names), and
-    training.NonFiniteWeightsError when a source tensor holds NaN/inf.
+    emlib.finite.NonFiniteWeightsError when a source tensor holds NaN/inf.
     """
-    from emlib.training import check_finite_weights
-
     source_name = None
     if isinstance(source, nn.Module):
         source_name, state_dict = getattr(source, "name", None), source.state_dict()
