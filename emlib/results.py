@@ -198,7 +198,7 @@ def mean_ci95(values) -> tuple:
     return mean, t_quantile_975(n - 1) * std / math.sqrt(n)
 
 
-# t(0.975, df) for df = 1..30; beyond, the Cornish-Fisher expansion (error < 1e-4)
+# t(0.975, df) for df = 1..30 (4 decimals); beyond, the Cornish-Fisher expansion (error < 2e-6)
 _T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
          2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
          2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
@@ -252,7 +252,7 @@ class Group:
             for row in run.rows:
                 merged.setdefault((run.seed, row["epoch"]), []).append(row)
         out = []
-        for (_, _), rows in sorted(merged.items(), key=lambda item: (str(item[0][0]), item[0][1])):
+        for _, rows in sorted(merged.items(), key=lambda item: item[0]):
             row = dict(rows[0])
             for metric in METRICS:
                 if row.get(metric) is not None:
