@@ -168,7 +168,9 @@ class FinetuneConfig:
         return self.task == SEGMENTATION
 
     def validate(self) -> None:
-        """Raise ValueError / FileNotFoundError naming the first bad field."""
+        """Raise ValueError naming the first bad field. Values only: the run checks
+        that data_root and init exist when it starts (so a finished run folder
+        loads with `load_finetuned` on a machine without its data)."""
         from emlib import models
         self.task = canonical_task(self.task)
         check_config_types(self)
@@ -198,10 +200,6 @@ class FinetuneConfig:
             raise ValueError(f"weight_decay and workers must be >= 0, got {self.weight_decay}, {self.workers}")
         if self.device not in session.DEVICES:
             raise ValueError(f"device must be one of {session.DEVICES}, got {self.device!r}")
-        if self.init != "random":
-            pretrained_path(self.init)  # raises FileNotFoundError naming init
-        if self.data_root is not None and not Path(self.data_root).is_dir():
-            raise FileNotFoundError(f"data_root folder not found: {self.data_root}")
 
 
 # ----------------------------------------------------------------------------- initialisation
@@ -526,6 +524,9 @@ def run(config: FinetuneConfig, resume: bool = False, overwrite: bool = True) ->
     weights NonFiniteWeightsError (never saved).
     """
     config.validate()
+    data.check_data_root(config.data_root)  # the config holds values; the run checks the files they name
+    if config.init != "random":
+        pretrained_path(config.init)
     with session.run_session(config.device, config.deterministic) as ctx:
         with run_folder.lock_run_folder(config.output_dir, enabled=ctx.is_main):
             return _run(config, ctx, resume, overwrite)
@@ -675,9 +676,7 @@ def load_finetuned(output_dir):
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {output_dir} a finished fine-tuning run?")
-    data = json.loads(config_path.read_text())
-    data["init"] = "random"  # the pretrained file need not exist any more
-    config = FinetuneConfig.from_dict(data)
+    config = FinetuneConfig.from_dict(json.loads(config_path.read_text()))
     model = models.create(config.model, in_channels=1, out_channels=1)
     state, _ = models.load_weights(weights_path, expected_name=config.model)
     model.load_state_dict(state)

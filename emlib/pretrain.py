@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from emlib import __version__, atomic, cli, finite, provenance, run_folder, session, training
+from emlib import __version__, atomic, cli, data, finite, provenance, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
 
 LOG_COLUMNS = ["epoch", "step", "d_loss", "g_adv", "g_l1", "d_real", "d_fake", "lr", "images_per_s"]
@@ -105,7 +105,8 @@ class PretrainConfig:
         return config_from_dict(cls, data)
 
     def validate(self) -> None:
-        """Raise ValueError / FileNotFoundError naming the first bad field."""
+        """Raise ValueError naming the first bad field. Values only: the run checks
+        that data_root exists when it starts (so a run folder loads without its data)."""
         from emlib import models
 
         check_config_types(self)
@@ -134,8 +135,6 @@ class PretrainConfig:
         min_size = patchgan_min_size()
         if self.adv_weight > 0 and self.image_size < min_size:
             raise ValueError(f"image_size={self.image_size} is smaller than the PatchGAN's minimum input ({min_size} px)")
-        if self.data_root is not None and not Path(self.data_root).is_dir():
-            raise FileNotFoundError(f"data_root folder not found: {self.data_root}")
         self.corruption()  # its own checks name noise_std, blur_sigma, p_noise, p_blur
 
     def corruption(self):
@@ -409,6 +408,7 @@ def train(config: PretrainConfig, resume: bool = False, overwrite: bool = True) 
     NonFiniteLossError, NaN/inf weights NonFiniteWeightsError (never saved).
     """
     config.validate()
+    data.check_data_root(config.data_root)  # the config holds values; the run checks the files they name
     with session.run_session(config.device, config.deterministic) as ctx:
         with run_folder.lock_run_folder(config.output_dir, enabled=ctx.is_main):
             return _train(config, ctx, resume, overwrite)

@@ -2,6 +2,8 @@
 pretrained initialisation, resume, results files and clear errors."""
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -153,13 +155,40 @@ def test_pretrained_file_of_another_architecture_is_refused(tmp_path):
     (dict(label_fraction=0.0), ValueError, "label_fraction"),
     (dict(label_fraction=1.5), ValueError, "label_fraction"),
     (dict(model="resnet50"), ValueError, "model"),
-    (dict(init="/nonexistent/generator.safetensors"), FileNotFoundError, "init"),
-    (dict(data_root="/nonexistent/au"), FileNotFoundError, "data_root"),
     (dict(eval_every=0), ValueError, "eval_every"),
 ])
 def test_bad_config_is_named(overrides, error, match):
     with pytest.raises(error, match=match):
         FinetuneConfig.toy(**overrides)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(init="/nonexistent/generator.safetensors"), "init='/nonexistent/generator.safetensors'"),
+    (dict(data_root="/nonexistent/au"), "data_root folder not found: /nonexistent/au"),
+])
+def test_the_run_checks_the_files_the_config_names(overrides, match, tmp_path):
+    config = FinetuneConfig.toy(output_dir=str(tmp_path / "run"), **overrides)  # a config holds values only
+    with pytest.raises(FileNotFoundError, match=re.escape(match)):
+        run(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_finished_run_folder_copied_elsewhere_loads_without_its_data_and_init(data_root, tmp_path):
+    data_copy, export = tmp_path / "data", tmp_path / "P50k"
+    shutil.copytree(Path(data_root) / "au", data_copy / "au")
+    fake_export(export)
+    config = FinetuneConfig.toy(data_root=str(data_copy), init=str(export), output_dir=str(tmp_path / "run"),
+                                epochs=1, epoch_size=4, test=False)
+    run(config)
+    moved = shutil.copytree(tmp_path / "run", tmp_path / "elsewhere" / "run")
+    shutil.rmtree(data_copy)
+    shutil.rmtree(export)
+    model, loaded = load_finetuned(moved)
+    assert loaded == config and not Path(loaded.data_root).exists() and not Path(loaded.init).exists()
+    weights, _ = models.load_weights(moved / "best_model.safetensors")
+    assert all(torch.equal(registry_model(model).state_dict()[k], v) for k, v in weights.items())
+    image = torch.rand(1, 1, 32, 32)
+    assert model(image).shape == image.shape
 
 
 def test_config_round_trip_alias_and_unknown_keys():

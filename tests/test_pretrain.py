@@ -165,11 +165,18 @@ def test_resume_with_another_generator_is_refused(cem_folder, tmp_path):
     (dict(batch_size=0), ValueError, "batch_size"),
     (dict(corrupt_on="gpu"), ValueError, "corrupt_on"),
     (dict(noise_std=(0.2, 0.1)), ValueError, "noise_std"),
-    (dict(data_root="/no/such/folder"), FileNotFoundError, "data_root"),
 ])
 def test_bad_config_values_name_the_field(overrides, error, field):
     with pytest.raises(error, match=field):
         pretrain.PretrainConfig.toy(**overrides)
+
+
+def test_the_config_holds_values_and_the_run_checks_data_root(tmp_path):
+    config = pretrain.PretrainConfig.toy(data_root="/no/such/folder", output_dir=str(tmp_path / "run"))
+    assert pretrain.PretrainConfig.from_dict(config.to_dict()) == config  # a run folder loads without its data
+    with pytest.raises(FileNotFoundError, match="data_root folder not found: /no/such/folder"):
+        pretrain.train(config)
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
 def test_image_size_the_generator_cannot_take_is_refused(cem_folder, tmp_path):

@@ -8,13 +8,13 @@
     PairAugment          the fine-tuning augmentations (resize, crop, flips/rotations, noise)
     Corruption           the batched, seeded noise/blur/flip/rot90 of pretraining
     ensure_synthetic     writes a small synthetic copy of every dataset in its real format
-    locate, dataset_folder, pretraining_folder
+    locate, dataset_folder, pretraining_folder, check_data_root
                          a data_root (None = synthetic) -> the dataset folder and its source
 """
 from emlib.data.au import AU_DATASETS, AuSegmentation
 from emlib.data.augment import PairAugment
-from emlib.data.catalog import (RESTORATION_DATASET, SEGMENTATION_DATASETS, USER_FOLDER, dataset_folder, locate,
-                                pretraining_folder)
+from emlib.data.catalog import (RESTORATION_DATASET, SEGMENTATION_DATASETS, USER_FOLDER, check_data_root, dataset_folder,
+                                locate, pretraining_folder)
 from emlib.data.cem500k import CEM500K
 from emlib.data.corruption import Corruption
 from emlib.data.image_folder import ImageFolder
@@ -25,5 +25,5 @@ from emlib.data.temimagenet import TEMIMAGENET_TASKS, TEMImageNet
 __all__ = [
     "AU_DATASETS", "AuSegmentation", "CEM500K", "Corruption", "ImageFolder", "NANOPARTICLE_DATASETS", "PairAugment",
     "RESTORATION_DATASET", "SEGMENTATION_DATASETS", "SegmentationFolder", "TEMIMAGENET_TASKS", "TEMImageNet",
-    "USER_FOLDER", "dataset_folder", "ensure_synthetic", "is_synthetic", "locate", "pretraining_folder",
+    "USER_FOLDER", "check_data_root", "dataset_folder", "ensure_synthetic", "is_synthetic", "locate", "pretraining_folder",
 ]

@@ -29,6 +29,17 @@ FOLDER_NAMES = {**{name: "au" for name in AU_DATASETS}, **{name: f"nanoparticles
                 RESTORATION_DATASET: "temimagenet"}
 
 
+def check_data_root(data_root) -> Path | None:
+    """data_root as a Path (None stays None: the synthetic set); FileNotFoundError when
+    the folder does not exist. Runs call it when they start; configs never do."""
+    if data_root is None:
+        return None
+    root = Path(data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_root folder not found: {root}")
+    return root
+
+
 def locate(data_root, name: str, verbose: bool = False):
     """(folder of dataset folder `name`, "synthetic" | "real").
 
@@ -36,9 +47,7 @@ def locate(data_root, name: str, verbose: bool = False):
     None means the synthetic set (written on first use); a root that holds `name`
     (or its last component) resolves to it, any other root is the dataset's folder itself.
     """
-    root = Path(ensure_synthetic()) if data_root is None else Path(data_root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_root folder not found: {root}")
+    root = Path(ensure_synthetic()) if data_root is None else check_data_root(data_root)
     candidates = [root / name, root / Path(name).name]  # data/real/nanoparticles/emps or nanoparticles/ + emps
     folder = next((c for c in candidates if c.is_dir()), root)
     source = "synthetic" if is_synthetic(folder) else "real"
@@ -51,9 +60,7 @@ def pretraining_folder(data_root, verbose: bool = True):
     """(folder of images to pretrain on, source): data_root as given (searched recursively), or the synthetic CEM500K."""
     if data_root is None:
         return locate(None, "cem500k", verbose)
-    root = Path(data_root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data_root folder not found: {root}")
+    root = check_data_root(data_root)
     source = "synthetic" if is_synthetic(root) else "real"
     if verbose:
         print(f"pretraining data: every image under {root} ({source})")
