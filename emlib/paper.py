@@ -9,6 +9,7 @@ same functions summarise the paper's rows and the rows our runs write.
 import csv
 import glob
 import os
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -288,3 +289,37 @@ def check_claims(segmentation_rows, restoration_rows) -> list:
         {"claim": CLAIMS[2], "segmentation": hrnet, "restoration": None, "evidence": hrnet_text},
         {"claim": CLAIMS[3], "segmentation": stable_seg, "restoration": stable_res, "evidence": stable},
     ]
+
+
+# The comparisons that "small pretrained U-Nets match or beat larger random ones" can mean:
+# (name, small models' prefix, how the small pretrained are summarised, how the large random are summarised).
+SMALL_VS_LARGE_VARIANTS = (
+    ("best pretrained 2-block vs best random 4-block", "U-Net_2_", max, max),
+    ("best pretrained 3-block vs best random 4-block", "U-Net_3_", max, max),
+    ("mean pretrained 2-block vs mean random 4-block", "U-Net_2_", statistics.fmean, statistics.fmean),
+    ("best pretrained 2-block vs worst random 4-block", "U-Net_2_", max, min),
+)
+
+
+def small_vs_large_variants(segmentation_rows, tolerance=1.0) -> list:
+    """Claim 2 under each reading of SMALL_VS_LARGE_VARIANTS: per variant, in how many
+    datasets the small pretrained U-Nets come within `tolerance` Dice points of (or beat)
+    the large random ones, at the first and at the last evaluation.
+
+    Returns [{"variant", "first", "last", "datasets"}]. The verdict depends on the
+    reading: the paper's sentence names no comparison.
+    """
+    curve_map = _mean_curves(segmentation_rows, "dice_percent", "dataset")
+    out = []
+    for name, prefix, small_pick, large_pick in SMALL_VS_LARGE_VARIANTS:
+        counts = {"variant": name, "first": 0, "last": 0, "datasets": 0}
+        for dataset in sorted({key[0] for key in curve_map}):
+            small = [c for (d, m, i), c in curve_map.items() if d == dataset and m.startswith(prefix) and is_pretrained(i)]
+            large = [c for (d, m, i), c in curve_map.items() if d == dataset and m.startswith("U-Net_4_") and i == "random"]
+            if not small or not large:
+                continue
+            counts["datasets"] += 1
+            for when, pick in (("first", _first), ("last", _last)):
+                counts[when] += small_pick([pick(c) for c in small]) >= large_pick([pick(c) for c in large]) - tolerance
+        out.append(counts)
+    return out

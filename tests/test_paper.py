@@ -151,3 +151,14 @@ def test_markdown_table_keeps_the_paper_order_and_extra_columns():
     lines = markdown_table(table, fmt="{:.1f}").splitlines()
     assert lines[0] == "| model | random | P50k | pretrained |"
     assert lines[2] == "| HRNet | - | 3.0 | - |" and lines[3] == "| U-Net_2_44 | 2.0 | - | 1.0 |"
+
+
+def test_small_vs_large_verdict_depends_on_the_comparison():
+    """Claim 2 read four ways on the paper's own Tables 2-6 (issue: 1/5 datasets for best vs best at epoch 5)."""
+    variants = {v["variant"]: v for v in paper.small_vs_large_variants(paper.load_segmentation())}
+    assert all(v["datasets"] == 5 for v in variants.values())
+    assert variants["best pretrained 2-block vs best random 4-block"]["first"] == 1
+    assert variants["best pretrained 2-block vs worst random 4-block"]["first"] >= 4
+    assert variants["best pretrained 3-block vs best random 4-block"]["first"] >= 4
+    firsts = [v["first"] for v in variants.values()]
+    assert max(firsts) - min(firsts) >= 3  # the verdict is a choice of comparison
