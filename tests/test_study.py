@@ -1,0 +1,68 @@
+"""emlib.study: paired comparisons over seeds and the verdicts on the paper's claims."""
+import json
+
+import pytest
+
+from emlib import study
+from emlib.results import SEGMENTATION_COLUMNS, append_rows
+
+
+def write_run(root, name, init, seed, curve, dataset="emps", model="unet_2_44", fraction=1.0, validation=None):
+    folder = root / name
+    folder.mkdir(parents=True)
+    tag = {"random": "random", "gan": "pretrained", "l1": "pretrained-L1"}[init]
+    config = {"task": "segmentation", "dataset": dataset, "model": model, "seed": seed, "label_fraction": fraction,
+              "init": "random" if init == "random" else f"pre-{init}/generator.safetensors", "epochs": len(curve),
+              "output_dir": str(folder)}
+    (folder / "config.json").write_text(json.dumps(config))
+    rows = [{**dict.fromkeys(SEGMENTATION_COLUMNS, ""), "dataset": dataset, "model": "U-Net_2_44", "init": tag,
+             "epoch": epoch, "dice_percent": value, "seed": seed, "label_fraction": fraction, "source": "real",
+             "run_id": name} for epoch, value in enumerate(curve, start=1)]
+    append_rows(folder / "results.csv", rows, SEGMENTATION_COLUMNS)
+    append_rows(folder / "validation.csv", [dict(r, dice_percent=v) for r, v in zip(rows, validation or curve)],
+                SEGMENTATION_COLUMNS)
+    (folder / "summary.json").write_text("{}")
+
+
+@pytest.fixture
+def runs(tmp_path):
+    for seed, noise in enumerate((0.0, 0.4, -0.3)):
+        write_run(tmp_path, f"r{seed}", "random", seed, [10 + noise, 40 + noise, 70 + noise],
+                  validation=[10, 30, 20, 60])  # setbacks: 10
+        write_run(tmp_path, f"g{seed}", "gan", seed, [50 + noise, 65, 71 + noise], validation=[50, 60, 70])
+        write_run(tmp_path, f"l{seed}", "l1", seed, [50 - noise, 64, 71 - noise])
+        write_run(tmp_path, f"half{seed}", "random", seed, [5, 20, 30], fraction=0.5)
+    return tmp_path
+
+
+def test_groups_and_axes(runs):
+    groups = study.load_groups(runs)
+    assert sorted((d["init"], d["label_fraction"]) for d in map(study.describe, groups)) == [
+        ("GAN", 1.0), ("L1-only", 1.0), ("random", 0.5), ("random", 1.0)]
+    assert all(g.n == 3 for g in groups)
+    assert study.find(groups, init="random", label_fraction=1.0) is not None
+
+
+def test_paired_difference_and_verdicts(runs):
+    groups = study.load_groups(runs)
+    gan, random = study.find(groups, init="GAN"), study.find(groups, init="random", label_fraction=1.0)
+    first = study.compare(gan, random, "first")
+    assert first["difference"] == pytest.approx(40.0) and first["verdict"] == study.SUPPORTS and first["n"] == 3
+    last = study.compare(gan, random, "last")
+    assert last["difference"] == pytest.approx(1.0) and last["verdict"] == study.SUPPORTS  # the noise cancels in pairs
+    assert study.compare(random, gan, "first")["verdict"] == study.CONTRADICTS
+    l1 = study.find(groups, init="L1-only")
+    assert study.compare(gan, l1, "last")["verdict"] == study.CANNOT_TELL
+    assert study.verdict(1.0, float("inf")) == study.CANNOT_TELL  # one seed: no interval
+
+
+def test_claims_evidence(runs):
+    evidence = {e["claim"][:20]: e for e in study.claims_evidence(study.load_groups(runs))}
+    helps = next(e for e in evidence.values() if e["claim"].startswith("Pretraining helps"))
+    assert helps["verdict"] == study.SUPPORTS and len(helps["details"]) == 3
+    hrnet = next(e for e in evidence.values() if "HRNet" in e["claim"])
+    assert hrnet["verdict"] == study.CANNOT_TELL and "no HRNet" in hrnet["details"][0]
+    stable = next(e for e in evidence.values() if "stable" in e["claim"])
+    assert stable["verdict"] == study.SUPPORTS  # random's validation curve dropped by 10, GAN's never
+    ablation = next(e for e in evidence.values() if "L1-only" in e["claim"])
+    assert ablation["verdict"] in (study.CANNOT_TELL, "mixed")
