@@ -125,12 +125,14 @@ def corruption_explorer(image, label, noise_max=0.3, blur_max=4.0, seed=0):
 
 @dataclass
 class PretrainingRun:
-    """A finished pretraining run: its folder, config (data_root resolved), model card and generator (eval mode)."""
+    """A finished pretraining run: its folder, config (data_root resolved), model card, the generator
+    (eval mode) and its registry name (from the weights file)."""
 
     folder: Path
     config: object  # emlib.pretrain.PretrainConfig
     card: dict
     generator: torch.nn.Module
+    name: str
 
     @property
     def source(self) -> str:
@@ -165,9 +167,10 @@ def load_pretraining_run(path, base=None) -> PretrainingRun:
         raise FileNotFoundError(f"{folder}: the run's data_root folder {fields['data_root']} is not here"
                                 + (f" (nor under {base})" if base is not None else ""))
     config = PretrainConfig.from_dict(fields)
-    generator = models.create(config.generator, in_channels=1, out_channels=1)
-    generator.load_state_dict(models.load_weights(weights, expected_name=config.generator)[0])
-    return PretrainingRun(folder, config, card, generator.eval())
+    state_dict, metadata = models.load_weights(weights)  # the file names its architecture
+    generator = models.create(metadata["name"], in_channels=1, out_channels=1)
+    generator.load_state_dict(state_dict)
+    return PretrainingRun(folder, config, card, generator.eval(), metadata["name"])
 
 
 def held_out_images(run: PretrainingRun, limit=None) -> torch.Tensor:

@@ -57,6 +57,8 @@ amp = False  # paper-scale runs: True (bf16/fp16 autocast on CUDA)
 channels_last = False  # paper-scale runs: True on CUDA
 workers = 0  # paper-scale runs: 8 or more
 output_dir = "runs/pretrain"  # one sub-folder per generator
+generator_path = None  # the explorer's generator.safetensors; None = a finished real-data run under results/real_small/ if present, else this chapter's toy run
+explorer_images = 16  # held-out images in the explorer
 
 # %%
 import json
@@ -64,7 +66,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from emlib import figures, models, pretrain
+from emlib import explorers, figures, models, pretrain
 
 fields = dict(data_root=data_root, subset=subset, image_size=image_size, batch_size=batch_size, epochs=epochs,
               steps_per_epoch=steps_per_epoch, val_limit=val_limit, lr=lr, l1_weight=l1_weight,
@@ -222,6 +224,86 @@ for col, (title, images) in enumerate(columns.items()):
 fig.suptitle(f"Restorations on validation pairs ({run_label}; cf. paper Fig. 5)")
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## Explore a pretrained generator
+#
+# The validation L1 is one number for one mix of corruptions. How does G fare as
+# the damage grows, and does it beat doing nothing at all? The explorer corrupts
+# held-out images (the run's own validation split, never trained on) at a chosen
+# *strength* s: noise of standard deviation s x 0.1 and a blur of sigma s x 2 px,
+# the largest corruption pretraining drew, times s. So s = 1 is the strongest
+# corruption G has seen, and beyond 1 it extrapolates. Flips and rotations are left
+# out: they turn input and target alike. For each image it reports the L1 to the
+# clean target of G's restoration and of the corrupted input itself: the
+# *identity*, the score of a generator that returns its input. A useful
+# restoration lies below the identity.
+#
+# Which generator: by default one pretrained on real data, when the real-data sweep
+# (`experiments/real_small.yaml`) has left a finished run under `results/real_small/`
+# in the repository; otherwise this chapter's toy generator, labelled toy. The
+# parameter `generator_path` points the explorer at any run's `generator.safetensors`.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (which generator is explored depends on the files present)
+repo = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+own_path = Path(configs[generator].output_dir) / "generator.safetensors"
+run = None
+if generator_path:
+    run = explorers.load_pretraining_run(generator_path, base=repo)
+else:
+    finished = [p for p in sorted(repo.glob("results/real_small/pretrain-*/generator.safetensors"))
+                if (p.parent / "summary.json").is_file() and not p.parent.name.endswith("-l1")]  # -l1: the ablation
+    for path in finished[:1]:
+        try:
+            run = explorers.load_pretraining_run(path, base=repo)
+        except FileNotFoundError as err:  # its real data is not here
+            print(f"not exploring {path.parent.name}: {err}")
+    run = run or explorers.load_pretraining_run(own_path)
+own = run.folder.resolve() == own_path.parent.resolve()
+held_out = "synthetic stand-in" if run.source == "synthetic" else f"real data ({Path(run.config.data_root).name})"
+kind = "toy generator" if own and run_label.startswith("toy") else "generator"
+explorer_label = f"{kind} {run.name}, {run.card['steps']} steps; held-out images: {held_out}"
+where = "this chapter's run" if own else run.folder.relative_to(repo) if run.folder.is_relative_to(repo) else run.folder
+print(f"explorer: {kind} {run.name} from {where} ({run.card['steps']} steps on {run.source} data)")
+images = explorers.held_out_images(run, limit=explorer_images)
+print(f"{len(images)} held-out images of {images.shape[-1]} px from the run's validation split")
+
+# %% [markdown]
+# First the summary over all held-out images: the mean L1 of G and of the identity
+# at each strength. Where G's line lies below the identity's, restoring helps;
+# where it lies above, G loses more (contrast, fine texture) than it removes. A
+# generator that has learnt little crosses the identity late, at strong
+# corruptions only.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (the numbers depend on which generator is explored)
+curve = explorers.restoration_curve(run, images, seed=seed)
+fig = explorers.plot_restoration_curve(curve, explorer_label)
+plt.show()
+better = [s for s, g, i in zip(curve["strength"], curve["l1_g"], curve["l1_identity"]) if g < i]
+at_one = curve["strength"].index(1.0)
+print(f"mean L1 at strength 1: G {curve['l1_g'][at_one]:.4f}, identity {curve['l1_identity'][at_one]:.4f}; "
+      + (f"G beats the identity from strength {min(better):g} on" if better else "G beats the identity at no strength shown"))
+
+# %% [markdown]
+# The static stand-in for the explorer (the built book has no kernel): three
+# held-out images, each corrupted at three strengths and restored by G, with the
+# L1 to the clean target under every panel.
+
+# %%
+fig = explorers.restoration_grid(run, images[:3], explorer_label, seed=seed)
+plt.show()
+
+# %% [markdown]
+# With a running kernel, pick a held-out image and a strength with the sliders:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (an interactive widget: its output differs between runs)
+explorers.restoration_explorer(run, images, explorer_label, seed=seed)
 
 # %% [markdown]
 # ## What fine-tuning receives

@@ -97,7 +97,7 @@ def test_load_pretraining_run_resolves_a_relative_data_root_under_base(run_folde
     with pytest.raises(FileNotFoundError, match="data_root"):
         explorers.load_pretraining_run(run)
     loaded = explorers.load_pretraining_run(run / "generator.safetensors", base=base)
-    assert loaded.folder == run and loaded.source == "real"
+    assert loaded.folder == run and loaded.source == "real" and loaded.name == "unet_2_44"
     assert loaded.config.data_root == str(base / "shared/cells") and loaded.config.output_dir == str(run)
     assert not loaded.generator.training
     with pytest.raises(FileNotFoundError, match="not a finished pretraining run"):
