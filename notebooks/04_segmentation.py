@@ -101,7 +101,7 @@ deterministic = True
 output_dir = "runs/04_segmentation"
 # Display switches (not config fields):
 compare_init = "toy"  # a second run from this init for comparison: "toy" (pretrain a tiny generator here), a path, or None
-real_results = "../results/real_small"  # the committed real-data study to show at the end; None to skip
+real_results = "results/real_small"  # the committed real-data study to show at the end; None to skip
 resume = False  # continue an interrupted run from output_dir/checkpoint.pt (as the CLI's --resume)
 
 # %%
