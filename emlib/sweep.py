@@ -74,7 +74,7 @@ def load_spec(path) -> dict:
         raise FileNotFoundError(f"sweep spec not found: {path}")
     spec = yaml.safe_load(path.read_text()) or {}
     unknown = set(spec) - {"runs_dir", "seeds", "label_fractions", "pretrain", "segmentation", "restoration", "toy",
-                           "estimates", "hardware", "jobs"}
+                           "estimates", "hardware", "jobs", "bioimageio"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
     if "pretrain" not in spec:
@@ -100,11 +100,11 @@ def toy_spec(spec: dict) -> dict:
 
 
 def _fields(section: dict, grid_values: dict) -> dict:
-    """Section config plus the grid coordinates, renamed by the section's `fields:` map."""
-    rename = section.get("fields", {})
-    config = copy.deepcopy(section.get("config") or {})
-    config.update({rename.get(axis, axis): value for axis, value in grid_values.items()})
-    return config
+    """Section config plus the grid coordinates, which are config fields by name."""
+    if "fields" in section:
+        raise ValueError("a sweep section's `fields:` renaming is gone: the grid's coordinates are the configs' field "
+                         "names (model, subset, seed; task, dataset, init, label_fraction); delete `fields:`")
+    return {**copy.deepcopy(section.get("config") or {}), **grid_values}
 
 
 def _seconds_per_image(model: str, estimates: dict, task: str) -> float:
@@ -168,7 +168,7 @@ def _pretrain_runs(pre: dict, toy: bool, estimates) -> list:
             for subset, n_images in pre["subsets"].items():
                 axes = {"model": model, "seed": pre.get("seed", 0)}
                 if not toy:  # the toy preset picks its own tiny subset; None = every train image
-                    axes["num_images"] = n_images
+                    axes["subset"] = n_images
                 config = {**_fields(pre, axes), **overrides}
                 steps = config.get("max_steps") or 0
                 images = steps * config.get("batch_size", 128) if steps else (n_images or 1000) * config.get("epochs", 60)
@@ -201,8 +201,7 @@ def expand_grid(spec: dict, toy: bool = False, runs_dir=None) -> list:
     runs_dir = Path(runs_dir or spec.get("runs_dir", "runs"))
     estimates = spec.get("estimates")
     runs = _pretrain_runs(spec["pretrain"], toy, estimates)
-    pretrain_ids = {(run.config.get(spec["pretrain"].get("fields", {}).get("model", "model")), run.init_name): run.run_id
-                    for run in runs}
+    pretrain_ids = {(run.config["model"], run.init_name): run.run_id for run in runs}
     known_inits = {run.init_name for run in runs}
     for task, groups_key in (("segmentation", "datasets"), ("restoration", "tasks")):
         sections = spec.get(task) or []
@@ -520,6 +519,39 @@ def add_cli(subparsers):
     p.set_defaults(func=main)
 
 
+def best_runs(runs_dir) -> dict:
+    """{dataset: run folder}: the finished full-label fine-tuning run with the best validation score per dataset
+    (chosen on validation, never on test), and {run id: folder} of every finished pretraining run."""
+    best, scores = {}, {}
+    for summary_path in sorted(Path(runs_dir).glob("*/summary.json")):
+        summary, config = json.loads(summary_path.read_text()), json.loads((summary_path.parent / "config.json").read_text())
+        if summary.get("status") != "finished":
+            continue
+        if (summary_path.parent / "generator.safetensors").is_file():  # a pretraining run
+            best[summary_path.parent.name] = summary_path.parent
+            continue
+        if config.get("label_fraction", 1.0) != 1.0:
+            continue
+        metric = summary["metric"]
+        score = summary[f"best_val_{metric}"] * (1 if metric == "dice_percent" else -1)
+        if score > scores.get(config["dataset"], -float("inf")):
+            best[config["dataset"]], scores[config["dataset"]] = summary_path.parent, score
+    return best
+
+
+def export_packages(runs_dir) -> list:
+    """BioImage.IO packages of `best_runs` in runs_dir/bioimageio/<run id>.zip (existing ones are kept)."""
+    from emlib import bioimageio
+
+    written = []
+    for folder in best_runs(runs_dir).values():
+        out = Path(runs_dir) / "bioimageio" / f"{folder.name}.zip"
+        if not out.exists():
+            bioimageio.export(folder, out)
+        written.append(out)
+    return written
+
+
 def main(args) -> int:
     spec = load_spec(args.spec)
     runs_dir = Path(args.runs_dir or spec.get("runs_dir", "runs"))
@@ -538,6 +570,9 @@ def main(args) -> int:
                        jobs=jobs)
     for path, n in aggregate(runs_dir).items():
         print(f"aggregated {n} rows into {path}")
+    if spec.get("bioimageio") and not args.toy:
+        for path in export_packages(runs_dir):
+            print(f"BioImage.IO package: {path}")
     print(summarize(runs_dir))
     failed = {k: v for k, v in outcomes.items() if v.startswith(("failed", "blocked"))}
     print(f"sweep done in {time.time() - start:.0f} s: {len(outcomes) - len(failed)} ok, {len(failed)} failed")

@@ -265,3 +265,65 @@ if dataset in finetune.PAPER_TABLES:
     epochs_paper = sorted({e for r in theirs.values() for e in r}, key=int)
     display(Markdown(f"**Paper, Table {finetune.PAPER_TABLES[dataset]}: test Dice (%)** ({dataset}, 60 epochs on the real data)\n\n"
                      + markdown_table(theirs, row_names=list(theirs), column_names=epochs_paper, fmt="{:.1f}", corner="epoch")))
+
+# %% [markdown]
+# ## Use the model outside emlib: a BioImage.IO package
+#
+# Microscopists run models in deepImageJ, ilastik, napari and the BioImage Model
+# Zoo, which read the community's [BioImage.IO](https://bioimage.io) model format.
+# `emlib.bioimageio.export` (or `python -m emlib export bioimageio RUN_DIR --out
+# FILE.zip`) turns a finished run folder into such a package: TorchScript and
+# state-dict weights, the preprocessing emlib applies (per-image standardisation)
+# and the postprocessing (sigmoid, threshold 0.5) declared in the description, a
+# test image with emlib's output for it, a cover and a README that says what the
+# model is, down to its scale (a model trained here on synthetic data is labelled a
+# toy, not for use). The real-data study's best models and generators are exported
+# the same way into `results/real_small/bioimageio/`.
+#
+# To open one: in Fiji, *DeepImageJ Install Model* and choose the zip; in ilastik,
+# the *Neural Network Classification* workflow; in napari, the bioimageio plugin.
+# Below, the package is loaded back with `bioimageio.core` (the community's own
+# library) and run on an image, beside `emlib.predict` on the same image.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from emlib import bioimageio as emlib_bioimageio
+from emlib.data.images import read_raw
+
+packages = sorted(Path(p) for p in results.results_folders(real_results or "none") for p in Path(p).glob("bioimageio/seg-*.zip"))
+if packages:  # a real model of the study, on a real test image of its dataset
+    package = packages[0]
+    run_folder = package.parent.parent / package.stem
+else:  # the model trained above
+    package = emlib_bioimageio.export(config.output_dir, Path(f"{output_dir}-bioimageio.zip"))
+    run_folder = Path(config.output_dir)
+net, run_config = finetune.load_finetuned(run_folder)
+# A run's data_root is relative to where it ran (the repository root); find it from here.
+found = results.results_folders(run_config.data_root) if run_config.data_root else []
+run_config = dataclasses.replace(run_config, data_root=str(found[0]) if found else run_config.data_root)
+test_set = finetune.build_datasets(run_config, finetune.resolve_data_root(run_config)[0])["test"]
+image_path = getattr(test_set, "pairs", None)
+print(f"package: {package.name} ({package.stat().st_size / 1e6:.2f} MB), from the run {run_folder.name}")
+
+# %%
+import bioimageio.core
+
+if image_path:  # a file of the test split, as a user has it (8-bit pixels)
+    raw = read_raw(image_path[0][0]).astype("float32")
+else:  # an Au tile from HDF5: the standardised tile is the input (standardisation is scale-free)
+    raw = test_set[0][0][0].numpy()
+multiple = finetune.registry_model(net).size_multiple
+raw = raw[: raw.shape[0] // multiple * multiple, : raw.shape[1] // multiple * multiple]
+sample = bioimageio.core.predict(model=str(package), inputs=raw[None, None])
+theirs = next(iter(sample.members.values())).data.to_numpy()[0, 0] > 0.5
+ours = emlib.predict(net, raw, standardize="per_image") > 0
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+for ax, panel, title in zip(axes, (raw, ours, theirs), ("input", "emlib.predict", "bioimageio.core.predict")):
+    ax.imshow(panel, cmap="gray")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+source_label = "real data" if run_config.data_root else "synthetic data, toy model"
+fig.suptitle(f"The package {package.name} run by bioimageio.core and by emlib ({source_label})", fontsize=10)
+plt.show()
+print(f"pixels where the two masks differ: {(ours != theirs).mean():.4%} "
+      "(bioimageio.core pads the image border by the package's halo; emlib mirrors the image the way the network does)")
