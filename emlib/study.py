@@ -170,3 +170,25 @@ def val_improvement(run_folder) -> dict:
     return {"final_val_l1": summary["final_val_l1"], "identity_val_l1": summary["identity_val_l1"],
             "ratio": summary["final_val_l1"] / summary["identity_val_l1"],
             "flattened": bool(total > 0 and late < 0.05 * total), "steps": summary["steps"]}
+
+
+def provenance_summary(results_dir) -> dict:
+    """What ran, where and from which code: counts, total and per-kind wall time, commits and machines of the
+    finished runs under `results_dir` (from their summary.json files)."""
+    import json
+
+    runs = []
+    for folder in results.results_folders(results_dir):
+        for path in sorted(Path(folder).glob("*/summary.json")):
+            summary = json.loads(path.read_text())
+            kind = "pretraining" if (path.parent / "generator.safetensors").is_file() else "fine-tuning"
+            runs.append((kind, summary))
+    machines = {(s.get("machine") or {}).get("cpu", "unknown") + (f", GPU {s['machine']['gpu']}" if (s.get("machine") or {}).get("gpu") else "")
+                for _, s in runs}
+    return {
+        "runs": {kind: sum(k == kind for k, _ in runs) for kind in ("pretraining", "fine-tuning")},
+        "wall_hours": {kind: sum(s.get("wall_s", 0) for k, s in runs if k == kind) / 3600 for kind in ("pretraining", "fine-tuning")},
+        "commits": sorted({s.get("commit") or "unknown" for _, s in runs}),
+        "machines": sorted(machines),
+        "threads": sorted({(s.get("machine") or {}).get("torch_threads") for _, s in runs} - {None}),
+    }

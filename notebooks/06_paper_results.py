@@ -240,6 +240,12 @@ real_groups = [g for g in study.load_groups(real_results) if g.metric == "dice_p
 full_labels = [g for g in real_groups if study.describe(g)["label_fraction"] == 1.0]
 print(f"{len(real_groups)} groups of finished real-data runs under {real_results}"
       + ("" if real_groups else ": none yet, so this section shows nothing"))
+if real_groups:
+    made = study.provenance_summary(real_results)
+    print(f"runs: {made['runs']['pretraining']} pretraining ({made['wall_hours']['pretraining']:.1f} h), "
+          f"{made['runs']['fine-tuning']} fine-tuning ({made['wall_hours']['fine-tuning']:.1f} h) of wall time per run, summed")
+    print(f"hardware: {'; '.join(made['machines'])}, torch threads per run: {made['threads']}")
+    print(f"code: commit(s) {', '.join(c[:12] for c in made['commits'])}")
 
 # %% [markdown]
 # Test Dice of the best-by-validation model at each epoch (the protocol of the
