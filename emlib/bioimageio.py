@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from emlib import __version__
+from emlib.config import upgrade
 from emlib.finite import check_finite_weights
 
 # Output pixels a consumer drops at each inner tile edge: as emlib.predict, whose default blending (overlap 64)
@@ -95,7 +96,7 @@ class Run:
 
     @property
     def model_name(self) -> str:
-        return self.config.model if self.kind == "finetune" else self.config.generator
+        return self.config.model
 
     @property
     def dataset(self) -> str:
@@ -121,7 +122,7 @@ def read_run(run_dir) -> Run:
     if not (folder / "summary.json").is_file():
         raise FileNotFoundError(f"{folder} is an unfinished run: summary.json is missing (a run writes it last, "
                                 "when training completes; finish it with --resume)")
-    raw = json.loads((folder / "config.json").read_text())
+    raw = upgrade(json.loads((folder / "config.json").read_text()))  # renamed fields under their new names
     summary = json.loads((folder / "summary.json").read_text())
     if summary.get("status") != "finished":
         raise ValueError(f"{folder} is not a finished run: summary.json has status {summary.get('status')!r}")
@@ -130,11 +131,11 @@ def read_run(run_dir) -> Run:
                          "a run from an older emlib format")
     if "task" in raw:
         run = _read_finetune(folder, raw, summary)
-    elif "generator" in raw:
+    elif "model" in raw:
         run = _read_pretrain(folder, raw, summary)
     else:
         raise ValueError(f"{folder}/config.json is neither a fine-tuning config (no 'task') nor a pretraining "
-                         "config (no 'generator'): an older or unknown run format")
+                         "config (no 'model'): an older or unknown run format")
     check_finite(run.network, folder)
     return run
 
@@ -165,12 +166,11 @@ def _read_pretrain(folder: Path, raw: dict, summary: dict) -> Run:
             raise FileNotFoundError(f"{folder}: {path.name} is missing (a pretraining run from an older emlib format?)")
     try:
         config = PretrainConfig.from_dict(raw)
-        network = models.create(config.generator, in_channels=1, out_channels=1)
-        network.load_state_dict(models.load_weights(weights, expected_name=config.generator)[0])
+        network = models.load(weights, expected_name=config.model)
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"{folder}: config.json and generator.safetensors do not fit this emlib (an older or "
                          f"unknown run format): {err}") from None
-    card = json.loads(card_path.read_text())
+    card = upgrade(json.loads(card_path.read_text()))
     return Run(folder, "pretrain", "pretraining", config, summary, network.eval(), "random", card, config.centered)
 
 
@@ -180,7 +180,7 @@ def init_card(init: str) -> dict | None:
         return None
     path = Path(init)
     card = (path if path.is_dir() else path.parent) / "model_card.json"
-    return json.loads(card.read_text()) if card.is_file() else None
+    return upgrade(json.loads(card.read_text())) if card.is_file() else None
 
 
 def check_finite(network: torch.nn.Module, folder: Path) -> None:
@@ -493,7 +493,7 @@ def _training_lines(run: Run) -> list:
         init = f"a pretrained generator from `{run.init}` (its model_card.json is no longer there)"
     else:
         card = run.card
-        init = (f"the pretrained generator `{run.init}` ({card.get('generator')}, Pix2Pix pretraining for "
+        init = (f"the pretrained generator `{run.init}` ({card.get('model')}, Pix2Pix pretraining for "
                 f"{card.get('steps')} steps on {card.get('subset')} {card.get('source')} CEM500K-format images from "
                 f"`{card.get('data_root')}`)")
     return [f"Fine-tuned from {init} (`{s['init']}`), {c.optimizer} lr {c.lr}, batch {c.batch_size}, "

@@ -9,6 +9,10 @@ folder and inside every checkpoint.
 Renamed fields. A field that was renamed keeps being read under its old name,
 by this one rule (`upgrade`), wherever a config dict comes from a file:
 config.json, `--config FILE.json`, a checkpoint, a model card.
+
+    generator -> model   PretrainConfig's registry network, the name FinetuneConfig
+                         uses (config.json, checkpoints and model cards written before
+                         the rename, e.g. the real-data sweep's results/)
 """
 import dataclasses
 import math
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-RENAMED_FIELDS = {}  # old name -> name; see the module docstring
+RENAMED_FIELDS = {"generator": "model"}  # old name -> name; see the module docstring
 
 
 def upgrade(data: dict) -> dict:

@@ -167,10 +167,8 @@ def load_pretraining_run(path, base=None) -> PretrainingRun:
         raise FileNotFoundError(f"{folder}: the run's data_root folder {fields['data_root']} is not here"
                                 + (f" (nor under {base})" if base is not None else ""))
     config = PretrainConfig.from_dict(fields)
-    state_dict, metadata = models.load_weights(weights)  # the file names its architecture
-    generator = models.create(metadata["name"], in_channels=1, out_channels=1)
-    generator.load_state_dict(state_dict)
-    return PretrainingRun(folder, config, card, generator.eval(), metadata["name"])
+    generator = models.load(weights)  # the file names its architecture
+    return PretrainingRun(folder, config, card, generator.eval(), generator.name)
 
 
 def held_out_images(run: PretrainingRun, limit=None) -> torch.Tensor:

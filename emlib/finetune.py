@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from emlib import cli, data, finite, paper, provenance, results, run_folder, session, training
+from emlib import cli, data, finite, models, paper, provenance, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
@@ -98,7 +98,7 @@ class FinetuneConfig:
     is a CPU preset on synthetic data."""
 
     task: str = SEGMENTATION  # or denoising | noise_background_removal (alias background_removal) | super_resolution
-    model: str | None = None  # registry name; None: unet_4_424 (segmentation), hrnet_w44 (restoration)
+    model: str | None = None  # registry name; None: init's architecture, else unet_4_424 (segmentation), hrnet_w44 (restoration)
     init: str = "random"  # "random" or a pretrained generator.safetensors (or the folder holding it)
     dataset: str | None = None  # Au2.2nm | Au5nm | Au10nm | Au20nm | Au5nmV1 | msa_segtrack | emps | folder; TEMImageNet
     data_root: str | None = None  # folder of the dataset (or a root holding it, e.g. au/, nanoparticles/emps/); None = synthetic
@@ -130,6 +130,8 @@ class FinetuneConfig:
         if isinstance(self.epoch_size, str) and self.epoch_size.isdigit():  # from the command line or papermill
             self.epoch_size = int(self.epoch_size)
         self.task = canonical_task(self.task)
+        if self.model is None and self.init != "random":
+            self.model = export_model(self.init)  # the weights name their architecture
         defaults = TASK_DEFAULTS[SEGMENTATION if self.task == SEGMENTATION else "restoration"]
         for name, value in defaults.items():
             if getattr(self, name) is None:
@@ -143,7 +145,8 @@ class FinetuneConfig:
         Segmentation: unet_2_44 on Au5nmV1, 96 px crops, lr 3e-3 (a toy run has few
         steps), 8 epochs of 24 items (6 batches of 4). Restoration: unet_2_44 too (HRNet
         learns too slowly for a CPU minute), 64 px crops, evaluated on 64 px centre
-        crops, 4 epochs of 160 items (20 batches of 8).
+        crops, 4 epochs of 160 items (20 batches of 8). With a pretrained `init` and no
+        `model`, the model is the init's architecture.
         """
         task = canonical_task(overrides.get("task", SEGMENTATION))
         common = dict(task=task, device="cpu", amp=False, channels_last=False, workers=0, eval_every=1,
@@ -153,6 +156,8 @@ class FinetuneConfig:
         else:
             toy = dict(model="unet_2_44", dataset=RESTORATION_DATASET, crop=64, eval_crop=64, batch_size=8,
                        epochs=4, epoch_size=160, lr=3e-3)
+        if overrides.get("init", "random") != "random":
+            toy["model"] = None  # the init's architecture
         return cls(**{**common, **toy, **overrides})
 
     def to_dict(self) -> dict:
@@ -213,6 +218,15 @@ def pretrained_path(init) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"init={str(init)!r}: no pretrained weights file {path} (use 'random' or a generator export)")
     return path
+
+
+def export_model(init) -> str:
+    """The registry name of the generator export `init` names (from its file's header)."""
+    path = pretrained_path(init)
+    name = models.read_metadata(path).get("name")
+    if name not in models.generator_names():
+        raise ValueError(f"init={str(init)!r}: {path} names no registry generator ({name!r}); give model explicitly")
+    return name
 
 
 def init_tag(init) -> str:
@@ -677,9 +691,7 @@ def load_finetuned(output_dir):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {output_dir} a finished fine-tuning run?")
     config = FinetuneConfig.from_dict(json.loads(config_path.read_text()))
-    model = models.create(config.model, in_channels=1, out_channels=1)
-    state, _ = models.load_weights(weights_path, expected_name=config.model)
-    model.load_state_dict(state)
+    model = models.load(weights_path, expected_name=config.model)
     return for_task(model, config.task).eval(), config
 
 
@@ -693,19 +705,17 @@ def add_cli(subparsers) -> None:
     parser.set_defaults(func=_run_cli)
 
 
-def _cli_task(args) -> str:
-    """The task named by --task, else by the --config file, else segmentation."""
-    if getattr(args, "task", None):
-        return args.task
-    if getattr(args, "config", None):
-        return cli.read_config_file(args.config).get("task", SEGMENTATION)
-    return SEGMENTATION
+def _preset_fields(args) -> dict:
+    """task, init and model as the flags give them, else the --config file: the preset
+    depends on them (the task's model, dataset and sizes; the init's architecture)."""
+    from_file = cli.read_config_file(args.config) if getattr(args, "config", None) else {}
+    given = {name: getattr(args, name, from_file.get(name)) for name in ("task", "init", "model")}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _run_cli(args) -> int:
-    task = _cli_task(args)
-    # The preset depends on the task (its model, dataset and sizes), so build it for that task.
-    preset = (lambda: FinetuneConfig.toy(task=task)) if args.toy else (lambda: FinetuneConfig(task=task))
+    fields = _preset_fields(args)
+    preset = (lambda: FinetuneConfig.toy(**fields)) if args.toy else (lambda: FinetuneConfig(**fields))
     config = cli.config_from_cli(FinetuneConfig, args, preset)
     summary = run(config, resume=args.resume, overwrite=args.overwrite)
     cli.print_run_summary(summary, leave_out=("val_history",))

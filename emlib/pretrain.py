@@ -49,7 +49,7 @@ class PretrainConfig:
     """Everything that defines a pretraining run. Defaults are the paper's GPU settings;
     `PretrainConfig.toy()` is a CPU preset on synthetic data."""
 
-    generator: str = "unet_4_424"  # a name of emlib.models.generator_names()
+    model: str = "unet_4_424"  # the generator: a name of emlib.models.generator_names()
     data_root: str | None = None  # folder of EM images (TIFF/PNG/BMP, searched recursively); None = synthetic CEM500K
     subset: int | None = 100_000  # train images (paper: 50k, 100k, 200k); None = all
     image_size: int = 224
@@ -91,7 +91,7 @@ class PretrainConfig:
     @classmethod
     def toy(cls, **overrides) -> "PretrainConfig":
         """A CPU preset: synthetic data, the smallest U-Net, 64 px, batch 8, tens of steps."""
-        toy = dict(generator="unet_2_44", subset=None, image_size=64, batch_size=8, epochs=3, steps_per_epoch=8,
+        toy = dict(model="unet_2_44", subset=None, image_size=64, batch_size=8, epochs=3, steps_per_epoch=8,
                    val_limit=16, device="cpu", amp=False, channels_last=False, workers=0,
                    output_dir="runs/pretrain_toy", checkpoint_every=0)
         return cls(**{**toy, **overrides})
@@ -110,8 +110,8 @@ class PretrainConfig:
         from emlib import models
 
         check_config_types(self)
-        if self.generator not in models.generator_names():
-            raise ValueError(f"generator={self.generator!r} is not a generator; choose one of {models.generator_names()}")
+        if self.model not in models.generator_names():
+            raise ValueError(f"model={self.model!r} is not a generator; choose one of {models.generator_names()}")
         positive = {"image_size": self.image_size, "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr}
         for name in ("subset", "steps_per_epoch", "max_steps", "val_limit"):
             if getattr(self, name) is not None:
@@ -162,16 +162,15 @@ def patchgan_min_size(n_layers: int = 3) -> int:
 def build_models(config: PretrainConfig):
     """(G, D) freshly initialised N(0, 0.02); D is None for the L1-only ablation."""
     from emlib import models
-    from emlib.models.patchgan import PatchGAN
 
-    generator = models.create(config.generator, in_channels=1, out_channels=1)
+    generator = models.create(config.model, in_channels=1, out_channels=1)
     models.init_weights(generator)
     multiple = getattr(generator, "size_multiple", 1)
     if config.image_size % multiple:
-        raise ValueError(f"image_size={config.image_size} must be a multiple of {multiple} for generator {config.generator!r}")
+        raise ValueError(f"image_size={config.image_size} must be a multiple of {multiple} for generator {config.model!r}")
     discriminator = None
     if config.adv_weight > 0:
-        discriminator = PatchGAN(in_channels=2)
+        discriminator = models.create("patchgan", in_channels=2)
         models.init_weights(discriminator)
     return generator, discriminator
 
@@ -360,12 +359,12 @@ def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device, data: s
     return position, val_history
 
 
-def toy_generator(generator: str, output_dir, seed: int = 0) -> Path:
-    """Pretrain `generator` with the toy preset (CPU, synthetic data) and return the export's folder.
+def toy_generator(model: str, output_dir, seed: int = 0) -> Path:
+    """Pretrain generator `model` with the toy preset (CPU, synthetic data) and return the export's folder.
 
     The downstream chapters use it when no real pretrained generator is given.
     """
-    config = PretrainConfig.toy(generator=generator, output_dir=str(output_dir), seed=seed, deterministic=True)
+    config = PretrainConfig.toy(model=model, output_dir=str(output_dir), seed=seed, deterministic=True)
     train(config, overwrite=True)
     return Path(config.output_dir)
 
@@ -375,7 +374,7 @@ def export_generator(G, config, output_dir: Path, info: dict) -> dict:
     from emlib import models
 
     card = {
-        "generator": config.generator,
+        "model": config.model,
         "task": "pix2pix_lsgan_pretraining",
         "in_channels": 1,
         "out_channels": 1,
@@ -384,7 +383,7 @@ def export_generator(G, config, output_dir: Path, info: dict) -> dict:
         "config": config.to_dict(),
         **info,
     }
-    metadata = {"generator": config.generator, "source": info["source"], "steps": str(info["steps"])}
+    metadata = {"source": info["source"], "steps": str(info["steps"])}  # the architecture: the header's name
     models.save_weights(training.unwrap_model(G), output_dir / "generator.safetensors", metadata)
     atomic.write_json(output_dir / "model_card.json", card)
     return card
@@ -394,7 +393,7 @@ def export_generator(G, config, output_dir: Path, info: dict) -> dict:
 
 
 def train(config: PretrainConfig, resume: bool = False, overwrite: bool = True) -> dict:
-    """Pretrain `config.generator`; returns the run summary (see summary.json).
+    """Pretrain the generator `config.model`; returns the run summary (see summary.json).
 
     Under `torchrun` this is DistributedDataParallel training (rank 0 logs and
     writes). resume=True continues from output_dir/checkpoint.pt when it exists
@@ -469,7 +468,7 @@ def _train(config: PretrainConfig, ctx: session.DistributedContext, resume: bool
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     meter, started, status = training.Throughput(), time.perf_counter(), "finished"
-    progress = tqdm(total=total_steps, initial=position["step"], disable=not ctx.is_main, desc=f"pretrain {config.generator}")
+    progress = tqdm(total=total_steps, initial=position["step"], disable=not ctx.is_main, desc=f"pretrain {config.model}")
     with training.StopRequest() as stop:
         while position["step"] < total_steps and status == "finished":
             epoch = position["epoch"]
@@ -526,7 +525,7 @@ def _train(config: PretrainConfig, ctx: session.DistributedContext, resume: bool
         **provenance.provenance(device),
         "val_l1": [list(v) for v in val_history],
     }
-    summary = {"status": "finished", "generator": config.generator, "output_dir": str(output_dir),
+    summary = {"status": "finished", "model": config.model, "output_dir": str(output_dir),
                "wall_s": round(time.perf_counter() - started, 3), **info}
     if ctx.is_main:
         export_generator(G, config, output_dir, info)

@@ -13,6 +13,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emlib.config import upgrade
+
 PAPER_SEGMENTATION_COLUMNS = ["table", "dataset", "model", "blocks", "receptive_field", "init", "epoch", "dice_percent"]
 SEGMENTATION_COLUMNS = PAPER_SEGMENTATION_COLUMNS + ["seed", "label_fraction", "source", "run_id"]
 
@@ -130,7 +132,7 @@ def init_identity(init, run_dir) -> dict | str:
         folder = candidate if candidate.is_dir() else candidate.parent
         card = folder / "model_card.json"
         if candidate.exists() and card.is_file():
-            card = json.loads(card.read_text())
+            card = upgrade(json.loads(card.read_text()))  # renamed config fields under their new names
             return {"pretraining": _experiment_part(card.get("config", {})) | {SEED_FIELD: card.get("config", {}).get(SEED_FIELD)},
                     "source": card.get("source")}
     return {"weights": str(init[: -len("/generator.safetensors")] if str(init).endswith("/generator.safetensors") else init)}

@@ -73,7 +73,7 @@ fields = dict(data_root=data_root, subset=subset, image_size=image_size, batch_s
               adv_weight=adv_weight, seed=seed, device=device, amp=amp, channels_last=channels_last,
               workers=workers, deterministic=True)
 generators = [g for g in (generator, second_generator) if g]
-configs = {g: pretrain.PretrainConfig.toy(generator=g, output_dir=f"{output_dir}/{g}", **fields) for g in generators}
+configs = {g: pretrain.PretrainConfig.toy(model=g, output_dir=f"{output_dir}/{g}", **fields) for g in generators}
 folder, source = pretrain.resolve_data_root(configs[generator])
 run_label = f"toy run on {source} data" if source == "synthetic" or steps_per_epoch else f"run on {source} data"
 print("data:", source, "| generators:", ", ".join(generators))
@@ -141,7 +141,7 @@ for name, n_params, gmacs in rows:
 # generator as `generator.safetensors` with a `model_card.json`; fine-tuning
 # loads those two files. The same call scales to the paper's setting by changing
 # the config, e.g. from a shell:
-# `python -m emlib pretrain --generator unet_4_424 --data-root CEM500K/ --subset 100000`,
+# `python -m emlib pretrain --model unet_4_424 --data-root CEM500K/ --subset 100000`,
 # or `torchrun --nproc-per-node 8 -m emlib pretrain ...` on several GPUs.
 
 # %%
@@ -314,4 +314,4 @@ explorers.restoration_explorer(run, images, explorer_label, seed=seed)
 
 # %%
 card = json.loads((Path(configs[generator].output_dir) / "model_card.json").read_text())
-print({k: card[k] for k in ("generator", "source", "subset", "steps", "epochs")}, "final val L1:", round(card["final_val_l1"], 3))
+print({k: card[k] for k in ("model", "source", "subset", "steps", "epochs")}, "final val L1:", round(card["final_val_l1"], 3))

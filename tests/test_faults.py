@@ -92,7 +92,7 @@ def copy_run(source, target):
 # ----------------------------------------------------------------------------- 1. a refused resume touches nothing
 
 
-@pytest.mark.parametrize("overrides", [dict(generator="unet_2_84"), dict(seed=3), dict(image_size=64)])
+@pytest.mark.parametrize("overrides", [dict(model="unet_2_84"), dict(seed=3), dict(image_size=64)])
 def test_refused_resume_leaves_the_run_folder_as_it_was(cem_folder, finished_run, tmp_path, overrides):
     out = copy_run(finished_run, tmp_path / "run")
     before = snapshot(out)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emlib import models, results
+from emlib import cli, models, results
 from emlib.data import TEMImageNet, ensure_synthetic
 from emlib.data.augment import CentreCropped
 from emlib.finetune import (BestModel, FinetuneConfig, build_model, init_tag, is_evaluation_epoch,
@@ -122,7 +122,7 @@ def fake_export(folder, name="unet_2_44", subset=50_000, seed=1):
     generator = models.create(name)
     folder.mkdir(parents=True, exist_ok=True)
     models.save_weights(generator, folder / "generator.safetensors")
-    (folder / "model_card.json").write_text(json.dumps({"generator": name, "subset": subset}))
+    (folder / "model_card.json").write_text(json.dumps({"model": name, "subset": subset}))
     return generator
 
 
@@ -142,10 +142,23 @@ def test_pretrained_init_loads_and_differs_from_random(tmp_path):
     assert init_tag(str(tmp_path / "toy")) == "pretrained" and init_tag("random") == "random"
 
 
+def test_the_model_comes_from_the_init_export_when_none_is_given(data_root, tmp_path, capsys):
+    fake_export(tmp_path / "P50k", name="unet_3_96")
+    assert FinetuneConfig(init=str(tmp_path / "P50k")).model == "unet_3_96"
+    assert FinetuneConfig.toy(init=str(tmp_path / "P50k" / "generator.safetensors")).model == "unet_3_96"
+    assert FinetuneConfig.toy(init=str(tmp_path / "P50k"), model="unet_2_44").model == "unet_2_44"  # given: kept
+    out = tmp_path / "run"
+    assert cli.main(["finetune", "--toy", "--task", "denoising", "--init", str(tmp_path / "P50k"), "--data-root", data_root,
+                     "--epochs", "1", "--epoch-size", "4", "--batch-size", "2", "--crop", "32", "--eval-crop", "32",
+                     "--no-test", "--output-dir", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["model"] == "unet_3_96"
+    assert load_finetuned(out)[1].model == "unet_3_96"
+
+
 def test_pretrained_file_of_another_architecture_is_refused(tmp_path):
     fake_export(tmp_path / "export", name="unet_2_84")  # same tensor shapes as unet_2_44, other dilations
     with pytest.raises(ValueError, match="unet_2_84"):
-        build_model(FinetuneConfig.toy(init=str(tmp_path / "export")))
+        build_model(FinetuneConfig.toy(init=str(tmp_path / "export"), model="unet_2_44"))
 
 
 @pytest.mark.parametrize("overrides, error, match", [
@@ -163,7 +176,7 @@ def test_bad_config_is_named(overrides, error, match):
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (dict(init="/nonexistent/generator.safetensors"), "init='/nonexistent/generator.safetensors'"),
+    (dict(init="/nonexistent/generator.safetensors", model="unet_2_44"), "init='/nonexistent/generator.safetensors'"),
     (dict(data_root="/nonexistent/au"), "data_root folder not found: /nonexistent/au"),
 ])
 def test_the_run_checks_the_files_the_config_names(overrides, match, tmp_path):

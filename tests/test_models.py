@@ -134,6 +134,31 @@ def test_safetensors_round_trip(tmp_path):
         models.load_weights(tmp_path / "missing.safetensors")
 
 
+@pytest.mark.parametrize("name, in_channels, out_channels", [("unet_2_84", 1, 1), ("hrnet_w18_small", 1, 2),
+                                                            ("patchgan", 2, 1)])
+def test_load_builds_the_architecture_the_file_names(tmp_path, name, in_channels, out_channels):
+    model = models.create(name, in_channels=in_channels, out_channels=out_channels)
+    path = models.save_weights(model, tmp_path / "w.safetensors")
+    loaded = models.load(path)
+    assert loaded.name == name and type(loaded) is type(model)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    x = torch.rand(1, in_channels, 64, 64)
+    assert torch.equal(loaded.eval()(x), model.eval()(x))
+    with pytest.raises(ValueError, match=f"holds weights of {name}, not unet_2_44"):
+        models.load(path, expected_name="unet_2_44")
+
+
+def test_load_refuses_files_that_name_no_registry_model(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ValueError, match="an unnamed architecture, not of a registry model"):
+        models.load(tmp_path / "plain.safetensors")
+    save_file(models.create("unet_2_44").state_dict(), str(tmp_path / "other.safetensors"), metadata={"name": "unet_3_96"})
+    with pytest.raises(ValueError, match="not those of unet_3_96"):
+        models.load(tmp_path / "other.safetensors")
+
+
 def test_transfer_same_architecture_copies_everything(tmp_path):
     pretrained = models.create("unet_2_44")
     path = models.save_weights(pretrained, tmp_path / "g.safetensors")

@@ -153,13 +153,13 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ce
 
 def test_resume_with_another_generator_is_refused(cem_folder, tmp_path):
     pretrain.train(tiny_config(cem_folder, tmp_path, max_steps=1))
-    with pytest.raises(ValueError, match="generator: 'unet_2_44' -> 'unet_2_84'"):
-        pretrain.train(tiny_config(cem_folder, tmp_path, max_steps=2, generator="unet_2_84"), resume=True)
+    with pytest.raises(ValueError, match="model: 'unet_2_44' -> 'unet_2_84'"):
+        pretrain.train(tiny_config(cem_folder, tmp_path, max_steps=2, model="unet_2_84"), resume=True)
 
 
 @pytest.mark.parametrize("overrides, error, field", [
-    (dict(generator="unet_9_999"), ValueError, "generator"),
-    (dict(generator="patchgan"), ValueError, "generator"),
+    (dict(model="unet_9_999"), ValueError, "model"),
+    (dict(model="patchgan"), ValueError, "model"),
     (dict(lr=-1e-4), ValueError, "lr"),
     (dict(image_size=16), ValueError, "image_size"),
     (dict(batch_size=0), ValueError, "batch_size"),
@@ -192,6 +192,25 @@ def test_config_dict_round_trip_and_unknown_keys():
         pretrain.PretrainConfig.from_dict({**data, "learning_rate": 1.0})
 
 
+def test_runs_written_before_the_rename_of_generator_to_model_still_load_and_resume(cem_folder, tmp_path):
+    out = tmp_path / "run"
+    pretrain.train(tiny_config(cem_folder, out, max_steps=1))
+    config_json = json.loads((out / "config.json").read_text())
+    old_config = {("generator" if k == "model" else k): v for k, v in config_json.items()}
+    (out / "config.json").write_text(json.dumps(old_config))  # as the real-data sweep wrote them
+    state = run_folder.load_checkpoint(out / "checkpoint.pt")
+    run_folder.save_checkpoint(out / "checkpoint.pt", {**state, "config": old_config})
+    assert pretrain.PretrainConfig.from_dict(old_config).model == "unet_2_44"
+    assert cli.main(["pretrain", "--config", str(out / "config.json"), "--max-steps", "2", "--resume"]) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    assert json.loads((out / "config.json").read_text())["model"] == "unet_2_44"
+
+
+def test_the_discriminator_comes_from_the_registry(cem_folder, tmp_path):
+    generator, discriminator = pretrain.build_models(tiny_config(cem_folder, tmp_path))
+    assert (generator.name, discriminator.name) == ("unet_2_44", "patchgan")
+
+
 def test_toy_run_lowers_validation_l1_and_exports_the_generator(cem_folder, tmp_path):
     config = tiny_config(cem_folder, tmp_path, epochs=3, lr=1e-2)
     torch.manual_seed(config.seed)
@@ -202,11 +221,9 @@ def test_toy_run_lowers_validation_l1_and_exports_the_generator(cem_folder, tmp_
     val = [v for _, _, v in summary["val_l1"]]
     assert len(val) == 3 and val[-1] < min(val[:-1]) and val[-1] < 0.9 * before
     card = json.loads((tmp_path / "model_card.json").read_text())
-    assert card["generator"] == "unet_2_44" and card["steps"] == 12 and card["final_val_l1"] == val[-1]
+    assert card["model"] == "unet_2_44" and card["steps"] == 12 and card["final_val_l1"] == val[-1]
     assert card["manifest_hash"] and card["source"] == "real" and card["config"]["lr"] == 1e-2
-    weights, meta = models.load_weights(tmp_path / "generator.safetensors")
-    models.create("unet_2_44").load_state_dict(weights)
-    assert meta["name"] == "unet_2_44"
+    assert models.load(tmp_path / "generator.safetensors").name == "unet_2_44"
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
 
 

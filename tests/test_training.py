@@ -82,13 +82,15 @@ def test_csv_logger_on_resume_drops_rows_after_the_checkpoint(tmp_path):
 
 
 def test_config_differences_allow_growing_epochs_only():
-    saved = {"generator": "unet_2_44", "epochs": 2, "lr": 1e-3, "device": "cpu"}
+    saved = {"model": "unet_2_44", "epochs": 2, "lr": 1e-3, "device": "cpu"}
     assert run_folder.config_differences(saved, dict(saved, epochs=5)) == []
     assert run_folder.config_differences(saved, dict(saved, device="cuda"), ignore=("device",)) == []
-    diffs = run_folder.config_differences(saved, dict(saved, generator="unet_3_96", epochs=1))
-    assert [d.split(":")[0] for d in diffs] == ["epochs", "generator"]
-    with pytest.raises(ValueError, match="generator: 'unet_2_44' -> 'hrnet_w18_small'"):
-        run_folder.check_config_matches(saved, dict(saved, generator="hrnet_w18_small"))
+    diffs = run_folder.config_differences(saved, dict(saved, model="unet_3_96", epochs=1))
+    assert [d.split(":")[0] for d in diffs] == ["epochs", "model"]
+    with pytest.raises(ValueError, match="model: 'unet_2_44' -> 'hrnet_w18_small'"):
+        run_folder.check_config_matches(saved, dict(saved, model="hrnet_w18_small"))
+    old = {"generator": "unet_2_44", "epochs": 2, "lr": 1e-3, "device": "cpu"}  # a checkpoint from before the rename
+    run_folder.check_config_matches(old, saved)
 
 
 def test_config_dict_round_trip_rejects_unknown_fields():

@@ -4,6 +4,7 @@
     net = models.create("unet_2_44")          # 1 -> 1 channels
     net = models.create("hrnet_w18", out_channels=2)
     disc = models.create("patchgan")           # concat(A, B): 2 -> 1 channels
+    net = models.load("run/generator.safetensors")  # the architecture named in the file
 
 Every model is a plain nn.Module with two extra attributes: `name` (its registry
 name) and `size_multiple` (2**B for U-Nets, 32 for HRNet, 1 for the PatchGAN;
@@ -19,7 +20,8 @@ from .hrnet import HRNet, WIDTHS as _HRNET_WIDTHS
 from .patchgan import PatchGAN
 from .receptive_field import input_channels, input_gradient, measure_receptive_field, receptive_field
 from .unet import DILATIONS, UNet
-from .weights import TransferReport, init_weights, load_weights, save_weights, transfer_weights
+from .weights import (TransferReport, init_weights, load_weights, output_head_prefix, read_metadata, save_weights,
+                      transfer_weights)
 
 _BUILDERS = {
     **{name: partial(UNet, dilations) for name, dilations in DILATIONS.items()},
@@ -56,6 +58,34 @@ def create(name: str, in_channels: int | None = None, out_channels: int = 1) -> 
     return model
 
 
+def load(path, expected_name: str | None = None) -> nn.Module:
+    """The registry network a safetensors export holds, built and loaded.
+
+    As timm's `create_model(name, checkpoint_path=...)`, but the name comes from the
+    file: `save_weights` writes it into the header. The channels follow the stored
+    tensors (first convolution, output head). With `expected_name`, a file of another
+    architecture raises ValueError. The network is in train mode, as `create` returns
+    it: call `.eval()` for inference.
+    """
+    state, metadata = load_weights(path, expected_name)
+    name = metadata.get("name")
+    if name not in _BUILDERS:
+        raise ValueError(f"{path} holds weights of {name or 'an unnamed architecture'}, not of a registry model; "
+                         f"known models: {', '.join(names())}")
+    model = create(name)
+    first = next(key for key, module in model.named_modules() if isinstance(module, nn.Conv2d)) + ".weight"
+    head = output_head_prefix(model) + "weight"
+    own = model.state_dict()
+    try:
+        if state[first].shape != own[first].shape or state[head].shape != own[head].shape:
+            model = create(name, in_channels=state[first].shape[1], out_channels=state[head].shape[0])
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError) as err:
+        raise ValueError(f"{path}: its tensors are not those of {name} ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]})") from None
+    return model
+
+
 def flops(name_or_model, size: int = 224) -> int:
     """Forward FLOPs (2 per multiply-add) of one size x size image, counted by FlopCounterMode."""
     model = create(name_or_model) if isinstance(name_or_model, str) else name_or_model
@@ -71,7 +101,7 @@ def flops(name_or_model, size: int = 224) -> int:
 
 
 __all__ = [
-    "create", "names", "generator_names", "receptive_field", "measure_receptive_field", "input_gradient",
-    "init_weights", "save_weights", "load_weights", "transfer_weights", "TransferReport", "flops",
+    "create", "load", "names", "generator_names", "receptive_field", "measure_receptive_field", "input_gradient",
+    "init_weights", "save_weights", "load_weights", "read_metadata", "transfer_weights", "TransferReport", "flops",
     "UNet", "HRNet", "PatchGAN", "DILATIONS",
 ]

@@ -1,8 +1,9 @@
 """Weights: pix2pix initialisation, safetensors files, and pretrained weight transfer.
 
 A pretrained generator is saved with `save_weights` (safetensors; the registry
-name goes in the file's metadata) and loaded into a downstream model of the
-same architecture with `transfer_weights`. The downstream task may need another
+name goes in the file's metadata), built back from the file alone with
+`emlib.models.load`, and loaded into a downstream model of the same
+architecture with `transfer_weights`. The downstream task may need another
 number of output channels (e.g. 2 segmentation classes); the output head (the
 last convolution) then keeps the downstream model's fresh initialisation.
 """
@@ -60,6 +61,22 @@ def save_weights(model: nn.Module, path, metadata: dict | None = None) -> Path:
     return path
 
 
+def read_metadata(path) -> dict:
+    """The metadata of a safetensors file, without reading its tensors: `name` (the
+    registry architecture `save_weights` stores in the header) and what the writer
+    added as `metadata`; keys of files from other tools as they are."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    metadata = {key: value for key, value in header.items() if key != "emlib"}  # files from other tools
+    metadata.update(json.loads(header.get("emlib", "{}")))
+    if "name" in header:
+        metadata["name"] = header["name"]
+    return metadata
+
+
 def load_weights(path, expected_name: str | None = None) -> tuple[dict, dict]:
     """Read a safetensors file written by `save_weights`: (state_dict, metadata incl. 'name').
 
@@ -67,19 +84,10 @@ def load_weights(path, expected_name: str | None = None) -> tuple[dict, dict]:
     ValueError (unet_2_44 and unet_2_84 have the same tensor shapes, so
     `load_state_dict` alone would accept one for the other).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    state_dict = load_file(str(path))
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-    metadata = {key: value for key, value in header.items() if key != "emlib"}  # files from other tools
-    metadata.update(json.loads(header.get("emlib", "{}")))
-    if "name" in header:
-        metadata["name"] = header["name"]
+    metadata = read_metadata(path)
     if expected_name is not None and metadata.get("name") != expected_name:
         raise ValueError(f"{path} holds weights of {metadata.get('name', 'an unnamed architecture')}, not {expected_name}")
-    return state_dict, metadata
+    return load_file(str(path)), metadata
 
 
 @dataclass
