@@ -20,8 +20,8 @@ package is a BioImage.IO model description (format 0.5) with:
       per image) -> network -> sigmoid -> binarize 0.5 (= logit > 0, the mask
       that emlib's Dice scores);
     restoration: 8-bit intensities x 1/255 (how TEMImageNet and CEM500K are
-      read) -> x 2 - 1 (the [-1, 1] of pix2pix: finetune.CenteredIntensities,
-      pretrain.restore_images) -> network -> (y + 1) / 2, on the [0, 1] scale.
+      read) -> x 2 - 1 (the [-1, 1] of pix2pix: emlib.intensity) -> network ->
+      (y + 1) / 2, on the [0, 1] scale.
 - axes (batch, channel, y, x); y and x with min = step = the network's size
   multiple (2**B for U-Net_B, 32 for HRNet) and an output halo, so a consumer
   can predict large images tile by tile.
@@ -43,6 +43,7 @@ import torch
 from emlib import __version__
 from emlib.config import upgrade
 from emlib.finite import check_finite_weights
+from emlib.intensity import FROM_CENTERED, TO_CENTERED
 
 # Output pixels a consumer drops at each inner tile edge: as emlib.predict, whose default blending (overlap 64)
 # never uses the overlap / 4 = 16 px next to a cut. 2 * HALO is a multiple of every network's size multiple.
@@ -321,8 +322,8 @@ def processing(run: Run) -> tuple:
         return pre, post
     pre, post = [scale(1 / EIGHT_BIT)], []
     if run.centered:
-        pre.append(scale(2.0, -1.0))
-        post.append(scale(0.5, 0.5))
+        pre.append(scale(*TO_CENTERED))
+        post.append(scale(*FROM_CENTERED))
     return pre, post
 
 

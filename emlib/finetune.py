@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from emlib import cli, data, finite, models, paper, provenance, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
+from emlib.intensity import CenteredIntensities
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
 from emlib.metrics import dice_scores, restoration_scores
@@ -244,24 +245,9 @@ def init_tag(init) -> str:
     return PRETRAINED_TAGS.get(subset, "pretrained") + ("-L1" if l1_only else "")
 
 
-class CenteredIntensities(torch.nn.Module):
-    """A restoration model for [0, 1] images that works on [-1, 1] inside, the
-    intensity convention of pretraining (pix2pix): x -> 2x - 1 -> model -> (y + 1) / 2.
-
-    Used for random and pretrained initialisations alike, so that the two differ
-    only in their weights.
-    """
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return (self.model(x * 2 - 1) + 1) / 2
-
-
 def for_task(model, task: str):
-    """The network as the task trains it: as is (segmentation) or CenteredIntensities (restoration)."""
+    """The network as the task trains it: as is (segmentation) or, for restoration, in
+    `emlib.intensity.CenteredIntensities` ([0, 1] in and out, [-1, 1] inside)."""
     return model if task == SEGMENTATION else CenteredIntensities(model)
 
 

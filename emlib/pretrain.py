@@ -13,8 +13,8 @@ on a fixed, seeded, corrupted validation set. adv_weight=0 trains G with L1 only
 `model_card.json`), for fine-tuning.
 
 With `centered=True` (default) G and D work on intensities mapped from [0, 1]
-to [-1, 1], as pix2pix does: a freshly initialised G (output near 0) then starts
-at the mean grey level. Validation L1 is always reported on the [0, 1] scale.
+to [-1, 1], as pix2pix does (`emlib.intensity`; the model card's `config.centered`
+says which). Validation L1 is always reported on the [0, 1] scale.
 
 Every sample is a pure function of (seed, epoch, index) and every device-side
 corruption of (seed, step, rank), so a run resumed from a checkpoint continues
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from emlib import __version__, atomic, cli, data, finite, provenance, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
+from emlib.intensity import CenteredIntensities, from_centered, to_centered
 
 LOG_COLUMNS = ["epoch", "step", "d_loss", "g_adv", "g_l1", "d_real", "d_fake", "lr", "images_per_s"]
 VAL_COLUMNS = ["epoch", "step", "val_l1"]
@@ -268,15 +269,14 @@ def steps_in_epoch(config: PretrainConfig, n_samples_per_rank: int) -> int:
 
 
 def to_model_range(images: torch.Tensor, config: PretrainConfig) -> torch.Tensor:
-    """[0, 1] intensities -> what G and D see: [-1, 1] when `config.centered`."""
-    return images * 2 - 1 if config.centered else images
+    """[0, 1] intensities -> what G and D see: [-1, 1] when `config.centered` (emlib.intensity)."""
+    return to_centered(images) if config.centered else images
 
 
 @torch.no_grad()
 def restore_images(G, images: torch.Tensor, centered: bool = True) -> torch.Tensor:
     """Run a pretrained generator on [0, 1] images as pretraining trained it; returns the [0, 1] scale."""
-    out = G(images * 2 - 1 if centered else images)
-    return (out + 1) / 2 if centered else out
+    return CenteredIntensities(G)(images) if centered else G(images)
 
 
 @torch.no_grad()
@@ -304,7 +304,7 @@ def validation_l1(G, val_set, config: PretrainConfig, ctx: session.DistributedCo
         target = training.to_device(target, ctx.device, config.channels_last)
         with training.autocast(ctx.device, config.amp):
             fake = G(corrupted).float()
-        fake = (fake + 1) / 2 if config.centered else fake  # back to [0, 1]
+        fake = from_centered(fake) if config.centered else fake  # back to [0, 1]
         total[0] += (fake - target).abs().sum().double()
         total[1] += target.numel()
     G.train(was_training)
@@ -378,7 +378,6 @@ def export_generator(G, config, output_dir: Path, info: dict) -> dict:
         "task": "pix2pix_lsgan_pretraining",
         "in_channels": 1,
         "out_channels": 1,
-        "input_range": [-1.0, 1.0] if config.centered else [0.0, 1.0],  # intensities G was trained on
         "emlib_version": __version__,
         "config": config.to_dict(),
         **info,

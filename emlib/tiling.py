@@ -111,7 +111,7 @@ def _as_float_image(image) -> torch.Tensor:
 
 def registry_module(model: nn.Module) -> nn.Module | None:
     """The registry model that is `model`, or the one inside a wrapper that has no
-    parameters of its own (finetune's CenteredIntensities, DDP, torch.compile); else None."""
+    parameters of its own (emlib.intensity.CenteredIntensities, DDP, torch.compile); else None."""
     from emlib import models
 
     known = [m for m in model.modules() if getattr(m, "name", None) in models.names()]

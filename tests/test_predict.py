@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from emlib import models
+from emlib.intensity import CenteredIntensities
 from emlib.tiling import blend_window, predict, reach, tile_plan, tile_starts
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared/data/real"
@@ -120,16 +121,8 @@ def test_reach_of_unets_follows_their_receptive_field():
 
 
 def test_reach_sees_through_parameter_free_wrappers_only():
-    class Centered(nn.Module):  # like finetune.CenteredIntensities
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return (self.model(x * 2 - 1) + 1) / 2
-
     unet = models.create("unet_2_44")
-    assert reach(Centered(unet)) == reach("unet_2_44") == reach(unet)
+    assert reach(CenteredIntensities(unet)) == reach("unet_2_44") == reach(unet)
     assert reach(nn.Sequential(unet, nn.Conv2d(1, 1, 3, padding=1))) is None
     assert reach(pooled_net()) is None
 

@@ -10,6 +10,7 @@ import torch
 
 from emlib import figures, finite, run_folder, session, training
 from emlib.config import config_from_dict, config_to_dict
+from emlib.intensity import FROM_CENTERED, TO_CENTERED, CenteredIntensities, from_centered, to_centered
 
 
 def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
@@ -146,3 +147,14 @@ def test_plot_log_draws_one_line_per_column(tmp_path):
     assert ax.lines[1].get_ydata().tolist() == pytest.approx([1.0, 0.5, 1 / 3])
     with pytest.raises(ValueError, match="epoch"):
         figures.plot_log(path, x="epoch")
+
+
+def test_the_intensity_convention_round_trips_and_wraps_a_network():
+    x = torch.tensor([0.0, 0.25, 1.0])
+    assert to_centered(x).tolist() == [-1.0, -0.5, 1.0] and torch.equal(from_centered(to_centered(x)), x)
+    gain, offset = TO_CENTERED
+    assert torch.equal(x * gain + offset, to_centered(x))
+    gain, offset = FROM_CENTERED
+    assert torch.equal(to_centered(x) * gain + offset, x)
+    identity = CenteredIntensities(torch.nn.Identity())
+    assert torch.equal(identity(x), x) and not list(identity.parameters())
