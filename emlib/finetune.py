@@ -52,14 +52,13 @@ from tqdm.auto import tqdm
 from emlib import cli, data, finite, models, paper, provenance, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
 from emlib.intensity import CenteredIntensities
-from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS
+from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
 from emlib.metrics import dice_scores, restoration_scores
 
 SEGMENTATION = "segmentation"
-RESTORATION_TASKS = ("denoising", "noise_background_removal", "super_resolution")
+RESTORATION_TASKS = tuple(TEMIMAGENET_TASKS)  # denoising, noise_background_removal, super_resolution
 TASKS = (SEGMENTATION,) + RESTORATION_TASKS
-TASK_ALIASES = {"background_removal": "noise_background_removal"}
 OPTIMIZERS = ("adam", "adamw")
 PAPER_TABLES = {"Au5nmV1": 2, "Au2.2nm": 3, "Au5nm": 4, "Au10nm": 5, "Au20nm": 6, RESTORATION_DATASET: 7}
 PRETRAINED_TAGS = {50_000: "P50k", 100_000: "P100k", 200_000: "P200k"}  # pretraining subset -> paper's name
@@ -298,8 +297,7 @@ def epoch_items(config: FinetuneConfig, n_train: int) -> int:
     if config.epoch_size is None:
         return n_train
     if config.epoch_size == "paper":
-        counts = {row["dataset"]: row["train"][0] for row in paper.load_splits()}
-        return counts.get(config.dataset, n_train)
+        return paper.train_images(config.dataset) or n_train
     return int(config.epoch_size)
 
 

@@ -2,8 +2,8 @@
 
 The numbers are those of Kazimi, Ruzaeva and Sandfeld, "Self-Supervised Learning
 in Electron Microscopy: Towards a Foundation Model for Advanced Image Analysis"
-(arXiv 2402.18286, 2024), Tables 1-7, shipped in `emlib/paper/*.csv` (see the
-README there). Rows are plain dicts with the columns of `emlib.results`, so the
+(arXiv 2402.18286, 2024), Tables 1-7, shipped in `emlib/paper_tables/*.csv` (see
+the README there): each fact of the paper has that one home. Rows are plain dicts with the columns of `emlib.results`, so the
 same functions summarise the paper's rows and the rows our runs write.
 """
 import csv
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from emlib.results import mean_ci95, read_rows, results_folders  # noqa: F401 (mean_ci95: part of this module's API)
 
-PAPER_DIR = Path(__file__).parent / "paper"
+TABLES_DIR = Path(__file__).parent / "paper_tables"
 INITS = ("random", "P50k", "P100k", "P200k")
 PRETRAINED_INITS = INITS[1:]
 
@@ -53,7 +53,7 @@ def parse_row(row: dict) -> dict:
 
 
 def _load_paper_csv(name: str) -> list:
-    rows = [parse_row(row) for row in read_rows(PAPER_DIR / name)]
+    rows = [parse_row(row) for row in read_rows(TABLES_DIR / name)]
     for row in rows:
         row.setdefault("source", "paper")
     return rows
@@ -74,12 +74,23 @@ def load_splits() -> list:
 
     `train` is a tuple because CEM500K was used in three subset sizes.
     """
-    with open(PAPER_DIR / "dataset_splits.csv", newline="") as f:
+    with open(TABLES_DIR / "dataset_splits.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
         row["train"] = tuple(int(n) for n in row["train"].split("|"))
         row["validation"], row["test"] = int(row["validation"]), int(row["test"])
     return rows
+
+
+def table1() -> dict:
+    """Table 1 by dataset name: {dataset: {"train": (n, ...), "validation": n, "test": n, "note": ...}}."""
+    return {row["dataset"]: row for row in load_splits()}
+
+
+def train_images(dataset: str) -> int | None:
+    """Table 1's train image count of a fine-tuning dataset; None for a dataset the paper does not use."""
+    row = table1().get(dataset)
+    return row["train"][0] if row else None
 
 
 # ---------------------------------------------------------------- our runs

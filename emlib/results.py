@@ -1,7 +1,7 @@
 """Results files: one schema per downstream task, shared by the runs that write
 them and the notebooks that read them.
 
-The columns are those of the paper's tables (`emlib/paper/*.csv`) plus what makes
+The columns are those of the paper's tables (`emlib/paper_tables/*.csv`) plus what makes
 a result traceable: the seed, the label fraction and the source of the data
 (`synthetic` for toy runs on generated data, `real` for the real datasets).
 """

@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
+from emlib import paper
 from emlib.results import (RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, append_rows, group_runs, load_runs, read_rows,
                            summary_table)
 
@@ -46,8 +47,6 @@ NOTEBOOKS = {"pretrain": "notebooks/03_pretraining.ipynb", "segmentation": "note
 SECONDS_PER_IMAGE = {"unet_2": 2e-4, "unet_3": 2.5e-4, "unet_4": 3e-4,
                      "hrnet_w18_small": 4e-4, "hrnet_w18": 8e-4, "hrnet_w44": 1.5e-3}
 GAN_COST_FACTOR = 1.5  # pretraining also trains the PatchGAN discriminator
-# Training images per epoch for fine-tuning: Table 1 of the paper.
-TRAIN_IMAGES = {"Au10nm": 660, "Au5nmV1": 144, "Au5nm": 1044, "Au20nm": 660, "Au2.2nm": 1740, "TEMImageNet": 10377}
 IMAGE_SIDE = {"pretrain": 224, "segmentation": 448, "restoration": 256}
 
 
@@ -152,7 +151,7 @@ def _finetune_run(section, task, group, model, init, seed, fraction, runs_dir, e
     run_id = f"{'seg' if task == 'segmentation' else 'restore'}-{group}-{model}-{init.lower()}-s{seed}"
     if fraction != 1.0:
         run_id += f"-lf{fraction:g}"
-    images = config.get("epoch_size") if isinstance(config.get("epoch_size"), int) else TRAIN_IMAGES.get(axes["dataset"], 1000) * fraction
+    images = config.get("epoch_size") if isinstance(config.get("epoch_size"), int) else (paper.train_images(axes["dataset"]) or 1000) * fraction
     hours = estimate_gpu_hours(task, model, int(images), config.get("epochs", 60), estimates, side=config.get("crop"))
     return Run(run_id, "finetune", task, config, depends_on=depends, gpus=section.get("gpus", 1), est_gpu_hours=hours)
 

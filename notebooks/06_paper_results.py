@@ -5,7 +5,7 @@
 # looks at the *results*: the numbers Kazimi, Ruzaeva and Sandfeld report
 # {cite:p}`kazimi2024selfsupervised`, and whatever runs of ours exist beside them.
 #
-# The paper's Tables 1-7 ship with `emlib` as data (`emlib/paper/*.csv`, read by
+# The paper's Tables 1-7 ship with `emlib` as data (`emlib/paper_tables/*.csv`, read by
 # `emlib.paper`); a test checks every cell against the paper's text. From these
 # tables we redraw the paper's comparisons and check its four claims by
 # computing them, not by quoting them. Our own runs, wherever `emlib` wrote a

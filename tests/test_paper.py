@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from emlib import paper
+from emlib.data.image_folder import eval_split_size
+from emlib.data.temimagenet import split_counts
 from emlib.results import SEGMENTATION_COLUMNS, append_rows
 
 PAPER_TXT = Path(__file__).resolve().parents[1].parent / "shared/paper/paper.txt"
@@ -162,3 +164,11 @@ def test_small_vs_large_verdict_depends_on_the_comparison():
     assert variants["best pretrained 3-block vs best random 4-block"]["first"] >= 4
     firsts = [v["first"] for v in variants.values()]
     assert max(firsts) - min(firsts) >= 3  # the verdict is a choice of comparison
+
+
+def test_table1_is_the_one_source_of_the_split_sizes():
+    table = paper.table1()
+    assert paper.train_images("Au5nm") == table["Au5nm"]["train"][0] == 1044 and paper.train_images("emps") is None
+    assert split_counts(14364) == (table["TEMImageNet"]["train"][0], table["TEMImageNet"]["validation"],
+                                   table["TEMImageNet"]["test"])
+    assert eval_split_size(10**6) == table["CEM500K"]["validation"] == table["CEM500K"]["test"]

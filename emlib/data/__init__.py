@@ -20,10 +20,10 @@ from emlib.data.corruption import Corruption
 from emlib.data.image_folder import ImageFolder
 from emlib.data.segmentation_folder import NANOPARTICLE_DATASETS, SegmentationFolder
 from emlib.data.synthetic import ensure_synthetic, is_synthetic
-from emlib.data.temimagenet import TEMIMAGENET_TASKS, TEMImageNet
+from emlib.data.temimagenet import TASK_ALIASES, TEMIMAGENET_TASKS, TEMImageNet
 
 __all__ = [
     "AU_DATASETS", "AuSegmentation", "CEM500K", "Corruption", "ImageFolder", "NANOPARTICLE_DATASETS", "PairAugment",
-    "RESTORATION_DATASET", "SEGMENTATION_DATASETS", "SegmentationFolder", "TEMIMAGENET_TASKS", "TEMImageNet",
+    "RESTORATION_DATASET", "SEGMENTATION_DATASETS", "SegmentationFolder", "TASK_ALIASES", "TEMIMAGENET_TASKS", "TEMImageNet",
     "USER_FOLDER", "check_data_root", "dataset_folder", "ensure_synthetic", "is_synthetic", "locate", "pretraining_folder",
 ]

@@ -32,17 +32,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emlib import atomic
+from emlib import atomic, paper
 from emlib.data.images import IMAGE_SUFFIXES, crop, image_shape, pad_to_at_least, read_unit, tile_corners, find_images
 
 SPLITS = ("train", "val", "test")
-PAPER_EVAL_SIZE = 5000
 MANIFEST_VERSION = 2
 
 
 def eval_split_size(n_files):
-    """Size of each of val and test: 5000 (paper) or 10 % of a smaller folder, at least 1."""
-    return min(PAPER_EVAL_SIZE, max(1, n_files // 10))
+    """Size of each of val and test: CEM500K's in the paper's Table 1 (5000) or 10 % of a
+    smaller folder, at least 1."""
+    return min(paper.table1()["CEM500K"]["validation"], max(1, n_files // 10))
 
 
 def make_manifest(files, seed, root=None):

@@ -6,8 +6,8 @@ folder as input and one label folder as target (`TEMIMAGENET_TASKS`; the
 super-resolution mapping is inferred from the folder names, DESIGN section 4).
 
 Split: a seeded shuffle of the IDs present in both folders, in the proportions
-of the paper's Table 1 (10377 / 1832 / 2155 of 14364): on the full release that
-gives exactly those counts, on a smaller folder the same fractions (rounded,
+of the paper's Table 1 (`emlib.paper.table1`): on the full release (14364 samples)
+that gives exactly its counts, on a smaller folder the same fractions (rounded,
 at least one sample each for val and test).
 """
 from pathlib import Path
@@ -17,13 +17,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from emlib import paper
+
 TEMIMAGENET_TASKS = {
     "denoising": ("image", "noNoise"),
     "noise_background_removal": ("image", "noBackgroundnoNoise"),
     "super_resolution": ("image", "noNoiseNoBackgroundSuperresolution"),
 }
-TASK_ALIASES = {"background_removal": "noise_background_removal"}
-PAPER_SPLIT = {"train": 10377, "val": 1832, "test": 2155}
+TASK_ALIASES = {"background_removal": "noise_background_removal"}  # the one table of task aliases
+SPLITS = ("train", "val", "test")
 
 
 def resolve_task(task):
@@ -44,9 +46,10 @@ def png_ids(folder):
 
 def split_counts(total):
     """(train, val, test) sizes for `total` samples in Table 1 proportions."""
-    paper_total = sum(PAPER_SPLIT.values())
-    n_val = max(1, round(total * PAPER_SPLIT["val"] / paper_total))  # at least 1 each for tiny folders
-    n_test = max(1, round(total * PAPER_SPLIT["test"] / paper_total))
+    table = paper.table1()["TEMImageNet"]
+    paper_total = table["train"][0] + table["validation"] + table["test"]
+    n_val = max(1, round(total * table["validation"] / paper_total))  # at least 1 each for tiny folders
+    n_test = max(1, round(total * table["test"] / paper_total))
     return total - n_val - n_test, n_val, n_test
 
 
@@ -81,8 +84,8 @@ class TEMImageNet(Dataset):
     """
 
     def __init__(self, root, task, split="train", seed=0):
-        if split not in PAPER_SPLIT:
-            raise ValueError(f"split must be one of {list(PAPER_SPLIT)}, got {split!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
         self.root, self.task, self.split = Path(root), resolve_task(task), split
         input_name, target_name = TEMIMAGENET_TASKS[self.task]
         self.input_dir, self.target_dir = self.root / input_name, self.root / target_name
