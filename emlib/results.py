@@ -21,7 +21,6 @@ SEGMENTATION_COLUMNS = PAPER_SEGMENTATION_COLUMNS + ["seed", "label_fraction", "
 PAPER_RESTORATION_COLUMNS = ["table", "dataset", "task", "model", "init", "epoch", "l1"]
 RESTORATION_COLUMNS = PAPER_RESTORATION_COLUMNS + ["psnr", "ssim", "seed", "source", "run_id"]
 
-SOURCES = ("paper", "real", "synthetic")
 
 # Registry names -> the names printed in the paper's tables.
 def paper_model_name(registry_name: str) -> str:

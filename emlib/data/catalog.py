@@ -16,7 +16,6 @@ synthetic or real data.
 from pathlib import Path
 
 from emlib.data.au import AU_DATASETS, AuSegmentation
-from emlib.data.image_folder import ImageFolder
 from emlib.data.segmentation_folder import NANOPARTICLE_DATASETS, SegmentationFolder
 from emlib.data.synthetic import ensure_synthetic, is_synthetic
 from emlib.data.temimagenet import TEMImageNet
@@ -92,7 +91,3 @@ def restoration_dataset(task: str, folder, split: str, seed: int = 0):
     """One split of TEMImageNet for a restoration task."""
     return TEMImageNet(folder, task, split=split, seed=seed)
 
-
-def pretraining_dataset(folder, split: str, **kwargs):
-    """One split of an image folder for pretraining (see ImageFolder for the arguments)."""
-    return ImageFolder(folder, split=split, **kwargs)

@@ -35,13 +35,6 @@ DILATIONS = {
 }
 
 
-def rf_formula(dilations) -> int:
-    """The closed-form receptive field of a U-Net with these per-level dilations."""
-    depth = len(dilations) - 1
-    encoder = sum(d * 2**level for level, d in enumerate(dilations[:-1]))
-    return 2**depth + 8 * encoder + 4 * dilations[-1] * 2**depth
-
-
 class ResidualBlock(nn.Module):
     """3x3 conv-BN-ReLU, 3x3 conv-BN, plus a 1x1 conv on the skip path, add, ReLU."""
 
