@@ -39,11 +39,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from emlib import __version__
+from emlib import __version__, finetune, models, pretrain
 from emlib.config import upgrade
+from emlib.data import CEM500K, Corruption
 from emlib.finite import check_finite_weights
 from emlib.intensity import FROM_CENTERED, TO_CENTERED
+from emlib.pretrain import PretrainConfig
+from emlib.results import paper_model_name
+from emlib.tiling import standardize_image
 
 # Output pixels a consumer drops at each inner tile edge: as emlib.predict, whose default blending (overlap 64)
 # never uses the overlap / 4 = 16 px next to a cut. 2 * HALO is a multiple of every network's size multiple.
@@ -142,8 +147,6 @@ def read_run(run_dir) -> Run:
 
 
 def _read_finetune(folder: Path, raw: dict, summary: dict) -> Run:
-    from emlib import finetune
-
     if not (folder / "best_model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: best_model.safetensors is missing (a fine-tuning run from an older "
                                 "emlib format?)")
@@ -158,9 +161,6 @@ def _read_finetune(folder: Path, raw: dict, summary: dict) -> Run:
 
 
 def _read_pretrain(folder: Path, raw: dict, summary: dict) -> Run:
-    from emlib import models
-    from emlib.pretrain import PretrainConfig
-
     weights, card_path = folder / "generator.safetensors", folder / "model_card.json"
     for path in (weights, card_path):
         if not path.is_file():
@@ -196,14 +196,10 @@ def held_out_inputs(run: Run) -> tuple:
     """(iterator over the input images (1, H, W) of the run's test split, as emlib's datasets give
     them, the split's name). A pretraining run's CEM500K test images come corrupted as in pretraining."""
     if run.kind == "finetune":
-        from emlib import finetune
-
         folder, _ = finetune.resolve_data_root(run.config)
         datasets = finetune.build_datasets(run.config, folder)
         split = "test" if "test" in datasets else "val"  # a run made with test=False has no test split
         return (datasets[split][i][0] for i in range(len(datasets[split]))), split
-    from emlib import pretrain
-    from emlib.data import CEM500K, Corruption
 
     config = run.config
     folder, _ = pretrain.resolve_data_root(config)
@@ -252,9 +248,6 @@ def package_input(run: Run, image: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def emlib_output(run: Run, raw: torch.Tensor) -> torch.Tensor:
     """emlib's own output for a package input batch (B, 1, H, W): the mask (uint8, logit > 0) or the restored image."""
-    from emlib import finetune, pretrain
-    from emlib.tiling import standardize_image
-
     if run.segmentation:
         standardised = torch.stack([standardize_image(x, "per_image") for x in raw])
         return (run.network(standardised) > 0).to(torch.uint8)
@@ -290,8 +283,6 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 def save_cover(raw: np.ndarray, output: np.ndarray, run: Run, path: Path, height: int = 256) -> Path:
     """input | prediction side by side (2:1), `height` pixels high."""
-    from PIL import Image
-
     shown = output * 255 if run.segmentation else np.clip(output, 0, 1) * 255
     halves = [to_uint8(raw), shown.round().astype(np.uint8)]
     width = round(height * raw.shape[1] / raw.shape[0])
@@ -395,8 +386,6 @@ def citations(run: Run) -> list:
 
 def model_title(run: Run) -> str:
     """The package's name (letters, digits, `_+- ()` only)."""
-    from emlib.results import paper_model_name
-
     what = "pretrained generator (restoration)" if run.kind == "pretrain" else f"{run.dataset} {run.task}"
     toy = " (toy)" if run.summary["source"] == "synthetic" else ""
     return re.sub(r"[^A-Za-z0-9_+\- ()]", "-", f"emlib {paper_model_name(run.model_name)} {what}{toy}")[:128]

@@ -32,6 +32,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from emlib import data, models, pretrain
+from emlib.data import Corruption
+from emlib.pretrain import PretrainConfig
+
 DIHEDRAL = ((False, False), (True, False), (False, True), (True, True))  # (flip, rot90)
 
 
@@ -42,8 +46,6 @@ def fixed_corruption(clean, noise_std=0.0, blur_sigma=0.0, flip=False, rot90=Fal
     blur_sigma), applied with probability 1; flip (horizontal) and rot90 (a quarter
     turn counter-clockwise) are applied to A and B alike when set. Same seed, same noise.
     """
-    from emlib.data import Corruption
-
     batch = clean if clean.ndim == 4 else clean.unsqueeze(0)
     if flip:
         batch = batch.flip(-1)
@@ -147,9 +149,6 @@ def load_pretraining_run(path, base=None) -> PretrainingRun:
     looked up under `base` (e.g. the repository root, where the sweep ran); a
     data_root found nowhere raises FileNotFoundError (its held-out images are needed).
     """
-    from emlib import models
-    from emlib.pretrain import PretrainConfig
-
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     weights, card_path = folder / "generator.safetensors", folder / "model_card.json"
@@ -174,8 +173,6 @@ def load_pretraining_run(path, base=None) -> PretrainingRun:
 def held_out_images(run: PretrainingRun, limit=None) -> torch.Tensor:
     """The clean validation images (N, 1, S, S) of the run's own split (the run folder's manifest;
     when it is not there, the same seeded split drawn anew in the user cache)."""
-    from emlib import data, pretrain
-
     folder, _ = data.pretraining_folder(run.config.data_root, verbose=False)
     manifest = pretrain.manifest_path(run.config)
     val = data.ImageFolder(folder, split="val", image_size=run.config.image_size, seed=run.config.split_seed,
@@ -197,8 +194,6 @@ def restore(run: PretrainingRun, images, strength, seed=0) -> dict:
     Returns {"input": A, "restored": G(A), "target": B, "l1_g": |G(A) - B| and
     "l1_identity": |A - B|, each a mean per image (N,) on the [0, 1] scale}.
     """
-    from emlib import pretrain
-
     noise, blur = strength_settings(run, strength)
     corrupted, target = fixed_corruption(images, noise, blur, seed=seed)
     restored = pretrain.restore_images(run.generator, corrupted, run.config.centered)

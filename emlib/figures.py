@@ -5,7 +5,9 @@ data (dashed) and our toy runs on synthetic data (dotted); titles say so too.
 Inputs are rows as returned by `emlib.paper.load_*` and `load_our_results`;
 `plot_log` draws a run's own log (loss curves of log.csv, val.csv, ...).
 """
+import json
 from collections import defaultdict
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -214,9 +216,6 @@ def plot_pretraining_curves(run_folders: dict, ax=None, title: str | None = None
     images (`identity_val_l1` of the run's summary): a generator that does not beat
     it has learned nothing about restoring EM.
     """
-    import json
-    from pathlib import Path
-
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 3.4))
     for (label, folder), color in zip(run_folders.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):

@@ -51,9 +51,9 @@ from tqdm.auto import tqdm
 
 from emlib import cli, data, finite, models, paper, provenance, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
-from emlib.intensity import CenteredIntensities
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
+from emlib.intensity import CenteredIntensities
 from emlib.metrics import dice_scores, restoration_scores
 
 SEGMENTATION = "segmentation"
@@ -176,7 +176,6 @@ class FinetuneConfig:
         """Raise ValueError naming the first bad field. Values only: the run checks
         that data_root and init exist when it starts (so a finished run folder
         loads with `load_finetuned` on a machine without its data)."""
-        from emlib import models
         self.task = canonical_task(self.task)
         check_config_types(self)
         if self.model not in models.generator_names():
@@ -258,8 +257,6 @@ def registry_model(model):
 
 def build_model(config: FinetuneConfig):
     """(model for the task, transfer report or None for random init); 1 input and 1 output channel."""
-    from emlib import models
-
     model = models.create(config.model, in_channels=1, out_channels=1)
     report = None
     if config.init != "random":
@@ -651,8 +648,6 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
         "data_sha256": fingerprint, **provenance.provenance(device),
     }
     if ctx.is_main:
-        from emlib import models
-
         model.load_state_dict(best.state)  # training is over: the run's model becomes the best one
         models.save_weights(registry_model(model), output_dir / "best_model.safetensors",
                             {"task": config.task, "best_epoch": best.epoch, metric: best.score})
@@ -667,8 +662,6 @@ def load_finetuned(output_dir):
     Restoration models come wrapped in CenteredIntensities: [0, 1] in, [0, 1] out.
     The weights file must hold the architecture config.json names (ValueError if not).
     """
-    from emlib import models
-
     output_dir = Path(output_dir)
     config_path, weights_path = output_dir / "config.json", output_dir / "best_model.safetensors"
     for path in (config_path, weights_path):

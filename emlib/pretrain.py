@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from emlib import __version__, atomic, cli, data, finite, provenance, run_folder, session, training
+from emlib import __version__, atomic, cli, data, finite, models, provenance, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
+from emlib.data import Corruption, ImageFolder
 from emlib.intensity import CenteredIntensities, from_centered, to_centered
 
 LOG_COLUMNS = ["epoch", "step", "d_loss", "g_adv", "g_l1", "d_real", "d_fake", "lr", "images_per_s"]
@@ -108,8 +109,6 @@ class PretrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first bad field. Values only: the run checks
         that data_root exists when it starts (so a run folder loads without its data)."""
-        from emlib import models
-
         check_config_types(self)
         if self.model not in models.generator_names():
             raise ValueError(f"model={self.model!r} is not a generator; choose one of {models.generator_names()}")
@@ -140,8 +139,6 @@ class PretrainConfig:
 
     def corruption(self):
         """The `emlib.data.Corruption` these fields describe."""
-        from emlib.data import Corruption
-
         return Corruption(noise_std=self.noise_std, blur_sigma=self.blur_sigma, p_noise=self.p_noise,
                           p_blur=self.p_blur, flip=self.flip, rot90=self.rot90)
 
@@ -162,8 +159,6 @@ def patchgan_min_size(n_layers: int = 3) -> int:
 
 def build_models(config: PretrainConfig):
     """(G, D) freshly initialised N(0, 0.02); D is None for the L1-only ablation."""
-    from emlib import models
-
     generator = models.create(config.model, in_channels=1, out_channels=1)
     models.init_weights(generator)
     multiple = getattr(generator, "size_multiple", 1)
@@ -236,8 +231,6 @@ def gan_step(G, D, opt_g, opt_d, scaler, corrupted, target, config, amp_context,
 
 def resolve_data_root(config: PretrainConfig):
     """(folder of images, "synthetic" | "real"): data_root as given, or the synthetic CEM500K when None."""
-    from emlib import data
-
     return data.pretraining_folder(config.data_root)
 
 
@@ -248,8 +241,6 @@ def manifest_path(config: PretrainConfig) -> Path:
 
 def build_datasets(config: PretrainConfig, folder: Path):
     """(train subset, validation set of fixed corrupted pairs, manifest hash) of the image folder."""
-    from emlib.data import ImageFolder
-
     common = dict(image_size=config.image_size, seed=config.split_seed, manifest_path=manifest_path(config),
                   tiles_per_image=config.tiles_per_image)
     train = ImageFolder(folder, split="train", subset=config.subset, **common)
@@ -371,8 +362,6 @@ def toy_generator(model: str, output_dir, seed: int = 0) -> Path:
 
 def export_generator(G, config, output_dir: Path, info: dict) -> dict:
     """Write generator.safetensors and model_card.json (what fine-tuning loads)."""
-    from emlib import models
-
     card = {
         "model": config.model,
         "task": "pix2pix_lsgan_pretraining",

@@ -12,11 +12,13 @@ differences and its 95% Student t interval. A verdict is
 Epochs: "first" is the first evaluation, "last" the last one, and "mean" the
 average over all evaluations (the area under the curve, a summary of speed).
 """
+import json
 import math
 import statistics
 from pathlib import Path
 
 from emlib import figures, results
+from emlib.paper import CLAIMS
 from emlib.run_folder import read_log
 
 SUPPORTS, CONTRADICTS, CANNOT_TELL = "supports", "contradicts", "cannot tell"
@@ -103,8 +105,6 @@ def claims_evidence(groups) -> list:
     Returns [{"claim", "verdict", "details": [lines]}]; comparisons are made per dataset
     at full labels, for each model the study pretrained.
     """
-    from emlib.paper import CLAIMS
-
     full = [g for g in groups if describe(g)["label_fraction"] == 1.0 and g.metric == "dice_percent"]
     datasets = sorted({describe(g)["dataset"] for g in full})
     models = sorted({describe(g)["model"] for g in full})
@@ -160,8 +160,6 @@ def val_improvement(run_folder) -> dict:
     flattened: the last quarter of the validation curve improved by less than 5 % of
     the whole curve's improvement.
     """
-    import json
-
     summary = json.loads((Path(run_folder) / "summary.json").read_text())
     curve = read_log(Path(run_folder) / "val.csv")["val_l1"]
     quarter = max(1, len(curve) // 4)
@@ -175,8 +173,6 @@ def val_improvement(run_folder) -> dict:
 def provenance_summary(results_dir) -> dict:
     """What ran, where and from which code: counts, total and per-kind wall time, commits and machines of the
     finished runs under `results_dir` (from their summary.json files)."""
-    import json
-
     runs = []
     for folder in results.results_folders(results_dir):
         for path in sorted(Path(folder).glob("*/summary.json")):

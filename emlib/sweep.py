@@ -32,7 +32,9 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from emlib import paper
+from emlib import bioimageio, paper
+from emlib.finetune import FinetuneConfig
+from emlib.pretrain import PretrainConfig
 from emlib.results import (RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, append_rows, group_runs, load_runs, read_rows,
                            summary_table)
 
@@ -263,9 +265,6 @@ NOTEBOOK_SWITCHES = {"compare_init": None, "real_results": None, "other_tasks": 
 
 def full_config(run: Run, toy: bool = False) -> dict:
     """Every field of the run's config as the CLI builds it: the preset (toy or the defaults), then the run's fields."""
-    from emlib.finetune import FinetuneConfig
-    from emlib.pretrain import PretrainConfig
-
     if run.kind == "pretrain":
         preset = PretrainConfig.toy() if toy else PretrainConfig()
         return PretrainConfig.from_dict({**preset.to_dict(), **run.config}).to_dict()
@@ -540,8 +539,6 @@ def best_runs(runs_dir) -> dict:
 
 def export_packages(runs_dir) -> list:
     """BioImage.IO packages of `best_runs` in runs_dir/bioimageio/<run id>.zip (existing ones are kept)."""
-    from emlib import bioimageio
-
     written = []
     for folder in best_runs(runs_dir).values():
         out = Path(runs_dir) / "bioimageio" / f"{folder.name}.zip"

@@ -63,6 +63,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from emlib import models
 from emlib.models.unet import pad_to_multiple
 
 STANDARDIZATIONS = ("per_image", "unit", None)
@@ -112,8 +113,6 @@ def _as_float_image(image) -> torch.Tensor:
 def registry_module(model: nn.Module) -> nn.Module | None:
     """The registry model that is `model`, or the one inside a wrapper that has no
     parameters of its own (emlib.intensity.CenteredIntensities, DDP, torch.compile); else None."""
-    from emlib import models
-
     known = [m for m in model.modules() if getattr(m, "name", None) in models.names()]
     if not known or {id(p) for p in model.parameters()} != {id(p) for p in known[0].parameters()}:
         return None
@@ -123,8 +122,6 @@ def registry_module(model: nn.Module) -> nn.Module | None:
 def _positive_probe(name: str) -> nn.Module:
     """Registry model `name` in float64 eval mode with every convolution a positive
     average, no biases and identity BatchNorm: non-negative in, non-negative out, no cancellation."""
-    from emlib import models
-
     probe = models.create(name).double().eval()
     with torch.no_grad():
         for module in probe.modules():

@@ -2,12 +2,12 @@
 import sys
 import warnings
 
+from emlib.data.download import SOURCES, DownloadError, DownloadWarning, download
+from emlib.data.synthetic import SCALES, ensure_synthetic
+
 
 def add_cli(subparsers):
     """Register the `data` command and its `synth` / `download` sub-commands."""
-    from emlib.data.download import SOURCES
-    from emlib.data.synthetic import SCALES
-
     parser = subparsers.add_parser("data", help="write synthetic data or download the real datasets")
     commands = parser.add_subparsers(dest="data_command", required=True)
 
@@ -24,8 +24,6 @@ def add_cli(subparsers):
 
 
 def run_synth(args):
-    from emlib.data.synthetic import ensure_synthetic
-
     root = ensure_synthetic(args.out, scale=args.scale)
     print(f"synthetic data ({args.scale}) in {root}")
     return 0
@@ -33,8 +31,6 @@ def run_synth(args):
 
 def run_download(args):
     """Download one dataset; warnings and failures are one line each on stderr (no traceback)."""
-    from emlib.data.download import SOURCES, DownloadError, DownloadWarning, download
-
     with warnings.catch_warnings():
         warnings.simplefilter("always", DownloadWarning)
         warnings.showwarning = lambda message, *rest, **kw: print(f"warning: {message}", file=sys.stderr)

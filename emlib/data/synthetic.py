@@ -28,6 +28,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from emlib.data.au import AU_DATASETS
+
 MARKER = ".emlib_synthetic"
 FORMAT_VERSION = 5  # bump when the generators change: older folders are then rewritten
 SCALES = {
@@ -344,8 +346,6 @@ def default_root():
 
 def write_all(root, scale, seed=0):
     """Write the three synthetic datasets under root (no marker; see ensure_synthetic)."""
-    from emlib.data.au import AU_DATASETS  # late import: au.py does not need this module
-
     counts = SCALES[scale]
     rng = np.random.default_rng(seed)
     write_cem500k(root / "cem500k", counts["cem"], rng)
