@@ -215,7 +215,7 @@ def generator_step(G_opt, D, scaler, corrupted, target, fake, config, amp_contex
 
 
 def gan_step(G, D, opt_g, opt_d, scaler, corrupted, target, config, amp_context, freeze_d=True) -> dict:
-    """D step then G step on one batch (DESIGN §2); returns the detached losses."""
+    """D step then G step on one batch (the losses of the module docstring); returns the detached losses."""
     with amp_context():
         fake = G(corrupted)
     losses = {}

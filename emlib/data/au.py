@@ -1,6 +1,6 @@
 """Au nanoparticle HRTEM segmentation: the Sytwu (2022) and Groschner (2021) sets.
 
-On disk (DESIGN section 4):
+On disk (as the records publish them; `emlib.data.download` fetches them):
 - Sytwu, Zenodo 6419024: `<tag>_Images.h5` (dataset `images`, raw counts (N, H, W))
   and `<tag>_Labels.h5` (dataset `labels`, binary (N, H, W)), one pair per tag.
 - Groschner, Zenodo 3755011: `Au_Bal_MedFilt_cutimages_20190726.h5` (`images`,
@@ -13,8 +13,8 @@ tiles, dropping tiles with <= 400 particle pixels. The Groschner images are
 already 512 x 512 and filtered: they are only standardised, and all are kept.
 
 Split: a seeded 60/20/20 shuffle of the source images (micrographs), in the
-paper's proportions (`paper/dataset_splits.csv`), made before tiling as Sytwu
-et al. do: all tiles of one micrograph land in one split (`sources` names the
+paper's proportions (Table 1, `emlib/paper_tables/dataset_splits.csv`), made
+before tiling as Sytwu et al. do: all tiles of one micrograph land in one split (`sources` names the
 micrograph of each tile). Items are whole 512 x 512 tiles in every split;
 fine-tuning crops and augments the train tiles (`emlib.data.augment`). All kept
 tiles of the requested split are held in memory (float32 images, uint8 masks):

@@ -3,7 +3,7 @@
 On disk: one flat folder per label type, one 8-bit `NNNNN.png` (256 x 256) per
 sample, the same ID across folders. A restoration task reads the noisy `image/`
 folder as input and one label folder as target (`TEMIMAGENET_TASKS`; the
-super-resolution mapping is inferred from the folder names, DESIGN section 4).
+super-resolution mapping is inferred from the folder names).
 
 Split: a seeded shuffle of the IDs present in both folders, in the proportions
 of the paper's Table 1 (`emlib.paper.table1`): on the full release (14364 samples)

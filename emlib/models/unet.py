@@ -12,7 +12,8 @@ last entry is the bottleneck's). With pooling 2 the RF is
     RF = 2**B + 8 * sum_{l<B} d_l 2**l + 4 d_B 2**B
 
 The dilation table below is our reconstruction: it reproduces the nine RFs of
-the paper exactly (see DESIGN.md section 3).
+the paper exactly (tests/test_models.py checks it; the book's page of our
+choices, book/choices.md, says why this table among others).
 
 Inputs whose height or width is not a multiple of 2**B are reflect-padded on
 the bottom/right up to the next multiple and the output is cropped back, so the
