@@ -334,7 +334,7 @@ for name, spec in data.AU_DATASETS.items():
 # 1. **x-ray spikes**: stray x-rays light up single pixels far above the rest;
 #    pixels brighter than the median + a threshold (1500 counts, 400 for the 20 nm
 #    set) get the mean of their neighbours (`remove_xray_spikes`);
-# 2. **standardisation**: each image to mean 0, standard deviation 1 (`standardise`);
+# 2. **standardisation**: each image to mean 0, standard deviation 1 (`standardize`);
 # 3. **tiles**: 512 x 512 pieces (`tile_image`), dropping those with 400 or fewer
 #    particle pixels (`keep_tile`): almost pure background teaches little.
 #
@@ -345,7 +345,7 @@ tag = data.AU_DATASETS["Au5nm"]["tag"]
 masks = au_prep.read_masks(root / "au", "Au5nm")
 _, raw = next(au_prep.read_images(root / "au", "Au5nm", [0]))
 cleaned = au_prep.remove_xray_spikes(raw, data.AU_DATASETS["Au5nm"]["spike_threshold"])
-tiles = au_prep.tile_image(au_prep.standardise(cleaned), masks[0])
+tiles = au_prep.tile_image(au_prep.standardize(cleaned), masks[0])
 print(f"raw image {raw.shape}: max {raw.max():.0f} counts, median {np.median(raw):.0f} -> after spike removal max {cleaned.max():.0f}")
 fig, axes = plt.subplots(1, 2 + len(tiles), figsize=(2.6 * (2 + len(tiles)), 2.8))
 axes[0].imshow(raw, cmap="gray")

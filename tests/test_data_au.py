@@ -8,7 +8,7 @@ import torch
 
 from emlib.data import AU_DATASETS, AuSegmentation, ensure_synthetic
 from emlib.data.au import keep_tile, read_masks, remove_xray_spikes, tile_image
-from emlib.data.images import standardise
+from emlib.data.images import standardize
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,9 @@ def test_spike_removal_hand_cases():
 
 def test_standardise_tile_and_keep():
     image = np.arange(1024 * 1536, dtype=np.float32).reshape(1024, 1536)
-    z = standardise(image)
+    z = standardize(image)
     assert z.mean() == pytest.approx(0, abs=1e-4) and z.std() == pytest.approx(1, abs=1e-4)
-    assert not standardise(np.full((3, 3), 5.0)).any()
+    assert not standardize(np.full((3, 3), 5.0)).any()
     tiles = tile_image(image, image, tile=512)
     assert len(tiles) == 6 and np.array_equal(tiles[1][0], image[:512, 512:1024])
     assert len(tile_image(image[:600, :600], image[:600, :600])) == 1  # remainder dropped

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from emlib.data.images import standardise
+from emlib.data.images import standardize
 
 AU_DATASETS = {
     "Au2.2nm": dict(source="sytwu", tag="Au_2p2nm_330kx_423e", spike_threshold=1500),
@@ -197,7 +197,7 @@ class AuSegmentation(Dataset):
                              disable=len(chosen) < 50):
             if spec["spike_threshold"] is not None:
                 image = remove_xray_spikes(image, spec["spike_threshold"])
-            for image_tile, mask_tile in tile_image(standardise(image), masks[i], self.tile):
+            for image_tile, mask_tile in tile_image(standardize(image), masks[i], self.tile):
                 if spec["source"] == "groschner" or keep_tile(mask_tile):  # Sytwu drop near-empty tiles
                     out_images.append(image_tile)
                     out_masks.append(mask_tile)

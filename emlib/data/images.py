@@ -101,7 +101,7 @@ def read_unit(path) -> np.ndarray:
     return to_unit_range(read_raw(path), path)
 
 
-def standardise(image) -> np.ndarray:
+def standardize(image) -> np.ndarray:
     """Mean 0, standard deviation 1 over the whole image (a constant image becomes 0)."""
     image = np.asarray(image, dtype=np.float32)
     std = image.std()

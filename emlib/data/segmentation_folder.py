@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emlib.data.images import IMAGE_SUFFIXES, find_images, read_raw, read_unit, standardise
+from emlib.data.images import IMAGE_SUFFIXES, find_images, read_raw, read_unit, standardize
 
 SPLITS = ("train", "val", "test")
 MASK_FOLDERS = ("masks", "labels", "segmaps")
@@ -207,7 +207,7 @@ class SegmentationFolder(Dataset):
 
     def __getitem__(self, index):
         image_path, mask_path = self.pairs[index]
-        image = standardise(read_unit(image_path))
+        image = standardize(read_unit(image_path))
         mask = to_binary_mask(read_raw(mask_path), self.masks, mask_path)
         if image.shape != mask.shape:
             raise ValueError(f"image {image_path} is {image.shape} but its mask {mask_path} is {mask.shape}")
