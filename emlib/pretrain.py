@@ -356,7 +356,7 @@ def toy_generator(model: str, output_dir, seed: int = 0) -> Path:
     The downstream chapters use it when no real pretrained generator is given.
     """
     config = PretrainConfig.toy(model=model, output_dir=str(output_dir), seed=seed, deterministic=True)
-    train(config, overwrite=True)
+    run(config, overwrite=True)
     return Path(config.output_dir)
 
 
@@ -380,7 +380,7 @@ def export_generator(G, config, output_dir: Path, info: dict) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 
-def train(config: PretrainConfig, resume: bool = False, overwrite: bool = True) -> dict:
+def run(config: PretrainConfig, resume: bool = False, overwrite: bool = True) -> dict:
     """Pretrain the generator `config.model`; returns the run summary (see summary.json).
 
     Under `torchrun` this is DistributedDataParallel training (rank 0 logs and
@@ -398,10 +398,10 @@ def train(config: PretrainConfig, resume: bool = False, overwrite: bool = True) 
     data.check_data_root(config.data_root)  # the config holds values; the run checks the files they name
     with session.run_session(config.device, config.deterministic) as ctx:
         with run_folder.lock_run_folder(config.output_dir, enabled=ctx.is_main):
-            return _train(config, ctx, resume, overwrite)
+            return _run(config, ctx, resume, overwrite)
 
 
-def _train(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
+def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
     output_dir, device = Path(config.output_dir), ctx.device
     checkpoint_path = output_dir / "checkpoint.pt"
     resuming = run_folder.plan_run(output_dir, resume, overwrite, announce=ctx.is_main)
@@ -559,6 +559,6 @@ def add_cli(subparsers) -> None:
 
 def _run_cli(args) -> int:
     config = cli.config_from_cli(PretrainConfig, args, PretrainConfig.toy if args.toy else None)
-    summary = train(config, resume=args.resume, overwrite=args.overwrite)
+    summary = run(config, resume=args.resume, overwrite=args.overwrite)
     cli.print_run_summary(summary, leave_out=("val_l1",))
     return cli.exit_code(summary)

@@ -136,7 +136,7 @@ for name, n_params, gmacs in rows:
 # %% [markdown]
 # ## A toy run
 #
-# `pretrain.train(config)` runs the loop, writes `log.csv` (per step),
+# `pretrain.run(config)` runs the loop, writes `log.csv` (per step),
 # `val.csv` (per epoch), an atomic `checkpoint.pt` and, at the end, the
 # generator as `generator.safetensors` with a `model_card.json`; fine-tuning
 # loads those two files. The same call scales to the paper's setting by changing
@@ -146,7 +146,7 @@ for name, n_params, gmacs in rows:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-summaries = {g: pretrain.train(config) for g, config in configs.items()}
+summaries = {g: pretrain.run(config) for g, config in configs.items()}
 
 # %%
 print(f"{'generator':>16} {'steps':>6} {'val L1 per epoch':>30}")

@@ -23,11 +23,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from emlib import bioimageio as export_module
-from emlib import cli, models
+from emlib import cli, models, pretrain
 from emlib.bioimageio import HALO, export, read_run
 from emlib.data import ensure_synthetic
 from emlib.finetune import FinetuneConfig, load_finetuned, run
-from emlib.pretrain import PretrainConfig, train
+from emlib.pretrain import PretrainConfig
 from emlib.tiling import predict
 from emlib.finite import NonFiniteWeightsError
 
@@ -72,7 +72,7 @@ def data_root():
 @pytest.fixture(scope="module")
 def pretrain_run(data_root, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("pretrain") / "run"
-    train(PretrainConfig.toy(max_steps=2, data_root=data_root, output_dir=str(output_dir)))
+    pretrain.run(PretrainConfig.toy(max_steps=2, data_root=data_root, output_dir=str(output_dir)))
     return output_dir
 
 

@@ -75,7 +75,7 @@ def test_corruption_explorer_redraws_on_every_control():
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    """A pretraining run folder as `pretrain.train` leaves it (untrained weights), whose data_root is relative."""
+    """A pretraining run folder as `pretrain.run` leaves it (untrained weights), whose data_root is relative."""
     base = tmp_path_factory.mktemp("repo")
     data = base / "shared" / "cells"
     data.mkdir(parents=True)

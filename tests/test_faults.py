@@ -78,7 +78,7 @@ def snapshot(folder):
 def finished_run(cem_folder, tmp_path_factory):
     """A finished 2-step pretraining run; tests copy it before changing anything."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    pretrain.train(tiny(cem_folder, out))
+    pretrain.run(tiny(cem_folder, out))
     return out
 
 
@@ -97,7 +97,7 @@ def test_refused_resume_leaves_the_run_folder_as_it_was(cem_folder, finished_run
     out = copy_run(finished_run, tmp_path / "run")
     before = snapshot(out)
     with pytest.raises(ValueError, match="cannot resume"):
-        pretrain.train(tiny(cem_folder, out, max_steps=3, **overrides), resume=True)
+        pretrain.run(tiny(cem_folder, out, max_steps=3, **overrides), resume=True)
     assert snapshot(out) == before  # config.json not rewritten, summary.json still there
 
 
@@ -169,7 +169,7 @@ def test_a_diverging_update_never_reaches_a_checkpoint_or_the_export(cem_folder,
 
     monkeypatch.setattr(pretrain, "gan_step", step_that_diverges)
     with pytest.raises(FloatingPointError, match="running_var"):
-        pretrain.train(tiny(cem_folder, tmp_path, max_steps=3, checkpoint_every=1))
+        pretrain.run(tiny(cem_folder, tmp_path, max_steps=3, checkpoint_every=1))
     state = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["position"]["step"] == 2 and not finite.nonfinite_tensors(state)
     assert not (tmp_path / "generator.safetensors").exists() and not (tmp_path / "summary.json").exists()
@@ -199,8 +199,8 @@ def test_weight_transfer_refuses_non_finite_tensors(tmp_path):
 
 
 def test_lr_may_change_on_resume_and_the_optimiser_gets_it(cem_folder, tmp_path):
-    pretrain.train(tiny(cem_folder, tmp_path, max_steps=2))
-    pretrain.train(tiny(cem_folder, tmp_path, max_steps=3, lr=1e-5), resume=True)
+    pretrain.run(tiny(cem_folder, tmp_path, max_steps=2))
+    pretrain.run(tiny(cem_folder, tmp_path, max_steps=3, lr=1e-5), resume=True)
     state = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")
     assert [g["lr"] for g in state["opt_g"]["param_groups"] + state["opt_d"]["param_groups"]] == [1e-5, 1e-5]
     log = run_folder.read_log(tmp_path / "log.csv")
@@ -240,7 +240,7 @@ def test_corrupt_checkpoint_is_one_error_naming_the_file(cem_folder, finished_ru
     checkpoint.write_bytes(corrupt_files((finished_run / "checkpoint.pt").read_bytes())[kind])
     before = snapshot(out)
     with pytest.raises(ValueError) as info:  # not torch's RuntimeError / EOFError / UnpicklingError
-        pretrain.train(tiny(cem_folder, out, max_steps=3), resume=True)
+        pretrain.run(tiny(cem_folder, out, max_steps=3), resume=True)
     assert isinstance(info.value, run_folder.CheckpointError)
     message = str(info.value)
     assert str(checkpoint) in message and "without --resume" in message
@@ -252,13 +252,13 @@ def test_corrupt_checkpoint_is_one_error_naming_the_file(cem_folder, finished_ru
 
 
 def test_resume_on_other_data_is_refused(cem_folder, tmp_path):
-    pretrain.train(tiny(cem_folder, tmp_path / "run"))
+    pretrain.run(tiny(cem_folder, tmp_path / "run"))
     half = write_cem_folder(tmp_path / "half", n=12)
     before = snapshot(tmp_path / "run")
     with pytest.raises(ValueError, match="the data differs|has changed"):  # the checkpoint's or the manifest's check
-        pretrain.train(tiny(half, tmp_path / "run", max_steps=3), resume=True)
+        pretrain.run(tiny(half, tmp_path / "run", max_steps=3), resume=True)
     assert snapshot(tmp_path / "run") == before
-    assert pretrain.train(tiny(cem_folder, tmp_path / "run", max_steps=3), resume=True)["steps"] == 3
+    assert pretrain.run(tiny(cem_folder, tmp_path / "run", max_steps=3), resume=True)["steps"] == 3
 
 
 def test_finetune_resume_on_other_data_is_refused(temimagenet, tmp_path):
@@ -329,7 +329,7 @@ def test_cli_exits_1_for_a_run_failure(cem_folder, tmp_path, monkeypatch, capsys
     def bug(*args, **kwargs):
         raise KeyError("generator")
 
-    monkeypatch.setattr(pretrain, "train", bug)  # an error nobody meant: its type, and where to look
+    monkeypatch.setattr(pretrain, "run", bug)  # an error nobody meant: its type, and where to look
     code, err = run_cli(capsys, "pretrain", "--toy", "--output-dir", out)
     assert code == 1 and err.strip() == "error: KeyError: 'generator' (run again with --traceback for the full traceback)"
 
@@ -346,7 +346,7 @@ def test_interrupted_run_exits_128_plus_the_signal(cem_folder, tmp_path, monkeyp
     monkeypatch.setattr(pretrain, "gan_step", step_then_signal)
     assert run_cli(capsys, *tiny_cli(cem_folder, tmp_path, max_steps=3))[0] == code
     assert run_folder.load_checkpoint(tmp_path / "checkpoint.pt")["position"]["step"] == 1
-    summary = pretrain.train(tiny(cem_folder, tmp_path, max_steps=3), resume=True)  # the API returns, never exits
+    summary = pretrain.run(tiny(cem_folder, tmp_path, max_steps=3), resume=True)  # the API returns, never exits
     assert summary["status"] == "interrupted" and summary["signal"] == signal.Signals(signum).name
 
 
@@ -421,10 +421,10 @@ def test_a_second_run_into_a_locked_folder_is_refused(cem_folder, tmp_path):
     out = tmp_path / "run"
     with run_folder.lock_run_folder(out):
         with pytest.raises(run_folder.RunFolderLockedError, match=re.escape(f"{out} is in use by another run (process {os.getpid()};")):
-            pretrain.train(tiny(cem_folder, out))
+            pretrain.run(tiny(cem_folder, out))
         assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
     assert not out.exists()  # released, and the folder it created (empty) removed
-    pretrain.train(tiny(cem_folder, out))
+    pretrain.run(tiny(cem_folder, out))
     assert not (out / ".lock").exists() and (out / "summary.json").exists()
 
 
@@ -436,13 +436,13 @@ def test_a_finished_run_is_not_overwritten_without_overwrite(cem_folder, finishe
     assert code == 2 and "holds a finished run" in err and "--overwrite" in err
     assert snapshot(out) == before
     with pytest.raises(ValueError, match="finished run"):
-        pretrain.train(tiny(cem_folder, out), overwrite=False)
+        pretrain.run(tiny(cem_folder, out), overwrite=False)
     assert run_cli(capsys, *argv, "--overwrite")[0] == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == 1
 
 
 def test_resume_without_a_checkpoint_says_so_and_starts_fresh(cem_folder, tmp_path, capsys):
-    summary = pretrain.train(tiny(cem_folder, tmp_path / "run"), resume=True)
+    summary = pretrain.run(tiny(cem_folder, tmp_path / "run"), resume=True)
     assert summary["status"] == "finished" and summary["steps"] == 2
     assert f"resume: no checkpoint in {tmp_path / 'run'}; starting a new run" in capsys.readouterr().err
 
@@ -454,7 +454,7 @@ def test_run_files_get_the_umask_mode_and_stale_temp_files_go(cem_folder, tmp_pa
     stale.write_bytes(b"\0" * 1000)  # left by a run killed while writing its checkpoint
     old_mask = os.umask(0o027)
     try:
-        pretrain.train(tiny(cem_folder, out))
+        pretrain.run(tiny(cem_folder, out))
     finally:
         os.umask(old_mask)
     assert not stale.exists()
@@ -478,7 +478,7 @@ def test_disk_full_during_a_checkpoint_says_so_and_keeps_the_previous_one(cem_fo
     monkeypatch.setattr(torch, "save", save_on_a_full_disk)
     path = tmp_path / "checkpoint.pt"
     with pytest.raises(OSError, match=re.escape(f"no space left on device while writing {path}; the previous checkpoint is kept")) as info:
-        pretrain.train(tiny(cem_folder, tmp_path, max_steps=3, checkpoint_every=1))
+        pretrain.run(tiny(cem_folder, tmp_path, max_steps=3, checkpoint_every=1))
     assert info.value.errno == errno.ENOSPC
     monkeypatch.setattr(torch, "save", real_save)
     assert run_folder.load_checkpoint(path)["position"]["step"] == 1

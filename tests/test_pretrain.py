@@ -87,7 +87,7 @@ def test_discriminator_and_generator_steps_update_only_their_own_weights():
 
 
 def test_resume_after_sigterm_continues_exactly(cem_folder, tmp_path, monkeypatch):
-    straight = pretrain.train(tiny_config(cem_folder, tmp_path / "straight", max_steps=5, steps_per_epoch=3))
+    straight = pretrain.run(tiny_config(cem_folder, tmp_path / "straight", max_steps=5, steps_per_epoch=3))
 
     real_step, calls = pretrain.gan_step, {"n": 0}
 
@@ -99,11 +99,11 @@ def test_resume_after_sigterm_continues_exactly(cem_folder, tmp_path, monkeypatc
         return losses
 
     monkeypatch.setattr(pretrain, "gan_step", step_then_sigterm)
-    stopped = pretrain.train(tiny_config(cem_folder, tmp_path / "resumed", max_steps=5, steps_per_epoch=3))
+    stopped = pretrain.run(tiny_config(cem_folder, tmp_path / "resumed", max_steps=5, steps_per_epoch=3))
     assert stopped == {"status": "interrupted", "signal": "SIGTERM", "step": 2, "output_dir": str(tmp_path / "resumed")}
     assert not (tmp_path / "resumed" / "summary.json").exists()
     monkeypatch.setattr(pretrain, "gan_step", real_step)
-    resumed = pretrain.train(tiny_config(cem_folder, tmp_path / "resumed", max_steps=5, steps_per_epoch=3), resume=True)
+    resumed = pretrain.run(tiny_config(cem_folder, tmp_path / "resumed", max_steps=5, steps_per_epoch=3), resume=True)
 
     (a, steps_a), (b, steps_b) = read_losses(tmp_path / "straight" / "log.csv"), read_losses(tmp_path / "resumed" / "log.csv")
     assert steps_a.tolist() == steps_b.tolist() == [1, 2, 3, 4, 5]
@@ -127,11 +127,11 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(cem_folder, tmp
 
     monkeypatch.setattr(torch, "save", save_that_crashes_the_second_time)
     with pytest.raises(OSError, match="simulated crash"):
-        pretrain.train(config)
+        pretrain.run(config)
     monkeypatch.setattr(torch, "save", real_save)
     assert run_folder.load_checkpoint(tmp_path / "checkpoint.pt")["position"]["step"] == 2
     assert not list(tmp_path.glob(".checkpoint.pt.*"))  # the temp file is gone
-    assert pretrain.train(config, resume=True)["steps"] == 4
+    assert pretrain.run(config, resume=True)["steps"] == 4
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(cem_folder, tmp_path, monkeypatch):
@@ -144,7 +144,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ce
 
     monkeypatch.setattr(pretrain, "generator_losses", losses_going_nan)
     with pytest.raises(finite.NonFiniteLossError, match="g_adv = nan at step 3"):
-        pretrain.train(tiny_config(cem_folder, tmp_path, max_steps=6, checkpoint_every=2))
+        pretrain.run(tiny_config(cem_folder, tmp_path, max_steps=6, checkpoint_every=2))
     state = run_folder.load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["position"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["generator"].values())
@@ -152,9 +152,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ce
 
 
 def test_resume_with_another_generator_is_refused(cem_folder, tmp_path):
-    pretrain.train(tiny_config(cem_folder, tmp_path, max_steps=1))
+    pretrain.run(tiny_config(cem_folder, tmp_path, max_steps=1))
     with pytest.raises(ValueError, match="model: 'unet_2_44' -> 'unet_2_84'"):
-        pretrain.train(tiny_config(cem_folder, tmp_path, max_steps=2, model="unet_2_84"), resume=True)
+        pretrain.run(tiny_config(cem_folder, tmp_path, max_steps=2, model="unet_2_84"), resume=True)
 
 
 @pytest.mark.parametrize("overrides, error, field", [
@@ -175,13 +175,13 @@ def test_the_config_holds_values_and_the_run_checks_data_root(tmp_path):
     config = pretrain.PretrainConfig.toy(data_root="/no/such/folder", output_dir=str(tmp_path / "run"))
     assert pretrain.PretrainConfig.from_dict(config.to_dict()) == config  # a run folder loads without its data
     with pytest.raises(FileNotFoundError, match="data_root folder not found: /no/such/folder"):
-        pretrain.train(config)
+        pretrain.run(config)
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
 def test_image_size_the_generator_cannot_take_is_refused(cem_folder, tmp_path):
     with pytest.raises(ValueError, match="image_size=34 must be a multiple of 4"):
-        pretrain.train(tiny_config(cem_folder, tmp_path, image_size=34))
+        pretrain.run(tiny_config(cem_folder, tmp_path, image_size=34))
 
 
 def test_config_dict_round_trip_and_unknown_keys():
@@ -194,7 +194,7 @@ def test_config_dict_round_trip_and_unknown_keys():
 
 def test_runs_written_before_the_rename_of_generator_to_model_still_load_and_resume(cem_folder, tmp_path):
     out = tmp_path / "run"
-    pretrain.train(tiny_config(cem_folder, out, max_steps=1))
+    pretrain.run(tiny_config(cem_folder, out, max_steps=1))
     config_json = json.loads((out / "config.json").read_text())
     old_config = {("generator" if k == "model" else k): v for k, v in config_json.items()}
     (out / "config.json").write_text(json.dumps(old_config))  # as the real-data sweep wrote them
@@ -217,7 +217,7 @@ def test_toy_run_lowers_validation_l1_and_exports_the_generator(cem_folder, tmp_
     untrained, _ = pretrain.build_models(config)
     _, val_set, _ = pretrain.build_datasets(config, cem_folder)
     before = pretrain.validation_l1(untrained, val_set, config, session.DistributedContext())
-    summary = pretrain.train(config)
+    summary = pretrain.run(config)
     val = [v for _, _, v in summary["val_l1"]]
     assert len(val) == 3 and val[-1] < min(val[:-1]) and val[-1] < 0.9 * before
     card = json.loads((tmp_path / "model_card.json").read_text())
