@@ -197,7 +197,7 @@ def discriminator_step(D, opt_d, scaler, corrupted, target, fake, amp_context) -
     return {"d_loss": loss.detach(), "d_real": d_real.detach().float().mean(), "d_fake": d_fake.detach().float().mean()}
 
 
-def generator_step(G_opt, D, scaler, corrupted, target, fake, config, amp_context, freeze_d=True) -> dict:
+def generator_step(opt_g, D, scaler, corrupted, target, fake, config, amp_context, freeze_d=True) -> dict:
     """One G update: adversarial + l1_weight * L1. D's weights get no update (its
     gradients are either not computed, `freeze_d`, or zeroed before its next step)."""
     if D is not None and freeze_d:
@@ -206,9 +206,9 @@ def generator_step(G_opt, D, scaler, corrupted, target, fake, config, amp_contex
         d_fake = D(torch.cat([corrupted, fake], 1)).float() if D is not None else None
         g_adv, g_l1 = generator_losses(d_fake, fake.float(), target.float())
         loss = config.adv_weight * g_adv + config.l1_weight * g_l1
-    G_opt.zero_grad(set_to_none=True)
+    opt_g.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
-    scaler.step(G_opt)
+    scaler.step(opt_g)
     if D is not None and freeze_d:
         D.requires_grad_(True)
     return {"g_adv": g_adv.detach(), "g_l1": g_l1.detach()}
