@@ -3,7 +3,7 @@
 Every plot marks the source of each line: the paper (solid), our runs on real
 data (dashed) and our toy runs on synthetic data (dotted); titles say so too.
 Inputs are rows as returned by `emlib.paper.load_*` and `load_our_results`;
-`plot_log` draws a run's own log (loss curves of log.csv, val.csv, ...).
+`plot_log` draws a run's own log (loss curves of log.csv, validation.csv, ...).
 """
 import json
 from collections import defaultdict
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from emlib.paper import INITS, MODELS, RESTORATION_TASKS, SEGMENTATION_DATASETS, TASK_ABBREVIATIONS, curves, is_pretrained
-from emlib.run_folder import read_log
+from emlib.run_folder import read_log, run_file
 
 INIT_COLORS = {"random": "0.35", "P50k": "tab:blue", "P100k": "tab:orange", "P200k": "tab:green", "pretrained": "tab:purple"}
 SOURCE_STYLES = {"paper": dict(linestyle="-"), "real": dict(linestyle="--", marker="o", markersize=3),
@@ -219,7 +219,7 @@ def plot_pretraining_curves(run_folders: dict, ax=None, title: str | None = None
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 3.4))
     for (label, folder), color in zip(run_folders.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        log = read_log(Path(folder) / "val.csv")
+        log = read_log(run_file(folder, "validation.csv"))
         ax.plot(log["step"], log["val_l1"], marker="o", markersize=3, color=color, label=label)
         summary = Path(folder) / "summary.json"
         if summary.is_file() and "identity_val_l1" in json.loads(summary.read_text()):

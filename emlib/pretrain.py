@@ -437,7 +437,7 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     if ctx.is_main:
         resume_step = position["step"] if resuming else None
         loggers["log"] = run_folder.CSVLogger(output_dir / "log.csv", LOG_COLUMNS, resume_step)
-        loggers["val"] = run_folder.CSVLogger(output_dir / "val.csv", VAL_COLUMNS, resume_step)
+        loggers["val"] = run_folder.CSVLogger(output_dir / "validation.csv", VAL_COLUMNS, resume_step)
 
     def save():
         if ctx.is_main:

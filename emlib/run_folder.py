@@ -5,8 +5,9 @@ The contract, read by `emlib.sweep`, `emlib.results` and `emlib.bioimageio`:
     .lock            held (flock) while a run writes into the folder: one run per folder
     config.json      written first, once every check of the run has passed
     checkpoint.pt    atomic; resumable; never holds NaN/inf weights
-    log.csv, ...     CSV logs, one row per step or epoch; on resume, rows written after
-                     the checkpoint (and a row torn by a crash) are dropped
+    log.csv, ...     CSV logs, one row per step or epoch (validation.csv: the validation
+                     scores); on resume, rows written after the checkpoint (and a row
+                     torn by a crash) are dropped
     summary.json     written last, and only when the run finishes
 
 `plan_run` decides, before anything in the folder changes, whether a run resumes;
@@ -15,6 +16,12 @@ checkpoint is refused on resume when its config differs (`check_config_matches`)
 or it was trained on other data (`data_fingerprint`, `check_data_matches`); a
 refused resume leaves the folder as it was. Every file is written atomically
 (`emlib.atomic`).
+
+Renamed files. A run folder written before a file was renamed keeps its old file:
+`run_file` finds it, and a resumed run renames it (`start_run_folder`).
+
+    val.csv -> validation.csv   pretraining's validation log (before the rename,
+                                e.g. the real-data sweep's results/)
 """
 import contextlib
 import csv
@@ -38,6 +45,7 @@ except ImportError:  # Windows: the lock falls back to an exclusively created fi
     fcntl = None
 
 LOCK_NAME = ".lock"
+RENAMED_FILES = {"val.csv": "validation.csv"}  # old name -> name; see the module docstring
 CHECKPOINT_ADVICE = "move it away (or restore a copy of the run folder), then run again without --resume to start over"
 
 
@@ -151,7 +159,7 @@ def remove_stale_temp_files(output_dir) -> list:
 
 def start_run_folder(output_dir, config: dict) -> None:
     """Mark a run folder as running: create it, remove stale temp files and an old
-    summary.json, write config.json.
+    summary.json, give files of a renamed kind their current name, write config.json.
 
     Call it only once every check of the run (config, checkpoint, data) has passed,
     so that a refused run leaves the folder as it was.
@@ -159,8 +167,19 @@ def start_run_folder(output_dir, config: dict) -> None:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(output_dir)
+    for old, new in RENAMED_FILES.items():
+        if (output_dir / old).is_file() and not (output_dir / new).exists():
+            os.replace(output_dir / old, output_dir / new)  # a resumed run goes on with its log
     (output_dir / "summary.json").unlink(missing_ok=True)
     atomic.write_json(output_dir / "config.json", config)
+
+
+def run_file(output_dir, name: str) -> Path:
+    """The path of file `name` in a run folder; in a folder written before the file was
+    renamed (RENAMED_FILES), its old file when only that one is there."""
+    path = Path(output_dir) / name
+    old = next((Path(output_dir) / o for o, n in RENAMED_FILES.items() if n == name), None)
+    return old if old is not None and old.is_file() and not path.exists() else path
 
 
 def finish_run_folder(output_dir, summary: dict) -> None:

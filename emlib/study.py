@@ -19,7 +19,7 @@ from pathlib import Path
 
 from emlib import figures, results
 from emlib.paper import CLAIMS
-from emlib.run_folder import read_log
+from emlib.run_folder import read_log, run_file
 
 SUPPORTS, CONTRADICTS, CANNOT_TELL = "supports", "contradicts", "cannot tell"
 
@@ -161,7 +161,7 @@ def val_improvement(run_folder) -> dict:
     the whole curve's improvement.
     """
     summary = json.loads((Path(run_folder) / "summary.json").read_text())
-    curve = read_log(Path(run_folder) / "val.csv")["val_l1"]
+    curve = read_log(run_file(run_folder, "validation.csv"))["val_l1"]
     quarter = max(1, len(curve) // 4)
     total = curve[0] - curve.min()
     late = curve[-quarter - 1] - curve[-1] if len(curve) > quarter else total

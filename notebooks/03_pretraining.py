@@ -137,7 +137,7 @@ for name, n_params, gmacs in rows:
 # ## A toy run
 #
 # `pretrain.run(config)` runs the loop, writes `log.csv` (per step),
-# `val.csv` (per epoch), an atomic `checkpoint.pt` and, at the end, the
+# `validation.csv` (per epoch), an atomic `checkpoint.pt` and, at the end, the
 # generator as `generator.safetensors` with a `model_card.json`; fine-tuning
 # loads those two files. The same call scales to the paper's setting by changing
 # the config, e.g. from a shell:
@@ -185,7 +185,7 @@ plt.show()
 # %%
 fig, ax = plt.subplots(figsize=(5, 3.4))
 for g, config in configs.items():
-    figures.plot_log(Path(config.output_dir) / "val.csv", ["val_l1"], x="epoch", ax=ax, label_prefix=f"{g}: ")
+    figures.plot_log(Path(config.output_dir) / "validation.csv", ["val_l1"], x="epoch", ax=ax, label_prefix=f"{g}: ")
 identity_l1 = torch.stack([(a - b).abs().mean() for a, b in pairs]).mean().item()
 ax.axhline(identity_l1, ls="--", c="gray", label="G(A) = A, on the pairs shown below")
 ax.legend(fontsize=8)

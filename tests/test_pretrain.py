@@ -192,7 +192,7 @@ def test_config_dict_round_trip_and_unknown_keys():
         pretrain.PretrainConfig.from_dict({**data, "learning_rate": 1.0})
 
 
-def test_runs_written_before_the_rename_of_generator_to_model_still_load_and_resume(cem_folder, tmp_path):
+def test_runs_written_before_the_renames_still_load_and_resume(cem_folder, tmp_path):
     out = tmp_path / "run"
     pretrain.run(tiny_config(cem_folder, out, max_steps=1))
     config_json = json.loads((out / "config.json").read_text())
@@ -200,10 +200,13 @@ def test_runs_written_before_the_rename_of_generator_to_model_still_load_and_res
     (out / "config.json").write_text(json.dumps(old_config))  # as the real-data sweep wrote them
     state = run_folder.load_checkpoint(out / "checkpoint.pt")
     run_folder.save_checkpoint(out / "checkpoint.pt", {**state, "config": old_config})
+    (out / "validation.csv").rename(out / "val.csv")  # the validation log's old name
+    assert run_folder.run_file(out, "validation.csv") == out / "val.csv"
     assert pretrain.PretrainConfig.from_dict(old_config).model == "unet_2_44"
     assert cli.main(["pretrain", "--config", str(out / "config.json"), "--max-steps", "2", "--resume"]) == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
     assert json.loads((out / "config.json").read_text())["model"] == "unet_2_44"
+    assert not (out / "val.csv").exists() and run_folder.read_log(out / "validation.csv")["step"].tolist() == [1, 2]
 
 
 def test_the_discriminator_comes_from_the_registry(cem_folder, tmp_path):
@@ -251,6 +254,6 @@ def test_ddp_with_two_gloo_processes_trains_and_only_rank0_writes(cem_folder, tm
     log = run_folder.read_log(out / "log.csv")
     assert log["step"].tolist() == [1, 2, 3]  # one row per step: rank 1 did not log
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "generator.safetensors",
-                                                     "log.csv", "manifest.json", "model_card.json", "summary.json", "val.csv"]
+                                                     "log.csv", "manifest.json", "model_card.json", "summary.json", "validation.csv"]
     state = run_folder.load_checkpoint(out / "checkpoint.pt")  # loads in a single process
     models.create("unet_2_44").load_state_dict(training.strip_module_prefix(state["generator"]))
