@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from emlib import models
+from emlib.data.images import standardize
 from emlib.models.unet import pad_to_multiple
 
 STANDARDIZATIONS = ("per_image", "unit", None)
@@ -76,7 +77,8 @@ MAX_PROBE_LENGTH = 1 << 16
 def standardize_image(image: torch.Tensor, how) -> torch.Tensor:
     """Scale a 2-D image as the training data was.
 
-    `"per_image"`: mean 0, std 1 (Au segmentation). `"unit"`: [0, 1]
+    `"per_image"`: mean 0, std 1, as the datasets standardize (`emlib.data.images.standardize`:
+    Au and nanoparticle segmentation). `"unit"`: [0, 1]
     (TEMImageNet restoration): integer images are divided by their dtype's
     maximum beforehand (see `predict`), float images already in [0, 1] are kept
     and others are min-max scaled. `None`: unchanged.
@@ -84,7 +86,7 @@ def standardize_image(image: torch.Tensor, how) -> torch.Tensor:
     if how not in STANDARDIZATIONS:
         raise ValueError(f"standardize must be one of {STANDARDIZATIONS}, got {how!r}")
     if how == "per_image":
-        return (image - image.mean()) / image.std().clamp_min(1e-8)
+        return torch.from_numpy(standardize(image.detach().cpu().numpy()))
     if how == "unit" and (image.min() < 0 or image.max() > 1):
         return (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
     return image
