@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 from emlib import bioimageio, paper
 from emlib.finetune import FinetuneConfig
 from emlib.pretrain import PretrainConfig
-from emlib.results import (RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, append_rows, group_runs, load_runs, read_rows,
-                           summary_table)
+from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, group_runs, load_runs, read_rows, summary_table
+from emlib.run_folder import write_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = {"pretrain": "notebooks/03_pretraining.ipynb", "segmentation": "notebooks/04_segmentation.ipynb",
@@ -454,11 +454,8 @@ def aggregate(runs_dir="runs") -> dict:
     for name, rows in collected.items():
         if not rows:
             continue
-        target, tmp = runs_dir / name, runs_dir / f".{name}.tmp"
-        tmp.unlink(missing_ok=True)
-        append_rows(tmp, rows, schemas[name])
-        os.replace(tmp, target)
-        written[str(target)] = len(rows)
+        write_rows(runs_dir / name, rows, schemas[name])
+        written[str(runs_dir / name)] = len(rows)
     return written
 
 

@@ -43,6 +43,7 @@ import csv
 import hashlib
 import html
 import http.client
+import io
 import json
 import os
 import re
@@ -57,6 +58,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from emlib import atomic
 from emlib.data import manifests
 from emlib.data.au import AU_DATASETS
 
@@ -81,20 +83,18 @@ def convert_rgb_to_grey(published, dest):
         if not ((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 0] == pixels[..., 2]).all()):
             raise DownloadError(f"{published}: colour channels differ, so it is not a grey image; not converted")
         pixels = pixels[..., 0]
-    temporary = dest.with_name(dest.name + ".tmp")
-    Image.fromarray(pixels).save(temporary, format="PNG")
-    os.replace(temporary, dest)
+    atomic.atomic_write(dest, lambda f: Image.fromarray(pixels).save(f, format="PNG"))
 
 
 def convert_metadata_to_sources(published, dest):
     """Write EMPS's metadata.csv as sources.csv: filename, doi, figure (the published `locator`)."""
-    temporary = dest.with_name(dest.name + ".tmp")
-    with open(published, newline="", encoding="utf-8") as f, open(temporary, "w", newline="", encoding="utf-8") as g:
-        writer = csv.writer(g)
-        writer.writerow(["filename", "doi", "figure"])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["filename", "doi", "figure"])
+    with open(published, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             writer.writerow([row["filename"], row["doi"], row["locator"]])
-    os.replace(temporary, dest)
+    atomic.write_text(dest, text.getvalue())
 
 
 def emps_layout(path):
