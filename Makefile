@@ -38,6 +38,9 @@ clean:
 
 # Re-execute every notebook from its .py source into the committed .ipynb (CPU defaults),
 # in reading order, so that 06 sees the toy results written by 04 and 05.
+# papermill executes (nbconvert's executor, behind `jupytext --execute`, can hang on the widget cells).
 notebooks: venv
 	rm -rf notebooks/runs
-	for f in notebooks/[0-9]*.py; do echo "executing $$f"; $(BIN)/jupytext --to ipynb --set-kernel python3 --execute $$f || exit 1; done
+	for f in notebooks/[0-9]*.py; do echo "executing $$f"; \
+	  $(BIN)/jupytext --to ipynb --update --set-kernel python3 $$f && \
+	  $(BIN)/papermill $${f%.py}.ipynb $${f%.py}.ipynb --cwd notebooks -k python3 --language python || exit 1; done

@@ -38,29 +38,57 @@ if "google.colab" in sys.modules:  # install emlib on Colab only
 import torch
 print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 
+# %% [markdown]
+# The parameters are the fields of `emlib.pretrain.PretrainConfig`, so that
+# `papermill 03_pretraining.ipynb out.ipynb -p model unet_4_424 -p data_root ... `
+# runs exactly what `python -m emlib pretrain --model unet_4_424 --data-root ...`
+# runs, into the same run folder. The values are CPU toy settings; the paper's are
+# in the comments. The display switches below them add this chapter's comparisons.
+
 # %% tags=["parameters"]
-data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); paper: the CEM500K TIFF folder
-generator = "unet_2_44"  # paper: the nine U-Nets, e.g. "unet_4_424"
-second_generator = "hrnet_w18_small"  # paper: HRNet (width not stated; "hrnet_w44" is our guess); None = skip
+model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424"
+data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); paper: the CEM500K TIFF folder; any folder of EM images
 subset = None  # paper: 50000, 100000 or 200000 training images
 image_size = 64  # paper: 224
 batch_size = 8  # paper: 128
 epochs = 6  # paper: 60
 steps_per_epoch = 10  # paper: None (the whole subset each epoch)
-val_limit = 16  # paper: None (5000 validation images)
+max_steps = None
 lr = 2e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
+betas = (0.5, 0.999)  # pix2pix
 l1_weight = 100.0  # paper: 100
 adv_weight = 1.0  # paper: 1 (0 = the L1-only ablation)
+noise_std = (0.0, 0.1)  # ours (the paper gives no ranges)
+blur_sigma = (0.0, 2.0)
+p_noise = 0.8
+p_blur = 0.5
+flip = True
+rot90 = True
+corrupt_on = "device"
+centered = True
+val_limit = 16  # paper: None (5000 validation images)
 seed = 0
+split_seed = 0
+manifest_path = None
+tiles_per_image = False
 device = "cpu"  # paper: a GPU ("auto" or "cuda")
 amp = False  # paper-scale runs: True (bf16/fp16 autocast on CUDA)
 channels_last = False  # paper-scale runs: True on CUDA
+compile = False
 workers = 0  # paper-scale runs: 8 or more
-output_dir = "runs/pretrain"  # one sub-folder per generator
+deterministic = True
+output_dir = "runs/pretrain/unet_2_44"
+checkpoint_every = 0
+log_every = 1
+# Display switches (not config fields):
+compare_model = "hrnet_w18_small"  # a second generator trained the same way, beside output_dir; None = skip
+real_results = "results/real_small"  # the committed real-data study whose generators are shown; None to skip
 generator_path = None  # the explorer's generator.safetensors; None = a finished real-data run under results/real_small/ if present, else this chapter's toy run
 explorer_images = 16  # held-out images in the explorer
+resume = False  # continue an interrupted run from output_dir/checkpoint.pt (as the CLI's --resume)
 
 # %%
+import dataclasses
 import json
 from pathlib import Path
 
@@ -68,13 +96,12 @@ import matplotlib.pyplot as plt
 
 from emlib import explorers, figures, models, pretrain
 
-fields = dict(data_root=data_root, subset=subset, image_size=image_size, batch_size=batch_size, epochs=epochs,
-              steps_per_epoch=steps_per_epoch, val_limit=val_limit, lr=lr, l1_weight=l1_weight,
-              adv_weight=adv_weight, seed=seed, device=device, amp=amp, channels_last=channels_last,
-              workers=workers, deterministic=True)
-generators = [g for g in (generator, second_generator) if g]
-configs = {g: pretrain.PretrainConfig.toy(model=g, output_dir=f"{output_dir}/{g}", **fields) for g in generators}
-folder, source = pretrain.resolve_data_root(configs[generator])
+config = pretrain.PretrainConfig(**{f.name: globals()[f.name] for f in dataclasses.fields(pretrain.PretrainConfig)})
+configs = {model: config}
+if compare_model:
+    configs[compare_model] = dataclasses.replace(config, model=compare_model, output_dir=f"{output_dir}-{compare_model}")
+generators = list(configs)
+folder, source = pretrain.resolve_data_root(config)
 run_label = f"toy run on {source} data" if source == "synthetic" or steps_per_epoch else f"run on {source} data"
 print("data:", source, "| generators:", ", ".join(generators))
 
@@ -88,7 +115,7 @@ print("data:", source, "| generators:", ", ".join(generators))
 # epoch and every generator is scored on exactly the same pairs.
 
 # %%
-_, val_set, _ = pretrain.build_datasets(configs[generator], folder)
+_, val_set, _ = pretrain.build_datasets(config, folder)
 pairs = [val_set[i] for i in range(4)]
 fig, axes = plt.subplots(2, 4, figsize=(8, 4.2))
 for col, (corrupted, clean) in enumerate(pairs):
@@ -146,7 +173,7 @@ for name, n_params, gmacs in rows:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-summaries = {g: pretrain.run(config) for g, config in configs.items()}
+summaries = {g: pretrain.run(c, resume=resume and c is config) for g, c in configs.items()}
 
 # %%
 print(f"{'generator':>16} {'steps':>6} {'val L1 per epoch':>30}")
@@ -165,8 +192,8 @@ for g, summary in summaries.items():
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-for g, config in configs.items():
-    log_path = Path(config.output_dir) / "log.csv"
+for g, c in configs.items():
+    log_path = Path(c.output_dir) / "log.csv"
     figures.plot_log(log_path, ["g_l1"], ax=axes[0], label_prefix=f"{g}: ")
     figures.plot_log(log_path, ["d_loss", "g_adv"], ax=axes[1], label_prefix=f"{g}: ", logy=True)
     figures.plot_log(log_path, ["d_real", "d_fake"], ax=axes[2], label_prefix=f"{g}: ")
@@ -184,8 +211,8 @@ plt.show()
 
 # %%
 fig, ax = plt.subplots(figsize=(5, 3.4))
-for g, config in configs.items():
-    figures.plot_log(Path(config.output_dir) / "validation.csv", ["val_l1"], x="epoch", ax=ax, label_prefix=f"{g}: ")
+for g, c in configs.items():
+    figures.plot_log(Path(c.output_dir) / "validation.csv", ["val_l1"], x="epoch", ax=ax, label_prefix=f"{g}: ")
 identity_l1 = torch.stack([(a - b).abs().mean() for a, b in pairs]).mean().item()
 ax.axhline(identity_l1, ls="--", c="gray", label="G(A) = A, on the pairs shown below")
 ax.legend(fontsize=8)
@@ -198,23 +225,17 @@ plt.show()
 #
 # The analog of the paper's Fig. 5: corrupted input, clean target, and the
 # output of each pretrained generator, loaded back from the exported
-# `generator.safetensors` exactly as fine-tuning will load it. After a few toy
+# `generator.safetensors` (`emlib.models.load`: the file names its architecture)
+# exactly as fine-tuning will load it. After a few toy
 # steps the outputs are at best rough; a real run needs the paper's budget.
 
 # %%
-def load_generator(path):
-    weights, meta = models.load_weights(path)
-    model = models.create(meta["name"])
-    model.load_state_dict(weights)
-    return model.eval()
-
-
 inputs = torch.stack([a for a, _ in pairs])
 columns = {"input A": inputs, "target B": torch.stack([b for _, b in pairs])}
 with torch.no_grad():
-    for g, config in configs.items():
-        G = load_generator(Path(config.output_dir) / "generator.safetensors")
-        columns[f"G = {g}"] = pretrain.restore_images(G, inputs, config.centered)
+    for g, c in configs.items():
+        G = models.load(Path(c.output_dir) / "generator.safetensors").eval()  # the export names its architecture
+        columns[f"G = {g}"] = pretrain.restore_images(G, inputs, c.centered)
 fig, axes = plt.subplots(len(pairs), len(columns), figsize=(2.1 * len(columns), 2.1 * len(pairs)))
 for col, (title, images) in enumerate(columns.items()):
     axes[0, col].set_title(title, fontsize=9)
@@ -224,6 +245,60 @@ for col, (title, images) in enumerate(columns.items()):
 fig.suptitle(f"Restorations on validation pairs ({run_label}; cf. paper Fig. 5)")
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## On real cellular EM
+#
+# Toy runs show the mechanics. Our small real-data study
+# (`python -m emlib sweep experiments/real_small.yaml`, committed under
+# `results/real_small/`) ran the paper's recipe on real pixels: 1878 real cellular
+# EM patches (serial-section SEM of mussel tissue, CREMI and ISBI 2012 ssTEM, and
+# genuine CEM500K patches; about 1 % of the paper's 200k), split 1504 / 187 / 187,
+# random 96 px crops, batch 8, 3000 steps of Adam (lr 2e-4, betas 0.5, 0.999),
+# LSGAN + 100 x L1, for `unet_2_44` and `unet_4_200`, plus `unet_2_44` with L1 only
+# (`adv_weight = 0`, the ablation). Below: validation L1 on the held-out real patches
+# against the identity G(A) = A on the same pairs (dotted), and what each generator
+# returns for held-out real patches (the paper's Fig. 5 on real data). These are
+# *ours, real data, small scale (CPU)*.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (the section shows the committed study when present)
+from emlib import study
+
+real_runs = study.pretraining_runs(real_results) if real_results else {}
+if not real_runs:
+    print(f"no finished real-data pretraining runs under {real_results}")
+else:
+    figures.plot_pretraining_curves(real_runs)
+    plt.show()
+    for name, folder in real_runs.items():
+        v = study.val_improvement(folder)
+        print(f"{name:>22}: final val L1 {v['final_val_l1']:.4f} vs identity {v['identity_val_l1']:.4f} "
+              f"({100 * (1 - v['ratio']):.0f} % lower) after {v['steps']} steps; curve flattened: {v['flattened']}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if real_runs:
+    first = explorers.load_pretraining_run(next(iter(real_runs.values())) / "generator.safetensors",
+                                           base=Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd())
+    _, real_val, _ = pretrain.build_datasets(first.config, Path(first.config.data_root))
+    real_pairs = [real_val[i] for i in range(4)]
+    inputs = torch.stack([a for a, _ in real_pairs])
+    columns = {"input A": inputs, "target B": torch.stack([b for _, b in real_pairs])}
+    with torch.no_grad():
+        for name, folder in real_runs.items():
+            G = models.load(folder / "generator.safetensors").eval()
+            columns[name] = pretrain.restore_images(G, inputs, first.config.centered)
+    fig, axes = plt.subplots(len(real_pairs), len(columns), figsize=(2.1 * len(columns), 2.1 * len(real_pairs)))
+    for col, (title, images) in enumerate(columns.items()):
+        axes[0, col].set_title(title, fontsize=8)
+        for row in range(len(real_pairs)):
+            axes[row, col].imshow(images[row, 0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+            axes[row, col].axis("off")
+    fig.suptitle(f"Held-out real cellular EM patches ({figures.REAL_SMALL_LABEL}; cf. paper Fig. 5)", fontsize=10)
+    fig.tight_layout()
+    plt.show()
 
 # %% [markdown]
 # ## Explore a pretrained generator
@@ -248,7 +323,7 @@ plt.show()
 # NBVAL_IGNORE_OUTPUT
 # (which generator is explored depends on the files present)
 repo = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-own_path = Path(configs[generator].output_dir) / "generator.safetensors"
+own_path = Path(config.output_dir) / "generator.safetensors"
 run = None
 if generator_path:
     run = explorers.load_pretraining_run(generator_path, base=repo)
@@ -313,5 +388,5 @@ explorers.restoration_explorer(run, images, explorer_label, seed=seed)
 # and its final validation L1.
 
 # %%
-card = json.loads((Path(configs[generator].output_dir) / "model_card.json").read_text())
+card = json.loads((Path(config.output_dir) / "model_card.json").read_text())
 print({k: card[k] for k in ("model", "source", "subset", "steps", "epochs")}, "final val L1:", round(card["final_val_l1"], 3))
