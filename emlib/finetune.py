@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from emlib import cli, data, finite, models, paper, provenance, results, run_folder, session, training
+from emlib import cli, data, finite, models, paper, pretrained, provenance, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
@@ -210,8 +210,9 @@ class FinetuneConfig:
 
 
 def pretrained_path(init) -> Path:
-    """The generator.safetensors named by `init` (the file or the folder holding it)."""
-    path = Path(init)
+    """The generator.safetensors named by `init`: the file, the folder holding it, or a name of
+    `emlib.pretrained.PRETRAINED` (the real-data study's generators, e.g. "real_small/unet_2_44")."""
+    path = pretrained.path_of(init) or Path(init)
     if path.is_dir():
         path = path / "generator.safetensors"
     if not path.is_file():

@@ -57,6 +57,7 @@ def test_synthetic_splits_are_seeded_disjoint_and_complete(tmp_path):
     splits = {s: TEMImageNet(root, "super_resolution", split=s) for s in ("train", "val", "test")}
     ids = [set(d.ids) for d in splits.values()]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert all(d.sources == d.ids for d in splits.values())  # a sample id is its source: splits are by sample
     assert len(set.union(*ids)) == 8
     assert TEMImageNet(root, "super_resolution", "val").ids == splits["val"].ids
     reseeded = [TEMImageNet(root, "super_resolution", s, seed=3).ids for s in ("train", "val", "test")]
