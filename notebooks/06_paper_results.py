@@ -52,6 +52,15 @@ print(f"paper: {len(segmentation)} Dice values (Tables 2-6), {len(restoration)} 
 # Pretraining uses 50k, 100k or 200k unlabelled CEM500K images; the labelled
 # downstream datasets are small, from 144 training images (Au5nmV1) to about
 # 10k (TEMImageNet). This is the regime where pretraining should help most.
+#
+# These counts also say what the paper's *epoch* is. For Au2.2nm, Au5nm, Au10nm
+# and Au20nm they are about 8x the number of 512 px tiles that Sytwu's filtering
+# keeps from the micrographs, because Sytwu's preprocessing saved the 8
+# flips/rotations of every tile as separate training images (Au5nmV1, from
+# Groschner, was not pre-augmented). One of the paper's epochs is therefore about
+# 8 passes over the tiles, and `FinetuneConfig(epoch_size="paper")`, our default
+# for these datasets, draws that many augmented crops per epoch, so that "epoch 5"
+# here and in the paper means the same number of gradient steps.
 
 # %%
 splits = {row["dataset"]: {"train": "/".join(f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n) for n in row["train"]),

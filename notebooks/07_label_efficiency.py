@@ -49,28 +49,50 @@ if "google.colab" in sys.modules:  # install emlib on Colab only
 import torch
 print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 
+# %% [markdown]
+# The parameters are the fields of `emlib.finetune.FinetuneConfig` (the run at
+# `label_fraction`, as `python -m emlib finetune` would make it), plus display
+# switches: the other fractions and the pretrained start that this chapter runs
+# beside it.
+
 # %% tags=["parameters"]
-data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: the folder with the Au HDF5 files
-pretrained = None  # a generator.safetensors (or its folder) from emlib.pretrain; None = run a tiny pretraining here
-label_fractions = (0.1, 0.25, 0.5, 1.0)  # real study: e.g. (0.05, 0.1, 0.25, 0.5, 1.0)
-real_results = "results/real_small"  # the committed real-data study (EMPS label efficiency); None to skip
+task = "segmentation"
 model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424", "hrnet_w44"
-dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm (Tables 2-6)
+init = "random"
+dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm (Tables 2-6); real: emps, msa_segtrack
+data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: the folder with the Au HDF5 files
 crop = 96  # paper: 448 (random crops of the 512 x 512 tiles)
+eval_crop = None
 batch_size = 4  # paper: not stated (FinetuneConfig default 16)
 epochs = 8  # paper: 60
 epoch_size = 24  # training crops per epoch, fixed so that every fraction trains equally long
 lr = 3e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
+optimizer = "adam"
+weight_decay = 0.0
 eval_every = 1  # paper: 5
+label_fraction = 1.0
+augment_dihedral = True
+augment_resize = True
+augment_noise = True
+test = True
 seed = 0  # real study: several seeds, e.g. 0, 1, 2
 split_seed = 0  # fixes the train/val/test split and the label subsets
 device = "cpu"  # paper-scale runs: "auto" or "cuda"
 amp = False  # paper-scale runs: True (bf16/fp16 autocast on CUDA)
 channels_last = False  # paper-scale runs: True on CUDA
+compile = False
 workers = 0  # paper-scale runs: 4-8
-output_dir = "runs/label_efficiency"
+deterministic = True
+output_dir = "runs/label_efficiency/random-lf1"
+# Display switches (not config fields):
+label_fractions = (0.1, 0.25, 0.5, 1.0)  # the fractions run beside label_fraction; real study: (0.1, 0.25, 0.5, 1.0) x 3 seeds
+compare_init = "toy"  # the pretrained start: "toy" (pretrain a tiny generator here), a generator export or name
+real_results = "results/real_small"  # the committed real-data study (EMPS label efficiency); None to skip
 
 # %%
+import dataclasses
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
@@ -81,12 +103,8 @@ from emlib.figures import INIT_COLORS, markdown_table
 if device == "cpu":
     torch.set_num_threads(1)  # the same numbers whatever the core count (toy-sized tensors gain little from threads)
 
-fractions = sorted(float(f) for f in label_fractions)
-fields = dict(task="segmentation", model=model, dataset=dataset, data_root=data_root, crop=crop, batch_size=batch_size,
-              epochs=epochs, epoch_size=epoch_size, lr=lr, eval_every=eval_every, seed=seed,
-              split_seed=split_seed, device=device, amp=amp, channels_last=channels_last, workers=workers,
-              deterministic=True)
-base = finetune.FinetuneConfig.toy(**fields, output_dir=f"{output_dir}/check")
+base = finetune.FinetuneConfig(**{f.name: globals()[f.name] for f in dataclasses.fields(finetune.FinetuneConfig)})
+fractions = sorted({float(f) for f in label_fractions} | {float(label_fraction)})
 folder, source = finetune.resolve_data_root(base)
 run_label = ("toy run on synthetic data, not a result about real EM" if source == "synthetic"
              else f"run on real data, one seed ({seed})")
@@ -100,8 +118,7 @@ print(f"data: {source} | {dataset}")
 # validation and test tiles are the same whatever the fraction.
 
 # %%
-split_sets = {f: finetune.build_datasets(finetune.FinetuneConfig.toy(**fields, label_fraction=f), folder)
-              for f in fractions}
+split_sets = {f: finetune.build_datasets(dataclasses.replace(base, label_fraction=f), folder) for f in fractions}
 n_tiles = {f: len(s["train"].dataset) for f, s in split_sets.items()}  # .dataset: the images under the augmentation
 train_sources = {f: set(s["train"].dataset.sources) for f, s in split_sets.items()}
 nested = all(train_sources[a] <= train_sources[b] for a, b in zip(fractions, fractions[1:]))
@@ -117,23 +134,23 @@ print(f"subsets nested: {nested}")
 # ## The runs
 #
 # One pretrained start for all fractions: a generator exported by
-# `emlib.pretrain`, or, when no `pretrained` path is given, the toy pretraining
+# `emlib.pretrain` (`compare_init`), or, with `compare_init = "toy"`, the toy pretraining
 # preset (a few dozen Pix2Pix steps on synthetic cellular EM, as in the
 # segmentation chapter). Then one fine-tuning run per fraction and
 # initialisation, each in its own folder under `output_dir`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-if pretrained is None:
-    pretrained = pretrain.toy_generator(model, f"{output_dir}/pretrain", seed=seed)
+runs_root = Path(output_dir).parent
+pretrained = pretrain.toy_generator(model, runs_root / "pretrain", seed=seed) if compare_init == "toy" else compare_init
 inits = {"random": "random", "pretrained": str(pretrained)}
 summaries = {}
 
 
 def fine_tune(name, fraction):
     """One fine-tuning run from initialisation `name` on `fraction` of the training labels."""
-    config = finetune.FinetuneConfig.toy(**fields, init=inits[name], label_fraction=fraction,
-                                         output_dir=f"{output_dir}/{name}-lf{fraction:g}")
+    folder_name = Path(output_dir) if (inits[name], fraction) == (base.init, base.label_fraction) else runs_root / f"{name}-lf{fraction:g}"
+    config = dataclasses.replace(base, init=inits[name], label_fraction=fraction, output_dir=str(folder_name))
     summaries[name, fraction] = finetune.run(config)
 
 
