@@ -48,11 +48,9 @@ from emlib.finite import check_finite_weights
 from emlib.intensity import FROM_CENTERED, TO_CENTERED
 from emlib.pretrain import PretrainConfig
 from emlib.results import paper_model_name
+from emlib import tiling
 from emlib.tiling import standardize_image
 
-# Output pixels a consumer drops at each inner tile edge: as emlib.predict, whose default blending (overlap 64)
-# never uses the overlap / 4 = 16 px next to a cut. 2 * HALO is a multiple of every network's size multiple.
-HALO = 16
 EIGHT_BIT = 255.0
 LICENSE = "MIT"  # emlib's licence, for the weights it trained; the data keep their own terms (README)
 SCALE_LABELS = {"synthetic": "toy run on synthetic data, not for use", "real": "small CPU run on real data"}
@@ -95,6 +93,7 @@ class Run:
     init: str  # fine-tuning: the run's `init` as given ("random" or a generator export); pretraining: "random"
     card: dict | None  # the pretraining model card: this run's, or the fine-tuning init's (None if random / gone)
     centered: bool  # the network works on [-1, 1] intensities
+    halo: int = 0  # output pixels a consumer drops at each inner tile edge (set by `export`, see `output_halo`)
 
     @property
     def segmentation(self) -> bool:
@@ -318,9 +317,23 @@ def processing(run: Run) -> tuple:
     return pre, post
 
 
-def min_size(multiple: int) -> int:
-    """The smallest valid tile side: the first multiple of the network's size multiple above 2 * HALO."""
-    return multiple * (2 * HALO // multiple + 1)
+def output_halo(network, side: int) -> int:
+    """Output pixels a consumer drops at each inner tile edge: the network's reach (`emlib.tiling.reach`),
+    rounded up to its size multiple, so that tiled prediction in a consumer equals one whole-image pass.
+
+    The format asks for tiles larger than 2 x halo and the package's test image must be one; where the
+    reach is larger than that allows (HRNet's is 300-1500 px), the halo is capped to fit the test image of
+    `side` px and tiling in a consumer is approximate near tile edges (the README says so).
+    """
+    multiple = getattr(network, "size_multiple", 1)
+    exact = -(-(tiling.reach(network) or 0) // multiple) * multiple
+    fits = max(0, (side - 1) // 2 // multiple * multiple)
+    return max(1, min(exact, fits))  # the format wants a halo of at least 1 px
+
+
+def min_size(multiple: int, halo: int) -> int:
+    """The smallest valid tile side: the first multiple of the network's size multiple above 2 * halo."""
+    return multiple * (2 * halo // multiple + 1)
 
 
 def tensors(run: Run, input_path: Path, output_path: Path) -> tuple:
@@ -328,7 +341,7 @@ def tensors(run: Run, input_path: Path, output_path: Path) -> tuple:
     from bioimageio.spec.model import v0_5 as spec
 
     multiple = getattr(run.network, "size_multiple", 1)
-    size = spec.ParameterizedSize(min=min_size(multiple), step=multiple)
+    size = spec.ParameterizedSize(min=min_size(multiple, run.halo), step=multiple)
     pre, post = processing(run)
     if run.segmentation:
         in_data = spec.IntervalOrRatioDataDescr(type="float32")
@@ -343,7 +356,7 @@ def tensors(run: Run, input_path: Path, output_path: Path) -> tuple:
     input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("intensity")]),
                   spec.SpaceInputAxis(id=spec.AxisId("y"), size=size), spec.SpaceInputAxis(id=spec.AxisId("x"), size=size)]
     output_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(channel)])] + [
-        spec.SpaceOutputAxisWithHalo(id=spec.AxisId(a), halo=HALO,
+        spec.SpaceOutputAxisWithHalo(id=spec.AxisId(a), halo=run.halo,
                                      size=spec.SizeReference(tensor_id=spec.TensorId("input"), axis_id=spec.AxisId(a)))
         for a in ("y", "x")]
     inputs = spec.InputTensorDescr(id=spec.TensorId("input"), description=in_text, axes=input_axes, data=in_data,
@@ -520,8 +533,12 @@ def readme(run: Run, example: str, title: str) -> str:
         "emlib itself, and `bioimageio.core`'s model test reproduces it from the declared processing.", "",
         "## Inputs and outputs", "", io, "",
         f"Axes (batch, channel, y, x). Height and width: multiples of {multiple} (the network's size multiple), "
-        f"at least {min_size(multiple)}; for large images, predict in tiles and drop {HALO} px at each inner tile "
-        "edge (the output halo), as bioimageio.core and deepImageJ do.", "",
+        f"at least {min_size(multiple, run.halo)}; for large images, predict in tiles and drop {run.halo} px at each "
+        "inner tile edge (the output halo), as bioimageio.core and deepImageJ do"
+        + (", which then equals one whole-image pass (the halo covers the network's reach)."
+           if run.halo >= tiling.reach(run.network) else
+           f"; the network's reach is {tiling.reach(run.network)} px, more than this halo, so tiles are approximate "
+           "near their edges: predict whole images where memory allows."), "",
         "## Use it", "",
         "- deepImageJ (Fiji): install the package's zip (DeepImageJ Install Model); it runs the TorchScript weights.",
         "- ilastik: Neural Network Classification workflow, load the zip.",
@@ -548,6 +565,7 @@ def export(run_dir, out, authors=("emlib contributors",)) -> Path:
         raise ValueError(f"--out must name a .zip file, got {out}")
     run = read_run(run_dir)
     raw, expected, example = example_pair(run)
+    run.halo = output_halo(run.network, min(raw.shape[-2:]))
     title = model_title(run)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
