@@ -251,3 +251,17 @@ def plot_group_curves(groups, ax, label=group_init_kind, colors=STUDY_INIT_COLOR
             ax.fill_between(epochs, means - half, means + half, color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
     return ax
+
+
+def plot_restorations(columns: dict, title: str):
+    """A grid of image batches {column title: (N, 1, H, W) tensor in [0, 1]}: one row per image (as the paper's Fig. 5)."""
+    rows = len(next(iter(columns.values())))
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2.1 * len(columns), 2.1 * rows), squeeze=False)
+    for col, (name, images) in enumerate(columns.items()):
+        axes[0, col].set_title(name, fontsize=8)
+        for row in range(rows):
+            axes[row, col].imshow(images[row, 0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+            axes[row, col].axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

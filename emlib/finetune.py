@@ -53,6 +53,7 @@ from emlib import cli, data, finite, models, paper, pretrained, provenance, resu
 from emlib.config import check_config_types, config_from_dict, config_to_dict
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
+from emlib.data.subsets import labelled
 from emlib.intensity import CenteredIntensities
 from emlib.metrics import dice_scores, restoration_scores
 
@@ -335,8 +336,7 @@ def label_subset(dataset, fraction: float, seed: int):
     """A seeded subset of `fraction` of the items (at least one); keeps `sources`."""
     if fraction >= 1.0:
         return dataset
-    keep = max(1, round(fraction * len(dataset)))
-    subset = Subset(dataset, np.sort(np.random.default_rng(seed + 1).permutation(len(dataset))[:keep]).tolist())
+    subset = Subset(dataset, labelled(len(dataset), fraction, seed).tolist())
     subset.sources = [dataset.sources[i] for i in subset.indices]
     return subset
 

@@ -236,14 +236,7 @@ with torch.no_grad():
     for g, c in configs.items():
         G = models.load(Path(c.output_dir) / "generator.safetensors").eval()  # the export names its architecture
         columns[f"G = {g}"] = pretrain.restore_images(G, inputs, c.centered)
-fig, axes = plt.subplots(len(pairs), len(columns), figsize=(2.1 * len(columns), 2.1 * len(pairs)))
-for col, (title, images) in enumerate(columns.items()):
-    axes[0, col].set_title(title, fontsize=9)
-    for row in range(len(pairs)):
-        axes[row, col].imshow(images[row, 0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
-        axes[row, col].axis("off")
-fig.suptitle(f"Restorations on validation pairs ({run_label}; cf. paper Fig. 5)")
-fig.tight_layout()
+figures.plot_restorations(columns, f"Restorations on validation pairs ({run_label}; cf. paper Fig. 5)")
 plt.show()
 
 # %% [markdown]
@@ -290,14 +283,7 @@ if real_runs:
         for name, folder in real_runs.items():
             G = models.load(folder / "generator.safetensors").eval()
             columns[name] = pretrain.restore_images(G, inputs, first.config.centered)
-    fig, axes = plt.subplots(len(real_pairs), len(columns), figsize=(2.1 * len(columns), 2.1 * len(real_pairs)))
-    for col, (title, images) in enumerate(columns.items()):
-        axes[0, col].set_title(title, fontsize=8)
-        for row in range(len(real_pairs)):
-            axes[row, col].imshow(images[row, 0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
-            axes[row, col].axis("off")
-    fig.suptitle(f"Held-out real cellular EM patches ({figures.REAL_SMALL_LABEL}; cf. paper Fig. 5)", fontsize=10)
-    fig.tight_layout()
+    figures.plot_restorations(columns, f"Held-out real cellular EM patches ({figures.REAL_SMALL_LABEL}; cf. paper Fig. 5)")
     plt.show()
 
 # %% [markdown]

@@ -36,13 +36,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWar
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def offline(monkeypatch):

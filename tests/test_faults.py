@@ -32,13 +32,6 @@ from emlib.finetune import FinetuneConfig, load_finetuned, registry_model, run
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def write_cem_folder(folder, n=24, seed=0):
     """A CEM500K-like folder of smooth uint8 TIFF patches."""

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from emlib.data.images import standardize
+from emlib.data.subsets import labelled
 
 AU_DATASETS = {
     "Au2.2nm": dict(source="sytwu", tag="Au_2p2nm_330kx_423e", spike_threshold=1500),
@@ -188,9 +189,8 @@ class AuSegmentation(Dataset):
         if len(masks) < len(SPLIT_FRACTIONS):
             raise ValueError(f"{self.dataset} in {self.root} has {len(masks)} micrographs, need at least 3 to split")
         chosen = split_indices(len(masks), self.split, seed)  # micrographs, before tiling
-        if self.split == "train" and label_fraction < 1.0:
-            keep = max(1, round(label_fraction * len(chosen)))
-            chosen = np.sort(chosen[np.random.default_rng(seed + 1).permutation(len(chosen))[:keep]])
+        if self.split == "train":
+            chosen = chosen[labelled(len(chosen), label_fraction, seed)]
         out_images, out_masks, sources = [], [], []
         loaded = read_images(self.root, self.dataset, chosen)
         for i, image in tqdm(loaded, total=len(chosen), desc=f"{self.dataset} {self.split}", leave=False,

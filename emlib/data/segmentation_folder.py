@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emlib.data.images import IMAGE_SUFFIXES, find_images, read_raw, read_unit, standardize
+from emlib.data.subsets import labelled
 
 SPLITS = ("train", "val", "test")
 MASK_FOLDERS = ("masks", "labels", "segmaps")
@@ -196,10 +197,8 @@ class SegmentationFolder(Dataset):
             raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
         self.root, self.split, self.masks = Path(root), split, masks
         self.pairs = split_pairs(find_layout(self.root, pair_by), split, seed)
-        if split == "train" and label_fraction < 1.0:
-            keep = max(1, round(label_fraction * len(self.pairs)))
-            chosen = np.sort(np.random.default_rng(seed + 1).permutation(len(self.pairs))[:keep])
-            self.pairs = [self.pairs[i] for i in chosen]
+        if split == "train":
+            self.pairs = [self.pairs[i] for i in labelled(len(self.pairs), label_fraction, seed)]
         self.sources = [str(image.relative_to(self.root)) for image, _ in self.pairs]
 
     def __len__(self):
