@@ -14,6 +14,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: book test venv clean pairing notebooks
 
+# papermill records the -p values in a cell of its own; the committed notebook keeps only the .py's cells.
+export DROP_INJECTED := import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); \
+  nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]; nbformat.write(nb, sys.argv[1])
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -38,9 +42,11 @@ clean:
 
 # Re-execute every notebook from its .py source into the committed .ipynb (CPU defaults),
 # in reading order, so that 06 sees the toy results written by 04 and 05.
-# papermill executes (nbconvert's executor, behind `jupytext --execute`, can hang on the widget cells).
+# papermill executes, with the widget cells off (headless execution of ipywidgets can deadlock:
+# jupyter/nbclient#312); the book and nbval skip those cells by their tags.
 notebooks: venv
 	rm -rf notebooks/runs
 	for f in notebooks/[0-9]*.py; do echo "executing $$f"; \
 	  $(BIN)/jupytext --to ipynb --update --set-kernel python3 $$f && \
-	  $(BIN)/papermill $${f%.py}.ipynb $${f%.py}.ipynb --cwd notebooks -k python3 --language python || exit 1; done
+	  $(BIN)/papermill $${f%.py}.ipynb $${f%.py}.ipynb --cwd notebooks -k python3 --language python \
+	    -p show_widgets False && $(BIN)/python -c "$$DROP_INJECTED" $${f%.py}.ipynb || exit 1; done

@@ -260,7 +260,8 @@ def run_status(run_dir) -> str:
 
 
 # Display switches of the chapters, set so that a notebook makes exactly the grid cell's run and no other.
-NOTEBOOK_SWITCHES = {"compare_init": None, "real_results": None, "other_tasks": False}
+NOTEBOOK_SWITCHES = {"compare_init": None, "compare_model": None, "real_results": None, "other_tasks": False,
+                     "show_widgets": False}
 
 
 def full_config(run: Run, toy: bool = False) -> dict:
