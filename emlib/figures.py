@@ -265,3 +265,17 @@ def plot_restorations(columns: dict, title: str):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def label_efficiency_axes(ax, ticks, tick_labels, xlabel: str, title: str):
+    """The axes of a label-efficiency plot: log x at the label counts or fractions, test Dice up, legend, grid."""
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, tick_labels)
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test Dice (%), best-by-validation model")
+    ax.set_title(title, fontsize=10)
+    ax.legend(title="initialisation")
+    ax.grid(alpha=0.3)
+    ax.figure.tight_layout()
+    return ax

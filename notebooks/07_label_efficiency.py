@@ -97,7 +97,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from emlib import finetune, pretrain, results
+from emlib import figures, finetune, pretrain, results
 from emlib.figures import INIT_COLORS, markdown_table
 
 if device == "cpu":
@@ -201,15 +201,8 @@ x = [n_tiles[f] for f in fractions]
 fig, ax = plt.subplots(figsize=(5.8, 3.6))
 for name in inits:
     ax.plot(x, [test_dice[name, f] for f in fractions], marker="o", color=INIT_COLORS[name], label=name)
-ax.set_xscale("log")
-ax.set_xticks(x, [str(n) for n in x])
-ax.minorticks_off()
-ax.set_xlabel("labelled training tiles (log scale)")
-ax.set_ylabel("test Dice (%), best-by-validation model")
-ax.set_title(f"{results.paper_model_name(model)} on {dataset}, seed {seed}\n({run_label})", fontsize=10)
-ax.legend(title="initialisation")
-ax.grid(alpha=0.3)
-fig.tight_layout()
+figures.label_efficiency_axes(ax, x, [str(n) for n in x], "labelled training tiles (log scale)",
+                              f"{results.paper_model_name(model)} on {dataset}, seed {seed}\n({run_label})")
 plt.show()
 
 # %%
@@ -271,7 +264,7 @@ for name, best in epochs_best.items():
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from emlib import figures, study
+from emlib import study
 
 real = [g for g in study.load_groups(real_results) if study.describe(g)["dataset"] == "emps"
         and study.describe(g)["model"] == "unet_2_44" and study.describe(g)["init"] in ("random", "GAN")] if real_results else []
@@ -286,15 +279,9 @@ else:
         means, halves = np.array([f[0] for f in finals]), np.array([f[1] for f in finals])
         ax.errorbar(fractions_real, means, yerr=halves, marker="o", capsize=3, color=figures.STUDY_INIT_COLORS[kind],
                     label=f"{kind} (n={min(g.n for g in members)} seeds)")
-    ax.set_xscale("log")
-    ax.set_xticks([0.1, 0.25, 0.5, 1.0], ["10%", "25%", "50%", "100%"])
-    ax.minorticks_off()
-    ax.set_xlabel("fraction of the 293 EMPS training images (log scale)")
-    ax.set_ylabel("test Dice (%), best-by-validation model")
-    ax.set_title(f"unet_2_44 on EMPS: label efficiency\n({figures.REAL_SMALL_LABEL})", fontsize=10)
-    ax.legend(title="initialisation")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    figures.label_efficiency_axes(ax, [0.1, 0.25, 0.5, 1.0], ["10%", "25%", "50%", "100%"],
+                                  "fraction of the 293 EMPS training images (log scale)",
+                                  f"unet_2_44 on EMPS: label efficiency\n({figures.REAL_SMALL_LABEL})")
     plt.show()
     for fraction in sorted({study.describe(g)["label_fraction"] for g in real}):
         pair = [study.find(real, init=k, label_fraction=fraction) for k in ("GAN", "random")]
