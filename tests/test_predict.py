@@ -102,12 +102,15 @@ def dependency_reach(model, length):
     worst = 0
     for sample, row in enumerate(rows.tolist()):
         support = (x.grad[sample, 0].abs().sum(1) > 0).nonzero()
-        worst = max(worst, row - int(support.min()), int(support.max()) - row)
+        if len(support):  # an output pixel behind a dead ReLU depends on nothing: it says nothing about reach
+            worst = max(worst, row - int(support.min()), int(support.max()) - row)
+    assert worst > 0, "every probed output pixel was dead; try another seed"
     return worst
 
 
 @pytest.mark.parametrize("name, length", [("unet_4_424", 640), ("unet_2_44", 128), ("hrnet_w18_small", 768)])
 def test_reach_bounds_the_measured_dependency_and_is_tight(name, length):
+    torch.manual_seed(0)  # a fixed random network, whatever ran before
     model = models.create(name)
     measured = dependency_reach(model, length)
     assert measured <= reach(name) < measured + 2 * model.size_multiple
