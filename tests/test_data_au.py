@@ -103,3 +103,27 @@ def test_bad_inputs_name_the_file(tmp_path, au_root):
         AuSegmentation(tmp_path, "Au5nm")
     with pytest.raises(ValueError, match="dataset"):
         AuSegmentation(au_root, "Au7nm")
+
+
+@pytest.mark.parametrize("values", [(0, 1, 2), (0, 3)])
+def test_non_binary_labels_and_nan_pixels_name_the_file_and_index(tmp_path, values):
+    tag = AU_DATASETS["Au5nm"]["tag"]
+    labels = np.zeros((3, 512, 512), np.uint8)
+    labels[:, :100, :100] = 1
+    labels[2, 0, :len(values)] = values
+    images = np.ones((3, 512, 512), np.float32)
+    with h5py.File(tmp_path / f"{tag}_Images.h5", "w") as f:
+        f.create_dataset("images", data=images)
+    with h5py.File(tmp_path / f"{tag}_Labels.h5", "w") as f:
+        f.create_dataset("labels", data=labels)
+    with pytest.raises(ValueError, match=rf"Labels\.h5: label 2 holds the values \[{', '.join(map(str, sorted(set(values) | {0, 1})))}\]"):
+        AuSegmentation(tmp_path, "Au5nm")
+    labels[2, 0, :len(values)] = 0
+    images[1, 5, 5] = np.nan
+    with h5py.File(tmp_path / f"{tag}_Labels.h5", "w") as f:
+        f.create_dataset("labels", data=labels)
+    with h5py.File(tmp_path / f"{tag}_Images.h5", "w") as f:
+        f.create_dataset("images", data=images)
+    with pytest.raises(ValueError, match=r"Images\.h5: image 1 has 1 NaN or Inf"):
+        for split in ("train", "val", "test"):
+            AuSegmentation(tmp_path, "Au5nm", split=split)

@@ -137,7 +137,12 @@ def read_masks(root, dataset):
         image_shape = images.shape[:3]
     if masks.ndim != 3 or masks.shape != image_shape:
         raise ValueError(f"{images_path} {image_shape} and {labels_path} {masks.shape} must both be (N, H, W)")
-    return (masks > 0.5).astype(np.uint8)
+    bad = ~np.isin(masks, (0, 1))
+    if bad.any():
+        index = int(np.argwhere(bad.reshape(len(masks), -1).any(1))[0, 0])
+        values = np.unique(masks[index])[:8].tolist()
+        raise ValueError(f"{labels_path}: label {index} holds the values {values}; binary labels must be 0 or 1")
+    return masks.astype(np.uint8)
 
 
 def read_images(root, dataset, indices):
@@ -146,8 +151,10 @@ def read_images(root, dataset, indices):
     f, images = open_h5(images_path, images_key)
     with f:
         for i in indices:
-            image = images[i]
-            yield i, (image[..., 0] if image.ndim == 3 else image).astype(np.float32)
+            image = (images[i][..., 0] if images.ndim == 4 else images[i]).astype(np.float32)
+            if not np.isfinite(image).all():
+                raise ValueError(f"{images_path}: image {i} has {int((~np.isfinite(image)).sum())} NaN or Inf pixel(s)")
+            yield i, image
 
 
 def split_indices(count, split, seed):
