@@ -127,3 +127,13 @@ def test_non_binary_labels_and_nan_pixels_name_the_file_and_index(tmp_path, valu
     with pytest.raises(ValueError, match=r"Images\.h5: image 1 has 1 NaN or Inf"):
         for split in ("train", "val", "test"):
             AuSegmentation(tmp_path, "Au5nm", split=split)
+
+
+def test_an_image_smaller_than_a_tile_names_the_file_and_index(tmp_path):
+    tag = AU_DATASETS["Au5nm"]["tag"]
+    with h5py.File(tmp_path / f"{tag}_Images.h5", "w") as f:
+        f.create_dataset("images", data=np.ones((3, 300, 300), np.float32))
+    with h5py.File(tmp_path / f"{tag}_Labels.h5", "w") as f:
+        f.create_dataset("labels", data=np.ones((3, 300, 300), np.uint8))
+    with pytest.raises(ValueError, match=r"Images\.h5, image \d: image \(300, 300\) is smaller than one tile of 512"):
+        AuSegmentation(tmp_path, "Au5nm", split="test")

@@ -204,7 +204,11 @@ class AuSegmentation(Dataset):
                              disable=len(chosen) < 50):
             if spec["spike_threshold"] is not None:
                 image = remove_xray_spikes(image, spec["spike_threshold"])
-            for image_tile, mask_tile in tile_image(standardize(image), masks[i], self.tile):
+            try:
+                pieces = tile_image(standardize(image), masks[i], self.tile)
+            except ValueError as err:  # name the file and the image
+                raise ValueError(f"{data_files(self.root, self.dataset)[0][0]}, image {i}: {err}") from None
+            for image_tile, mask_tile in pieces:
                 if spec["source"] == "groschner" or keep_tile(mask_tile):  # Sytwu drop near-empty tiles
                     out_images.append(image_tile)
                     out_masks.append(mask_tile)
