@@ -306,6 +306,8 @@ image_path = getattr(test_set, "pairs", None)
 print(f"package: {package.name} ({package.stat().st_size / 1e6:.2f} MB), from the run {run_folder.name}")
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# (bioimageio.core's warnings name files of the local installation)
 import bioimageio.core
 
 if image_path:  # a file of the test split, as a user has it (8-bit pixels)
