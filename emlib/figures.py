@@ -234,7 +234,7 @@ def plot_pretraining_curves(run_folders: dict, ax=None, title: str | None = None
 
 def group_init_kind(group) -> str:
     """random, GAN or L1-only: the init of a group's runs (from the `init` tag its results rows carry)."""
-    return init_kind(group.runs[0].rows[0]["init"])
+    return init_kind(group.init_tag)
 
 
 def plot_group_curves(groups, ax, label=group_init_kind, colors=STUDY_INIT_COLORS, metric=None):

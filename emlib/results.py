@@ -241,6 +241,11 @@ class Group:
         return self.experiment["source"]
 
     @property
+    def init_tag(self) -> str:
+        """The `init` column of the group's results rows (random, P50k, pretrained, pretrained-L1, ...)."""
+        return self.runs[0].rows[0]["init"]
+
+    @property
     def metric(self) -> str:
         """The main metric: dice_percent (segmentation) or l1 (restoration)."""
         return "dice_percent" if "dice_percent" in self.runs[0].rows[0] else "l1"
@@ -307,16 +312,12 @@ def _flatten(experiment: dict) -> dict:
     return flat
 
 
-def _init_tag(group) -> str:
-    return group.rows()[0]["init"]
-
-
 def _fields_of(group) -> dict:
     """A group's config as flat fields for display: the init as its results tag (random,
     P50k, pretrained, ...), a pretrained init's pretraining fields under init.*."""
     flat = _flatten(group.experiment)
     if "init" in group.experiment:
-        flat["init"] = "random" if group.experiment["init"] == "random" else _init_tag(group)
+        flat["init"] = "random" if group.experiment["init"] == "random" else group.init_tag
     return flat
 
 
@@ -346,7 +347,7 @@ def settings(groups) -> dict:
     buckets = {}
     for group in groups:
         cell = (setting_of(group), group.experiment.get("dataset"), group.experiment.get("task"),
-                group.experiment.get("model"), _init_tag(group))
+                group.experiment.get("model"), group.init_tag)
         buckets.setdefault(cell, []).append(group)
     split = {}
     for (setting, *_), members in buckets.items():
