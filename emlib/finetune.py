@@ -43,7 +43,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -53,7 +52,7 @@ from emlib import cli, data, finite, models, paper, pretrained, provenance, resu
 from emlib.config import check_config_types, config_from_dict, config_to_dict
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
-from emlib.data.subsets import labelled
+from emlib.data.subsets import check_fraction, labelled
 from emlib.intensity import CenteredIntensities
 from emlib.metrics import dice_scores, restoration_scores
 
@@ -194,8 +193,7 @@ class FinetuneConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if not 0.0 < self.label_fraction <= 1.0:
-            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        check_fraction(self.label_fraction)
         for name in ("seed", "split_seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -356,13 +354,12 @@ def task_loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Te
 def evaluate(model, dataset, task: str, device, batch_size: int = 8, amp: bool = False) -> dict:
     """Mean metrics over `dataset`: {"dice_percent"} or {"l1", "psnr", "ssim"}; eval mode, no grad."""
     model = training.unwrap_model(model)
-    multiple = getattr(registry_model(model), "size_multiple", 1)
     was_training = model.training
     model.eval()
     per_image = {}
     for inputs, target in same_size_batches(dataset, batch_size):
         with training.autocast(device, amp):
-            output = whole_image_output(model, inputs.to(device), multiple).float().cpu()
+            output = model(inputs.to(device)).float().cpu()  # any H, W: the registry models pad and crop back
         if task == SEGMENTATION:
             scores = {"dice_percent": 100.0 * dice_scores(output, target)}
         else:
@@ -384,15 +381,6 @@ def same_size_batches(dataset, batch_size: int):
         batch.append(item)
     if batch:
         yield tuple(torch.stack(parts) for parts in zip(*batch))
-
-
-def whole_image_output(model, inputs: torch.Tensor, multiple: int) -> torch.Tensor:
-    """model(inputs) for any H, W: mirror-padded up to a multiple of the model's size multiple, cropped back."""
-    height, width = inputs.shape[-2:]
-    pad_y, pad_x = -height % multiple, -width % multiple
-    if pad_y or pad_x:
-        inputs = F.pad(inputs, (0, pad_x, 0, pad_y), mode="reflect")
-    return model(inputs)[..., :height, :width]
 
 
 class BestModel:

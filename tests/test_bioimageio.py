@@ -9,7 +9,6 @@ runs; a guard on the socket layer makes any connection attempt fail and the test
 """
 import io
 import json
-import os
 import re
 import shutil
 import socket
@@ -24,17 +23,14 @@ from safetensors.torch import load_file, save_file
 
 from emlib import bioimageio as export_module
 from emlib import cli, models, pretrain
-from emlib.bioimageio import export, output_halo, read_run
+from emlib.bioimageio import export, read_run
 from emlib.tiling import reach
-from emlib.data import ensure_synthetic
 from emlib.finetune import FinetuneConfig, load_finetuned, run
 from emlib.pretrain import PretrainConfig
 from emlib.tiling import predict
 from emlib.finite import NonFiniteWeightsError
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
-REPO = Path(__file__).resolve().parents[1]
-
 
 
 @pytest.fixture
@@ -56,11 +52,6 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return attempts
-
-
-@pytest.fixture(scope="module")
-def data_root():
-    return str(ensure_synthetic(os.environ.get("EMLIB_DATA") or REPO / "data" / "synthetic"))
 
 
 @pytest.fixture(scope="module")

@@ -86,16 +86,22 @@ def test_label_fraction_subsets_train(au_root):
             AuSegmentation(au_root, "Au10nm", label_fraction=bad)
 
 
+def write_au5nm(folder, images, labels, labels_key="labels"):
+    """An Au5nm pair of Sytwu HDF5 files in folder: `images` and labels under `labels_key`."""
+    tag = AU_DATASETS["Au5nm"]["tag"]
+    with h5py.File(folder / f"{tag}_Images.h5", "w") as f:
+        f.create_dataset("images", data=images)
+    with h5py.File(folder / f"{tag}_Labels.h5", "w") as f:
+        f.create_dataset(labels_key, data=labels)
+
+
 def test_bad_inputs_name_the_file(tmp_path, au_root):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         AuSegmentation(tmp_path / "nowhere", "Au5nm")
     with pytest.raises(FileNotFoundError, match="Au_5nm_330kx_423e_Labels.h5"):
         AuSegmentation(tmp_path, "Au5nm")
     tag = AU_DATASETS["Au5nm"]["tag"]
-    with h5py.File(tmp_path / f"{tag}_Images.h5", "w") as f:
-        f.create_dataset("images", data=np.zeros((1, 512, 512), np.float32))
-    with h5py.File(tmp_path / f"{tag}_Labels.h5", "w") as f:
-        f.create_dataset("masks", data=np.zeros((1, 512, 512), np.uint8))
+    write_au5nm(tmp_path, np.zeros((1, 512, 512), np.float32), np.zeros((1, 512, 512), np.uint8), labels_key="masks")
     with pytest.raises(ValueError, match=r"Labels\.h5.*'labels'.*keys found: \['masks'\]"):
         AuSegmentation(tmp_path, "Au5nm")
     (tmp_path / f"{tag}_Labels.h5").write_bytes(b"not hdf5")
@@ -107,33 +113,22 @@ def test_bad_inputs_name_the_file(tmp_path, au_root):
 
 @pytest.mark.parametrize("values", [(0, 1, 2), (0, 3)])
 def test_non_binary_labels_and_nan_pixels_name_the_file_and_index(tmp_path, values):
-    tag = AU_DATASETS["Au5nm"]["tag"]
     labels = np.zeros((3, 512, 512), np.uint8)
     labels[:, :100, :100] = 1
     labels[2, 0, :len(values)] = values
     images = np.ones((3, 512, 512), np.float32)
-    with h5py.File(tmp_path / f"{tag}_Images.h5", "w") as f:
-        f.create_dataset("images", data=images)
-    with h5py.File(tmp_path / f"{tag}_Labels.h5", "w") as f:
-        f.create_dataset("labels", data=labels)
+    write_au5nm(tmp_path, images, labels)
     with pytest.raises(ValueError, match=rf"Labels\.h5: label 2 holds the values \[{', '.join(map(str, sorted(set(values) | {0, 1})))}\]"):
         AuSegmentation(tmp_path, "Au5nm")
     labels[2, 0, :len(values)] = 0
     images[1, 5, 5] = np.nan
-    with h5py.File(tmp_path / f"{tag}_Labels.h5", "w") as f:
-        f.create_dataset("labels", data=labels)
-    with h5py.File(tmp_path / f"{tag}_Images.h5", "w") as f:
-        f.create_dataset("images", data=images)
+    write_au5nm(tmp_path, images, labels)
     with pytest.raises(ValueError, match=r"Images\.h5: image 1 has 1 NaN or Inf"):
         for split in ("train", "val", "test"):
             AuSegmentation(tmp_path, "Au5nm", split=split)
 
 
 def test_an_image_smaller_than_a_tile_names_the_file_and_index(tmp_path):
-    tag = AU_DATASETS["Au5nm"]["tag"]
-    with h5py.File(tmp_path / f"{tag}_Images.h5", "w") as f:
-        f.create_dataset("images", data=np.ones((3, 300, 300), np.float32))
-    with h5py.File(tmp_path / f"{tag}_Labels.h5", "w") as f:
-        f.create_dataset("labels", data=np.ones((3, 300, 300), np.uint8))
+    write_au5nm(tmp_path, np.ones((3, 300, 300), np.float32), np.ones((3, 300, 300), np.uint8))
     with pytest.raises(ValueError, match=r"Images\.h5, image \d: image \(300, 300\) is smaller than one tile of 512"):
         AuSegmentation(tmp_path, "Au5nm", split="test")

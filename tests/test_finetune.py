@@ -1,7 +1,6 @@
 """Fine-tuning: learning really works on synthetic data, best-model selection,
 pretrained initialisation, resume, results files and clear errors."""
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -10,22 +9,13 @@ import pytest
 import torch
 
 from emlib import cli, models, results
-from emlib.data import TEMImageNet, ensure_synthetic
+from emlib.data import TEMImageNet
 from emlib.data.augment import CentreCropped
 from emlib.finetune import (BestModel, FinetuneConfig, build_model, init_tag, is_evaluation_epoch,
                             load_finetuned, registry_model, run)
 from emlib.metrics import l1_errors
 from emlib.tiling import predict
 from emlib.run_folder import read_log
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-
-@pytest.fixture(scope="module")
-def data_root():
-    # The same synthetic root as `make book` and the notebooks (written once, git-ignored).
-    return str(ensure_synthetic(os.environ.get("EMLIB_DATA") or REPO / "data" / "synthetic"))
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +246,7 @@ def test_epoch_size_follows_table_1_for_the_paper_datasets():
 
 
 def test_whole_image_evaluation_of_varied_sizes_matches_one_pass():
-    from emlib.finetune import same_size_batches, whole_image_output
+    from emlib.finetune import same_size_batches
 
     model = models.create("unet_3_96", 1, 1).eval()
     items = [(torch.randn(1, 40, 52), torch.zeros(1, 40, 52)), (torch.randn(1, 40, 52), torch.zeros(1, 40, 52)),
@@ -264,7 +254,7 @@ def test_whole_image_evaluation_of_varied_sizes_matches_one_pass():
     batches = list(same_size_batches(items, batch_size=8))
     assert [tuple(b[0].shape) for b in batches] == [(2, 1, 40, 52), (1, 1, 33, 61)]
     with torch.no_grad():
-        out = whole_image_output(model, batches[1][0], multiple=8)
+        out = model(batches[1][0])  # what evaluate runs: the model pads to its multiple and crops back
         assert out.shape == (1, 1, 33, 61)
         padded = torch.nn.functional.pad(batches[1][0], (0, 3, 0, 7), mode="reflect")
         assert torch.equal(out, model(padded)[..., :33, :61])

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from emlib.data.images import standardize
-from emlib.data.subsets import labelled
+from emlib.data.subsets import check_fraction, labelled
 
 AU_DATASETS = {
     "Au2.2nm": dict(source="sytwu", tag="Au_2p2nm_330kx_423e", spike_threshold=1500),
@@ -183,8 +183,7 @@ class AuSegmentation(Dataset):
             raise ValueError(f"dataset must be one of {list(AU_DATASETS)}, got {dataset!r}")
         if split not in SPLIT_FRACTIONS:
             raise ValueError(f"split must be one of {list(SPLIT_FRACTIONS)}, got {split!r}")
-        if not 0.0 < label_fraction <= 1.0:
-            raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
+        check_fraction(label_fraction)
         self.root, self.dataset, self.split, self.tile = Path(root), dataset, split, tile
         if not self.root.is_dir():
             raise FileNotFoundError(f"Au data folder not found: {self.root}")

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emlib.data.images import IMAGE_SUFFIXES, find_images, read_raw, read_unit, standardize
-from emlib.data.subsets import labelled
+from emlib.data.subsets import check_fraction, labelled
 
 SPLITS = ("train", "val", "test")
 MASK_FOLDERS = ("masks", "labels", "segmaps")
@@ -193,8 +193,7 @@ class SegmentationFolder(Dataset):
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if masks not in MASK_KINDS:
             raise ValueError(f"masks must be one of {MASK_KINDS}, got {masks!r}")
-        if not 0.0 < label_fraction <= 1.0:
-            raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
+        check_fraction(label_fraction)
         self.root, self.split, self.masks = Path(root), split, masks
         self.pairs = split_pairs(find_layout(self.root, pair_by), split, seed)
         if split == "train":

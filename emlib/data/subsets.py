@@ -7,10 +7,15 @@ items of 10 % are among those of 25 %), and validation and test never change.
 import numpy as np
 
 
-def labelled(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of the kept items among n; all of them for fraction >= 1."""
+def check_fraction(fraction: float) -> None:
+    """ValueError unless 0 < fraction <= 1."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
+
+
+def labelled(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of the kept items among n; all of them for fraction >= 1."""
+    check_fraction(fraction)
     if fraction >= 1.0:
         return np.arange(n)
     keep = max(1, round(fraction * n))
