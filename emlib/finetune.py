@@ -679,10 +679,15 @@ def _preset_fields(args) -> dict:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def _run_cli(args) -> int:
+def config_from_args(args) -> FinetuneConfig:
+    """The config `python -m emlib finetune` builds from its parsed arguments (the sweep's papermill runner uses it too)."""
     fields = _preset_fields(args)
     preset = (lambda: FinetuneConfig.toy(**fields)) if args.toy else (lambda: FinetuneConfig(**fields))
-    config = cli.config_from_cli(FinetuneConfig, args, preset)
+    return cli.config_from_cli(FinetuneConfig, args, preset)
+
+
+def _run_cli(args) -> int:
+    config = config_from_args(args)
     summary = run(config, resume=args.resume, overwrite=args.overwrite)
     cli.print_run_summary(summary, leave_out=("val_history",))
     return cli.exit_code(summary)

@@ -557,8 +557,13 @@ def add_cli(subparsers) -> None:
     parser.set_defaults(func=_run_cli)
 
 
+def config_from_args(args) -> PretrainConfig:
+    """The config `python -m emlib pretrain` builds from its parsed arguments (the sweep's papermill runner uses it too)."""
+    return cli.config_from_cli(PretrainConfig, args, PretrainConfig.toy if args.toy else None)
+
+
 def _run_cli(args) -> int:
-    config = cli.config_from_cli(PretrainConfig, args, PretrainConfig.toy if args.toy else None)
+    config = config_from_args(args)
     summary = run(config, resume=args.resume, overwrite=args.overwrite)
     cli.print_run_summary(summary, leave_out=("val_l1",))
     return cli.exit_code(summary)

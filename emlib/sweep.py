@@ -32,9 +32,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from emlib import bioimageio, paper
-from emlib.finetune import FinetuneConfig
-from emlib.pretrain import PretrainConfig
+from emlib import bioimageio, cli, finetune, paper, pretrain
 from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, group_runs, load_runs, read_rows, summary_table
 from emlib.run_folder import write_rows
 
@@ -264,14 +262,11 @@ NOTEBOOK_SWITCHES = {"compare_init": None, "compare_model": None, "real_results"
                      "show_widgets": False}
 
 
-def full_config(run: Run, toy: bool = False) -> dict:
-    """Every field of the run's config as the CLI builds it: the preset (toy or the defaults), then the run's fields."""
-    if run.kind == "pretrain":
-        preset = PretrainConfig.toy() if toy else PretrainConfig()
-        return PretrainConfig.from_dict({**preset.to_dict(), **run.config}).to_dict()
-    task = run.config.get("task", "segmentation")
-    preset = FinetuneConfig.toy(task=task) if toy else FinetuneConfig(task=task)
-    return FinetuneConfig.from_dict({**preset.to_dict(), **run.config}).to_dict()
+def full_config(run: Run, run_dir: Path, toy: bool = False) -> dict:
+    """Every field of the run's config, built by the CLI's own code from the arguments the CLI runner passes."""
+    argv = [run.kind, "--config", str(run_dir / "config.json"), "--output-dir", str(run_dir)] + (["--toy"] if toy else [])
+    args = cli.build_parser().parse_args(argv)
+    return (pretrain if run.kind == "pretrain" else finetune).config_from_args(args).to_dict()
 
 
 def build_command(run: Run, run_dir: Path, resume: bool, toy: bool = False, runner: str = "cli") -> list:
@@ -281,7 +276,7 @@ def build_command(run: Run, run_dir: Path, resume: bool, toy: bool = False, runn
         notebook = REPO_ROOT / NOTEBOOKS[run.task]
         if not notebook.exists():
             raise FileNotFoundError(f"papermill runner: notebook {notebook} not found (it ships with the repository, not the package)")
-        parameters = {**full_config(run, toy), "output_dir": str(run_dir), **NOTEBOOK_SWITCHES, "resume": resume}
+        parameters = {**full_config(run, run_dir, toy), **NOTEBOOK_SWITCHES, "resume": resume}
         (run_dir / "parameters.yaml").write_text(yaml.safe_dump(parameters, sort_keys=False))
         # The notebook runs in this process's working folder, as the CLI would: relative paths mean the same.
         return [sys.executable, "-m", "papermill", str(notebook), str(run_dir / "notebook.ipynb"),

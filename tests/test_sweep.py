@@ -175,6 +175,7 @@ def test_papermill_command_passes_the_full_config_as_parameters(spec, tmp_path, 
     run = next(r for r in sweep.expand_grid(spec) if r.task == "segmentation" and r.config["init"] == "random")
     run_dir = tmp_path / "runs" / run.run_id
     run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(run.config))  # as sweep.prepare writes it before building
     argv = sweep.build_command(run, run_dir, resume=True, runner="papermill")
     assert argv[1:4] == ["-m", "papermill", str(tmp_path / "notebooks" / "04_segmentation.ipynb")]
     parameters = yaml.safe_load((run_dir / "parameters.yaml").read_text())
