@@ -108,10 +108,28 @@ def add_config_arguments(parser, cls) -> None:
         kwargs = {"dest": field.name, "default": argparse.SUPPRESS, "help": f"(default: {default!r})"}
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif _is_mode_field(field):  # True, False or "auto": --x, --x auto, --no-x
+            parser.add_argument(flag, nargs="?", const=True, type=_parse_mode, metavar="{auto,true,false}", **kwargs)
+            parser.add_argument("--no-" + flag[2:], dest=field.name, action="store_const", const=False,
+                                default=argparse.SUPPRESS, help=f"the same as {flag} false")
         elif isinstance(default, tuple):
             parser.add_argument(flag, nargs=len(default), type=type(default[0]), **kwargs)
         else:
             parser.add_argument(flag, type=_parse_value(field.type, default), **kwargs)
+
+
+def _is_mode_field(field) -> bool:
+    """A field that holds True, False or "auto" (annotated `bool | str`)."""
+    return field.default == "auto" and "bool" in str(field.type)
+
+
+def _parse_mode(value: str):
+    """"auto" or a boolean word (true/false, yes/no, on/off, 1/0)."""
+    words = {"auto": "auto", "true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
+             "0": False}
+    if value.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected auto, true or false, got {value!r}")
+    return words[value.lower()]
 
 
 def _parse_value(annotation, default):

@@ -72,6 +72,7 @@ RESUME_MAY_GROW = ("epochs",)
 # lr may change on resume (to continue a diverged run at a lower one); data_root may
 # move (the data fingerprint in the checkpoint decides whether the data is the same).
 RESUME_IGNORED = ("device", "workers", "output_dir", "compile", "data_root", "lr")
+SMALLER_RUN_FLAGS = "--toy (a CPU preset), --epochs, --epoch-size, --crop or --batch-size"
 CHECKPOINT_KEYS = ("config", "model", "optimizer", "scaler", "rng", "position", "best", "history")
 
 
@@ -119,10 +120,10 @@ class FinetuneConfig:
     seed: int = 0  # model init, data order, crops
     split_seed: int = 0  # train/val/test split and label subset (fixed across training seeds)
     device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
+    amp: bool | str = "auto"  # bf16/fp16 autocast: True, False or "auto" (CUDA; CPUs with native bf16), emlib.training
+    channels_last: bool | str = "auto"  # memory layout: True, False or "auto" (CUDA; per network on bf16 CPUs)
     compile: bool = False
-    workers: int = 4
+    workers: int = 4  # loader processes, at most the machine's cores
     deterministic: bool = False
     output_dir: str = "runs/finetune"
 
@@ -203,6 +204,8 @@ class FinetuneConfig:
             raise ValueError(f"weight_decay and workers must be >= 0, got {self.weight_decay}, {self.workers}")
         if self.device not in session.DEVICES:
             raise ValueError(f"device must be one of {session.DEVICES}, got {self.device!r}")
+        training.check_mode("amp", self.amp)
+        training.check_mode("channels_last", self.channels_last)
 
 
 # ----------------------------------------------------------------------------- initialisation
@@ -351,15 +354,17 @@ def task_loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def evaluate(model, dataset, task: str, device, batch_size: int = 8, amp: bool = False) -> dict:
-    """Mean metrics over `dataset`: {"dice_percent"} or {"l1", "psnr", "ssim"}; eval mode, no grad."""
+def evaluate(model, dataset, task: str, device, batch_size: int = 8, amp=None, channels_last: bool = False) -> dict:
+    """Mean metrics over `dataset`: {"dice_percent"} or {"l1", "psnr", "ssim"}; eval mode, no grad.
+
+    `amp`: the autocast dtype (None: fp32; a bool as in `training.autocast`); outputs are scored in fp32."""
     model = training.unwrap_model(model)
     was_training = model.training
     model.eval()
     per_image = {}
     for inputs, target in same_size_batches(dataset, batch_size):
         with training.autocast(device, amp):
-            output = model(inputs.to(device)).float().cpu()  # any H, W: the registry models pad and crop back
+            output = model(training.to_device(inputs, device, channels_last)).float().cpu()  # any H, W: the registry models pad and crop back
         if task == SEGMENTATION:
             scores = {"dice_percent": 100.0 * dice_scores(output, target)}
         else:
@@ -445,13 +450,15 @@ def result_row(config: FinetuneConfig, epoch: int, scores: dict, init: str, sour
 
 
 def checkpoint_state(config, model, optimizer, scaler, position: dict, best: BestModel, history: list,
-                     data: str | None = None) -> dict:
+                     data: str | None = None, fast_path: dict | None = None) -> dict:
     """Everything a resumed run needs, as weights_only-safe containers; `data` is the
-    fingerprint of the datasets (`run_folder.data_fingerprint`), which a resumed run must see again."""
+    fingerprint of the datasets (`run_folder.data_fingerprint`), which a resumed run must see
+    again, `fast_path` the resolved autocast / channels_last mode (`training.fast_path_summary`)."""
     return {
         "format": 2,
         "config": config.to_dict(),
         "data": data,
+        "fast_path": fast_path,
         "model": training.unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
@@ -462,17 +469,21 @@ def checkpoint_state(config, model, optimizer, scaler, position: dict, best: Bes
     }
 
 
-def restore_checkpoint(path, config, model, optimizer, scaler, best: BestModel, device, data: str | None = None):
+def restore_checkpoint(path, config, model, optimizer, scaler, best: BestModel, device, data: str | None = None,
+                       fast_path: dict | None = None):
     """Load a checkpoint into the run's objects; returns (position, history).
 
     Refused (ValueError, before anything on disk changes) when the checkpoint's config
-    differs (epochs may grow, lr may change: the optimiser gets the new one) or its
-    data fingerprint is not `data`; a corrupt file raises run_folder.CheckpointError.
+    differs (epochs may grow, lr may change: the optimiser gets the new one), its
+    data fingerprint is not `data`, or it was written in another fast-path mode
+    (`fast_path`); a corrupt file raises run_folder.CheckpointError.
     """
     state = run_folder.load_checkpoint(path, map_location="cpu", required=CHECKPOINT_KEYS)
     run_folder.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
     if data is not None:
         run_folder.check_data_matches(state.get("data"), data, path, config.data_root)
+    if fast_path is not None:
+        training.check_fast_path_matches(state.get("fast_path"), fast_path, path)
     with run_folder.checkpoint_fits(path):
         training.unwrap_model(model).load_state_dict(training.strip_module_prefix(state["model"]))
         optimizer.load_state_dict(state["optimizer"])
@@ -536,15 +547,20 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
     sampler = training.ResumableSampler(train_data, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
     epoch_steps = math.ceil(sampler.num_samples / config.batch_size)
 
-    model = training.prepare_model(model, device, config.channels_last)
+    dtype = training.amp_dtype(device, config.amp)
+    channels_last = training.use_channels_last(device, config.channels_last, registry_model(model))
+    fast_path = training.fast_path_summary(dtype, {"model": channels_last})
+    model = training.prepare_model(model, device, channels_last)
     optimizer = make_optimizer(config, model)
-    scaler = training.make_grad_scaler(device, config.amp)
+    scaler = training.make_grad_scaler(device, dtype)
     best = BestModel(higher_is_better)
     position, history = {"epoch": 0, "batches_done": 0, "step": 0, "loss_sum": 0.0}, []
     fingerprint = run_folder.data_fingerprint(list(datasets.values()))
     if resuming:
-        position, history = restore_checkpoint(checkpoint_path, config, model, optimizer, scaler, best, device, fingerprint)
+        position, history = restore_checkpoint(checkpoint_path, config, model, optimizer, scaler, best, device, fingerprint,
+                                               fast_path)
     if ctx.is_main:  # every check has passed: only now does the run folder change
+        session.note(training.describe_fast_path(fast_path, device))
         run_folder.start_run_folder(output_dir, config.to_dict())
         if resuming:
             run_folder.keep_rows_up_to(results_path, "epoch", position["epoch"], columns)
@@ -559,17 +575,17 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
 
     def save():
         if ctx.is_main:
-            state = checkpoint_state(config, model, optimizer, scaler, position, best, history, fingerprint)
+            state = checkpoint_state(config, model, optimizer, scaler, position, best, history, fingerprint, fast_path)
             run_folder.save_checkpoint(checkpoint_path, state)
         session.barrier()
 
     def evaluate_epoch(epoch):
         """Validation score; the best model's test score; one row each in the results files."""
         if ctx.is_main:
-            scores = evaluate(model, datasets["val"], config.task, device, config.batch_size, config.amp)
+            scores = evaluate(model, datasets["val"], config.task, device, config.batch_size, dtype, channels_last)
             history.append((epoch, scores[metric]))
             if best.update(epoch, scores[metric], model) and config.test:
-                best.test = evaluate(model, datasets["test"], config.task, device, config.batch_size, config.amp)
+                best.test = evaluate(model, datasets["test"], config.task, device, config.batch_size, dtype, channels_last)
             results.append_rows(validation_path, [result_row(config, epoch, scores, tag, source)], columns)
             if config.test:
                 results.append_rows(results_path, [result_row(config, epoch, best.test, tag, source)], columns)
@@ -579,6 +595,8 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
     meter, started, status = training.Throughput(), time.perf_counter(), "finished"
     images_per_s = float("nan")
     total_steps = config.epochs * epoch_steps
+    estimate = training.RunEstimate(epoch_steps, total_steps, position["step"], SMALLER_RUN_FLAGS, enabled=ctx.is_main)
+    workers = training.loader_workers(config.workers)
     progress = tqdm(total=total_steps, initial=position["step"], disable=not ctx.is_main,
                     desc=f"finetune {config.model} {config.task}")
     model_run.train()
@@ -587,12 +605,12 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
             epoch = position["epoch"] + 1  # 1-based, as in the paper's tables
             sampler.set_epoch(epoch, start_index=position["batches_done"] * config.batch_size)
             train_data.epoch = epoch
-            loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+            loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
                                 pin_memory=device.type == "cuda")
             for inputs, target in loader:
-                inputs = training.to_device(inputs, device, config.channels_last)
-                target = training.to_device(target, device, config.channels_last)
-                with training.autocast(device, config.amp):
+                inputs = training.to_device(inputs, device, channels_last)
+                target = training.to_device(target, device, channels_last)
+                with training.autocast(device, dtype):
                     loss = task_loss(config.task, model_run(inputs), target)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -604,6 +622,7 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
                 finite.check_finite(position["step"], loss=value)
                 position["loss_sum"] += value
                 images_per_s = meter.update(len(inputs) * ctx.world_size)
+                estimate.step()
                 progress.update(1)
                 progress.set_postfix(loss=f"{value:.3g}", refresh=False)
                 if session.all_reduce_any(stop.requested, device):
@@ -633,7 +652,7 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
         **{f"test_{k}": v for k, v in best.test.items()},
         "val_history": [list(h) for h in history], "epochs": position["epoch"], "steps": position["step"],
         "train_images": n_train, "transferred_tensors": len(report.loaded) if report else 0,
-        "world_size": ctx.world_size, "wall_s": round(time.perf_counter() - started, 3),
+        "world_size": ctx.world_size, "fast_path": fast_path, "wall_s": round(time.perf_counter() - started, 3),
         "data_sha256": fingerprint, **provenance.provenance(device),
     }
     if ctx.is_main:

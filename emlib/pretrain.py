@@ -43,6 +43,7 @@ VAL_SEED_OFFSET = 1_000_003  # the validation corruptions use their own seed str
 RESUME_MAY_GROW = ("epochs", "max_steps")
 RESUME_IGNORED = ("device", "workers", "output_dir", "checkpoint_every", "log_every", "compile", "deterministic", "data_root",
                   "manifest_path", "lr")
+SMALLER_RUN_FLAGS = "--toy (a CPU preset), --max-steps, --image-size or --batch-size"
 CHECKPOINT_KEYS = ("config", "generator", "discriminator", "opt_g", "opt_d", "scaler", "rng", "position", "val_history")
 
 
@@ -77,10 +78,10 @@ class PretrainConfig:
     manifest_path: str | None = None  # the split's JSON; None = output_dir/manifest.json
     tiles_per_image: bool = False  # a large image gives one train item per image_size tile it holds
     device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
+    amp: bool | str = "auto"  # bf16/fp16 autocast: True, False or "auto" (CUDA; CPUs with native bf16), emlib.training
+    channels_last: bool | str = "auto"  # memory layout: True, False or "auto" (CUDA; per network on bf16 CPUs)
     compile: bool = False
-    workers: int = 8
+    workers: int = 8  # loader processes, at most the machine's cores
     deterministic: bool = False
     output_dir: str = "runs/pretrain"
     checkpoint_every: int = 1000  # steps; 0 = only at epoch ends
@@ -132,6 +133,8 @@ class PretrainConfig:
             raise ValueError(f"corrupt_on must be one of {CORRUPT_ON}, got {self.corrupt_on!r}")
         if self.device not in session.DEVICES:
             raise ValueError(f"device must be one of {session.DEVICES}, got {self.device!r}")
+        training.check_mode("amp", self.amp)
+        training.check_mode("channels_last", self.channels_last)
         min_size = patchgan_min_size()
         if self.adv_weight > 0 and self.image_size < min_size:
             raise ValueError(f"image_size={self.image_size} is smaller than the PatchGAN's minimum input ({min_size} px)")
@@ -281,19 +284,20 @@ def identity_l1(val_set) -> float:
 
 
 @torch.no_grad()
-def validation_l1(G, val_set, config: PretrainConfig, ctx: session.DistributedContext) -> float:
-    """Mean |G(A) - B| over the fixed validation pairs (shared out over ranks)."""
+def validation_l1(G, val_set, config: PretrainConfig, ctx: session.DistributedContext, dtype=None,
+                  channels_last: bool = False) -> float:
+    """Mean |G(A) - B| over the fixed validation pairs (shared out over ranks), G in autocast `dtype` (None: fp32)."""
     G = training.unwrap_model(G)
     was_training = G.training
     G.eval()
     shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
-    loader = DataLoader(shard, batch_size=config.batch_size, num_workers=config.workers,
+    loader = DataLoader(shard, batch_size=config.batch_size, num_workers=training.loader_workers(config.workers),
                         pin_memory=ctx.device.type == "cuda", generator=torch.Generator())
     total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
     for corrupted, target in loader:
-        corrupted = to_model_range(training.to_device(corrupted, ctx.device, config.channels_last), config)
-        target = training.to_device(target, ctx.device, config.channels_last)
-        with training.autocast(ctx.device, config.amp):
+        corrupted = to_model_range(training.to_device(corrupted, ctx.device, channels_last), config)
+        target = training.to_device(target, ctx.device, channels_last)
+        with training.autocast(ctx.device, dtype):
             fake = G(corrupted).float()
         fake = from_centered(fake) if config.centered else fake  # back to [0, 1]
         total[0] += (fake - target).abs().sum().double()
@@ -307,13 +311,16 @@ def validation_l1(G, val_set, config: PretrainConfig, ctx: session.DistributedCo
 # ----------------------------------------------------------------------------- checkpoints and export
 
 
-def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_history: list, data: str | None = None) -> dict:
+def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_history: list, data: str | None = None,
+                     fast_path: dict | None = None) -> dict:
     """Everything a resumed run needs, as weights_only-safe containers; `data` is the
-    train set's manifest hash, which a resumed run must see again."""
+    train set's manifest hash, which a resumed run must see again, `fast_path` the
+    resolved autocast / channels_last mode (`training.fast_path_summary`)."""
     return {
         "format": 2,
         "config": config.to_dict(),
         "data": data,
+        "fast_path": fast_path,
         "generator": training.unwrap_model(G).state_dict(),
         "discriminator": training.unwrap_model(D).state_dict() if D is not None else {},
         "opt_g": opt_g.state_dict(),
@@ -325,18 +332,22 @@ def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_his
     }
 
 
-def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device, data: str | None = None):
+def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device, data: str | None = None,
+                       fast_path: dict | None = None):
     """Load a checkpoint into the run's objects; returns (position, val_history).
 
     Refused (ValueError, before anything on disk changes) when the checkpoint's config
     differs (epochs / max_steps may grow, lr may change: the optimisers get the new
-    one) or its train data (`data`, the manifest hash) is not the current one; a
+    one), its train data (`data`, the manifest hash) is not the current one, or it was
+    written in another fast-path mode (`fast_path`: bf16 vs fp32, memory layout); a
     corrupt file raises run_folder.CheckpointError.
     """
     state = run_folder.load_checkpoint(path, map_location=device, required=CHECKPOINT_KEYS)
     run_folder.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
     if data is not None:
         run_folder.check_data_matches(state.get("data"), data, path, config.data_root)
+    if fast_path is not None:
+        training.check_fast_path_matches(state.get("fast_path"), fast_path, path)
     with run_folder.checkpoint_fits(path):
         training.unwrap_model(G).load_state_dict(training.strip_module_prefix(state["generator"]))
         if D is not None:
@@ -415,23 +426,29 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     epoch_steps = steps_in_epoch(config, sampler.num_samples)
 
     G, D = build_models(config)
-    G = training.prepare_model(G, device, config.channels_last)
+    dtype = training.amp_dtype(device, config.amp)
+    layouts = {"generator": training.use_channels_last(device, config.channels_last, G)}
+    G = training.prepare_model(G, device, layouts["generator"])
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=config.betas)
     opt_d = None
     if D is not None:
-        D = training.prepare_model(D, device, config.channels_last)
+        layouts["discriminator"] = training.use_channels_last(device, config.channels_last, D)
+        D = training.prepare_model(D, device, layouts["discriminator"])
         opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=config.betas)
-    scaler = training.make_grad_scaler(device, config.amp)
+    fast_path = training.fast_path_summary(dtype, layouts)
+    scaler = training.make_grad_scaler(device, dtype)
     position, val_history = {"epoch": 0, "batches_done": 0, "step": 0}, []
     if resuming:
-        position, val_history = restore_checkpoint(checkpoint_path, config, G, D, opt_g, opt_d, scaler, device, manifest_hash)
+        position, val_history = restore_checkpoint(checkpoint_path, config, G, D, opt_g, opt_d, scaler, device, manifest_hash,
+                                                   fast_path)
     if ctx.is_main:  # every check has passed: only now does the run folder change
+        session.note(training.describe_fast_path(fast_path, device))
         run_folder.start_run_folder(output_dir, config.to_dict())
     G_run = training.maybe_compile(session.wrap_ddp(G, ctx), config.compile)
     D_run = training.maybe_compile(session.wrap_ddp(D, ctx), config.compile) if D is not None else None
 
     def amp_context():
-        return training.autocast(device, config.amp)
+        return training.autocast(device, dtype)
 
     loggers = {}
     if ctx.is_main:
@@ -442,11 +459,11 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     def save():
         if ctx.is_main:
             run_folder.save_checkpoint(checkpoint_path, checkpoint_state(config, G, D, opt_g, opt_d, scaler, position, val_history,
-                                                                       manifest_hash))
+                                                                       manifest_hash, fast_path))
         session.barrier()
 
     def run_validation():
-        val_l1 = validation_l1(G_run, val_set, config, ctx)
+        val_l1 = validation_l1(G_run, val_set, config, ctx, dtype, layouts["generator"])
         val_history.append((position["epoch"], position["step"], val_l1))
         if ctx.is_main:
             loggers["val"].log({"epoch": position["epoch"], "step": position["step"], "val_l1": val_l1})
@@ -456,24 +473,27 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     meter, started, status = training.Throughput(), time.perf_counter(), "finished"
+    estimate = training.RunEstimate(epoch_steps, total_steps, position["step"], SMALLER_RUN_FLAGS, enabled=ctx.is_main)
+    workers = training.loader_workers(config.workers)
     progress = tqdm(total=total_steps, initial=position["step"], disable=not ctx.is_main, desc=f"pretrain {config.model}")
     with training.StopRequest() as stop:
         while position["step"] < total_steps and status == "finished":
             epoch = position["epoch"]
             sampler.set_epoch(epoch, start_index=position["batches_done"] * config.batch_size)
             train_data.epoch = epoch
-            loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+            loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
                                 pin_memory=device.type == "cuda", drop_last=True,
                                 generator=torch.Generator().manual_seed(training.sample_seed(config.seed, epoch)))
             for batch in loader:
                 position["step"] += 1
                 position["batches_done"] += 1
                 step = position["step"]
-                corrupted, target = _pair(batch, corruption, config, ctx, step)
+                corrupted, target = _pair(batch, corruption, config, ctx, step, layouts["generator"])
                 losses = gan_step(G_run, D_run, opt_g, opt_d, scaler, corrupted, target, config, amp_context,
                                   freeze_d=not ctx.distributed)
                 values = _checked_values(losses, step, ctx)
                 images_per_s = meter.update(config.batch_size * ctx.world_size)
+                estimate.step()
                 if ctx.is_main and step % config.log_every == 0:
                     loggers["log"].log({"epoch": epoch, "step": step, "lr": opt_g.param_groups[0]["lr"],
                                         "images_per_s": images_per_s, **values})
@@ -508,6 +528,7 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
         "epochs": round(position["step"] / epoch_steps, 4),
         "images_seen": position["step"] * config.batch_size * ctx.world_size,
         "world_size": ctx.world_size,
+        "fast_path": fast_path,
         "final_val_l1": val_history[-1][2],
         "identity_val_l1": identity_l1(val_set),  # the baseline G(A) = A on the same validation pairs
         **provenance.provenance(device),
@@ -522,17 +543,17 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     return summary
 
 
-def _pair(batch, corruption, config, ctx, step):
+def _pair(batch, corruption, config, ctx, step, channels_last=False):
     """(corrupted, target) on the device; corrupts there with a (seed, step, rank) generator when asked."""
     if config.corrupt_on == "loader":
         corrupted, target = batch
-        corrupted = training.to_device(corrupted, ctx.device, config.channels_last)
-        target = training.to_device(target, ctx.device, config.channels_last)
+        corrupted = training.to_device(corrupted, ctx.device, channels_last)
+        target = training.to_device(target, ctx.device, channels_last)
     else:
-        clean = training.to_device(batch, ctx.device, config.channels_last)
+        clean = training.to_device(batch, ctx.device)
         generator = torch.Generator(device=ctx.device).manual_seed(training.sample_seed(config.seed, step, ctx.rank))
         corrupted, target = corruption(clean, generator)
-        if config.channels_last and ctx.device.type == "cuda":
+        if channels_last:
             corrupted = corrupted.contiguous(memory_format=torch.channels_last)
             target = target.contiguous(memory_format=torch.channels_last)
     return to_model_range(corrupted, config), to_model_range(target, config)

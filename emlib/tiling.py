@@ -63,7 +63,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from emlib import models
+from emlib import models, training
 from emlib.data.images import standardize
 from emlib.models.unet import pad_to_multiple
 
@@ -254,7 +254,7 @@ def _pad(image, plan):
 
 
 def predict(model, image, tile=None, overlap=None, standardize="per_image", batch_size=None, device=None,
-            progress=False):
+            progress=False, amp="auto"):
     """Predict a whole 2-D image with `model` by overlapping tiles; equal to `model(image)` for registry models.
 
     Args:
@@ -268,6 +268,9 @@ def predict(model, image, tile=None, overlap=None, standardize="per_image", batc
         batch_size: tiles per forward pass; default as many as fit in 8 x 256^2 pixels.
         device: where to run; default the model's device.
         progress: show a tqdm bar over the batches.
+        amp: autocast as training uses it (`emlib.training.amp_dtype`): "auto" computes in bf16
+            on CUDA and on CPUs with native bf16, True forces it, False keeps fp32. The output
+            is fp32 either way.
 
     Returns:
         float32 numpy array of the model's raw output (logits for segmentation),
@@ -291,6 +294,7 @@ def predict(model, image, tile=None, overlap=None, standardize="per_image", batc
                       "differ from a whole-image pass near their seams; leave overlap=None for an exact result")
     batch_size = batch_size or max(1, PIXELS_PER_BATCH // (tile_h * tile_w))
     device = torch.device(device) if device is not None else _model_device(model)
+    dtype = training.amp_dtype(device, amp)
     positions = [(r, c) for r in rows for c in cols]
     band = plan.overlap - 2 * plan.margin
     row_windows = {r: blend_window(tile_h, plan.margin, band, r > 0, r < rows[-1]) for r in rows}
@@ -305,7 +309,8 @@ def predict(model, image, tile=None, overlap=None, standardize="per_image", batc
             for start in tqdm(batches, desc="tiles", disable=not progress):
                 batch_positions = positions[start:start + batch_size]
                 tiles = torch.stack([padded[r:r + tile_h, c:c + tile_w] for r, c in batch_positions])[:, None]
-                predictions = model(tiles.to(device)).float().cpu()
+                with training.autocast(device, dtype):
+                    predictions = model(tiles.to(device)).float().cpu()
                 if output is None:
                     output = torch.zeros((predictions.shape[1],) + tuple(padded.shape))
                 for (r, c), prediction in zip(batch_positions, predictions):

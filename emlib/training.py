@@ -27,9 +27,12 @@ Random augmentations inside workers should be seeded per sample (see
 """
 import collections
 import contextlib
+import functools
+import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,43 +42,162 @@ from emlib import session
 
 
 # ----------------------------------------------------------------------------- speed: AMP, channels_last, compile
+#
+# The fast path: autocast in bf16 (fp16 + GradScaler on CUDA GPUs without bf16) and the
+# channels_last memory layout. `amp` and `channels_last` are True, False or "auto":
+#
+#   CUDA  auto = on (bf16 where the GPU has it, else fp16; channels_last for every network)
+#   CPU   auto = bf16 autocast where the processor computes bf16 natively (AVX-512 BF16, AMX;
+#         Arm BF16), and channels_last where it measured faster (benchmarks/cpu_fast_path.py):
+#         for every network with AMX (Intel Xeon 4th gen+), for all but HRNet
+#         (`prefers_channels_last`) with AVX-512 BF16 alone (AMD EPYC Zen 4); both off on
+#         other processors, where bf16 is emulated and slower than fp32.
+#
+# Only the convolutions run in bf16: parameters, BatchNorm statistics, losses, metrics and
+# optimiser state stay fp32 (autocast casts per operation), so weights are fp32 on disk.
+
+FAST_PATH_MODES = (True, False, "auto")
+CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # /proc/cpuinfo flags: x86 AVX-512 BF16 / AMX, Arm BF16
 
 
-def amp_dtype(device: torch.device):
-    """The autocast dtype for `device`: bf16 on CUDA GPUs that support it, else fp16; None on CPU."""
-    if device.type != "cuda":
+def check_mode(name: str, value) -> None:
+    """ValueError unless `value` is True, False or "auto" (the `amp` / `channels_last` fields)."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ValueError(f"{name} must be true, false or 'auto', got {value!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this processor computes bf16 in hardware (its /proc/cpuinfo flags; False where unknown)."""
+    try:
+        return native_bf16_in(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """Whether this processor has AMX tiles for bf16 (Intel Sapphire Rapids and later)."""
+    try:
+        return "amx_bf16" in cpu_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return False
+
+
+def cpu_flags(cpuinfo: str) -> set:
+    """The flags a /proc/cpuinfo text lists on its flags (x86) / Features (Arm) lines."""
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags.update(line.split(":", 1)[-1].split())
+    return flags
+
+
+def native_bf16_in(cpuinfo: str) -> bool:
+    """Whether a /proc/cpuinfo text lists a bf16 flag (CPU_BF16_FLAGS)."""
+    return bool(cpu_flags(cpuinfo) & CPU_BF16_FLAGS)
+
+
+def amp_dtype(device: torch.device, amp=True):
+    """The autocast dtype that `amp` (True, False, "auto") asks for on `device`; None means fp32.
+
+    True: bf16 (fp16 on CUDA GPUs without bf16); on a CPU bf16 even where it is emulated.
+    "auto": as True on CUDA; on a CPU bf16 only where the processor has it natively.
+    """
+    check_mode("amp", amp)
+    if amp is False:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and (amp is True or cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
 
 
-def autocast(device: torch.device, enabled: bool):
-    """An autocast context for `device` (a no-op on CPU or when disabled)."""
-    dtype = amp_dtype(device)
-    if not enabled or dtype is None:
+def prefers_channels_last(model: torch.nn.Module) -> bool:
+    """Whether `model` runs faster in channels_last on a CPU (a class attribute; HRNet's
+    many small branches do not: benchmarks/cpu_fast_path.py)."""
+    return getattr(unwrap_model(model), "cpu_channels_last", True)
+
+
+def use_channels_last(device: torch.device, channels_last, model: torch.nn.Module) -> bool:
+    """Whether `model` runs in channels_last: as asked, or for "auto" on CUDA always and on a CPU
+    with native bf16 where it measures faster: every network on processors with AMX, the
+    networks that `prefers_channels_last` on the others (AVX-512 BF16 alone)."""
+    check_mode("channels_last", channels_last)
+    if channels_last != "auto":
+        return channels_last
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and cpu_has_native_bf16() and (cpu_has_amx() or prefers_channels_last(model))
+
+
+def fast_path_summary(dtype, channels_last: dict) -> dict:
+    """What a run records of its fast path: {"amp": "bfloat16" | "float16" | None, "channels_last": {network: bool}}."""
+    return {"amp": str(dtype).removeprefix("torch.") if dtype is not None else None, "channels_last": dict(channels_last)}
+
+
+def describe_fast_path(summary: dict, device: torch.device | None = None) -> str:
+    """One line for the log: "fast path on cpu: bfloat16 autocast; channels_last: generator"."""
+    precision = f"{summary['amp']} autocast" if summary["amp"] else "fp32"
+    layouts = [name for name, on in summary["channels_last"].items() if on]
+    where = f" on {device.type}" if device is not None else ""
+    return f"fast path{where}: {precision}; channels_last: {', '.join(layouts) or 'none'}"
+
+
+def check_fast_path_matches(saved: dict | None, current: dict, path) -> None:
+    """Refuse (ValueError) to resume a checkpoint written in another fast-path mode: bf16 and fp32
+    steps differ in their last bits, so the resumed run would not continue exactly (a run with
+    "auto" moved to another processor, for example). A checkpoint from before the fast path
+    (`saved` None) is not checked."""
+    if saved is None or saved == current:
+        return
+    raise ValueError(f"cannot resume {path}: it was written with {describe_fast_path(saved)[11:]}, this run would use "
+                     f"{describe_fast_path(current)[11:]}; resume in the checkpoint's mode with --amp / --no-amp and "
+                     "--channels-last / --no-channels-last")
+
+
+def autocast(device: torch.device, dtype):
+    """An autocast context in `dtype` on `device`; a no-op for None (fp32).
+
+    `dtype` may also be a bool (the old form): True means `amp_dtype(device, True)`."""
+    if isinstance(dtype, bool):
+        dtype = amp_dtype(device, dtype)
+    if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def make_grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+def make_grad_scaler(device: torch.device, dtype) -> torch.amp.GradScaler:
     """A GradScaler that is active only for fp16 autocast (bf16 and fp32 need none)."""
-    active = enabled and amp_dtype(device) == torch.float16
-    return torch.amp.GradScaler(device.type, enabled=active)
+    if isinstance(dtype, bool):
+        dtype = amp_dtype(device, dtype)
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
-    """Move `model` to `device`, in channels_last memory format on CUDA when asked."""
+    """Move `model` to `device`, in channels_last memory format when asked."""
     model = model.to(device)
-    if channels_last and device.type == "cuda":
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
 def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """Copy a (B, C, H, W) batch to `device` (non-blocking from pinned memory)."""
+    """Copy a (B, C, H, W) batch to `device` (non-blocking from pinned memory), channels_last when asked."""
     batch = batch.to(device, non_blocking=True)
-    if channels_last and device.type == "cuda":
+    if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
+
+
+def loader_workers(requested: int) -> int:
+    """DataLoader workers: as requested, but never more than the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested > cores:
+        session.note(f"workers: {requested} requested, {cores} core(s) here: using {cores}")
+        return cores
+    return requested
 
 
 def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
@@ -210,6 +332,53 @@ class Throughput:
         if len(self._times) < 2:
             return float("nan")
         return sum(list(self._counts)[1:]) / max(self._times[-1] - self._times[0], 1e-9)
+
+
+LONG_RUN_HOURS = 3.0  # a run estimated to take longer gets a warning that names the flags making it smaller
+
+
+class RunEstimate:
+    """Says, once, how long the run will take: from the mean time of its first timed steps
+    (after `warmup` untimed ones), the time per epoch and in all, with a warning when it
+    exceeds LONG_RUN_HOURS that names `smaller_flags`. Call `step()` after every step."""
+
+    def __init__(self, steps_per_epoch: int, total_steps: int, steps_done: int, smaller_flags: str,
+                 warmup: int = 1, timed: int = 3, enabled: bool = True):
+        self.steps_per_epoch, self.remaining = steps_per_epoch, total_steps - steps_done
+        self.smaller_flags, self.warmup, self.timed, self.enabled = smaller_flags, warmup, timed, enabled
+        self.seen, self.started, self.seconds_per_step = 0, None, None
+
+    def step(self) -> None:
+        self.seen += 1
+        if not self.enabled or self.seconds_per_step is not None:
+            return
+        if self.seen == self.warmup:
+            self.started = time.perf_counter()
+        elif self.seen == self.warmup + self.timed or self.seen == self.remaining:
+            if self.started is None:
+                return
+            self.seconds_per_step = (time.perf_counter() - self.started) / max(1, self.seen - self.warmup)
+            session.note(self.message())
+
+    def message(self) -> str:
+        per_epoch = self.seconds_per_step * self.steps_per_epoch
+        total = self.seconds_per_step * self.remaining
+        text = (f"estimate: {self.seconds_per_step:.3g} s/step, {format_duration(per_epoch)} per epoch "
+                f"({self.steps_per_epoch} steps), {format_duration(total)} for the {self.remaining} steps to go "
+                "(training steps only, from the first timed steps)")
+        if total > LONG_RUN_HOURS * 3600:
+            text += (f"\nwarning: this run would take about {format_duration(total)}; to make it smaller use "
+                     f"{self.smaller_flags}")
+        return text
+
+
+def format_duration(seconds: float) -> str:
+    """'42 s', '12.5 min', '3.2 h'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def resume_lr(optimizers, saved_lr: float, lr: float) -> None:

@@ -387,7 +387,7 @@ def test_torn_results_row_is_dropped_on_resume(tmp_path):
     (dict(lr=float("inf")), r"lr must be finite, got inf"),
     (dict(lr=float("nan")), r"lr must be finite"),
     (dict(lr="1e-3"), r"lr must be a number, got '1e-3'"),
-    (dict(amp="false"), r"amp must be true or false, got 'false'"),
+    (dict(amp="false"), r"amp must be true, false or 'auto', got 'false'"),
     (dict(output_dir=5), r"output_dir must be a string, got 5"),
 ])
 def test_bad_values_name_the_field_and_the_value(make, overrides, match):

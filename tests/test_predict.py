@@ -63,7 +63,7 @@ def test_every_unet_tiled_equals_one_whole_image_pass(name):
     model = models.create(name)
     tile, overlap = default_plan(name)
     image = torch.randn(tile + overlap // 2 + 37, tile + overlap // 2 + 11, generator=torch.Generator().manual_seed(1))
-    tiled = predict(model, image, standardize=None)
+    tiled = predict(model, image, standardize=None, amp=False)
     np.testing.assert_allclose(tiled, whole_image(model, image), atol=1e-5)
 
 
@@ -74,9 +74,9 @@ def test_largest_unet_is_exact_on_a_large_image_and_was_not_before():
     model = models.create("unet_4_424")
     image = torch.randn(1500, 1400, generator=torch.Generator().manual_seed(2))
     whole = whole_image(model, image)
-    np.testing.assert_allclose(predict(model, image, standardize=None), whole, atol=1e-5)
+    np.testing.assert_allclose(predict(model, image, standardize=None, amp=False), whole, atol=1e-5)
     with pytest.warns(UserWarning, match="reach"):
-        old = predict(model, image, tile=256, overlap=64, standardize=None)
+        old = predict(model, image, tile=256, overlap=64, standardize=None, amp=False)
     assert np.abs(old - whole).max() > 1e-4
 
 
@@ -85,7 +85,7 @@ def test_hrnet_tiled_equals_one_whole_image_pass():
     torch.manual_seed(0)
     model = models.create("hrnet_w18_small")
     image = torch.randn(1100, 1090, generator=torch.Generator().manual_seed(3))
-    tiled = predict(model, image, tile=1024, standardize=None)
+    tiled = predict(model, image, tile=1024, standardize=None, amp=False)
     whole = whole_image(model, image)
     np.testing.assert_allclose(tiled, whole, atol=1e-5 * max(1.0, np.abs(whole).max()))
 
@@ -133,7 +133,7 @@ def test_reach_sees_through_parameter_free_wrappers_only():
 def test_non_registry_model_is_exact_within_overlap_over_4():
     model = pooled_net()  # reach 5 <= 24 / 4
     image = torch.randn(72, 88, generator=torch.Generator().manual_seed(0))
-    tiled = predict(model, image, tile=32, overlap=24, standardize=None, batch_size=3)
+    tiled = predict(model, image, tile=32, overlap=24, standardize=None, batch_size=3, amp=False)
     np.testing.assert_allclose(tiled, whole_image(model, image), atol=1e-5)
     assert not np.allclose(tiled, 0)
 
@@ -191,6 +191,6 @@ def test_real_experimental_image_keeps_its_size():
 def test_emlib_predict_is_callable_more_than_once():
     import emlib
 
-    first = emlib.predict(nn.Identity(), np.ones((6, 6), np.float32), standardize=None)
+    first = emlib.predict(nn.Identity(), np.ones((6, 6), np.float32), standardize=None, amp=False)
     second = emlib.predict(nn.Identity(), np.ones((6, 6), np.float32), standardize=None)  # a second call still reaches the function
     assert np.array_equal(first, second) and first.shape == (6, 6)

@@ -62,7 +62,7 @@ def test_discriminator_and_generator_steps_update_only_their_own_weights():
     torch.manual_seed(0)
     G, D = models.create("unet_2_44"), models.create("patchgan")
     opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=1e-2) for m in (G, D))
-    scaler = training.make_grad_scaler(torch.device("cpu"), enabled=False)
+    scaler = training.make_grad_scaler(torch.device("cpu"), None)
     corrupted, target = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
     config = pretrain.PretrainConfig.toy()
 

@@ -23,6 +23,7 @@ class HRNet(nn.Module):
     """timm HRNetV2 backbone (`variant`, random init) + the HRNetV2 segmentation head."""
 
     size_multiple = 32
+    cpu_channels_last = False  # slower in channels_last on AVX-512 BF16 CPUs without AMX (benchmarks/cpu_fast_path.py)
 
     def __init__(self, variant: str = "hrnet_w18_small", in_channels: int = 1, out_channels: int = 1):
         super().__init__()
