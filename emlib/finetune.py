@@ -64,8 +64,8 @@ PAPER_TABLES = {"Au5nmV1": 2, "Au2.2nm": 3, "Au5nm": 4, "Au10nm": 5, "Au20nm": 6
 PRETRAINED_TAGS = {50_000: "P50k", 100_000: "P100k", 200_000: "P200k"}  # pretraining subset -> paper's name
 # Defaults that depend on the task: the paper's GPU settings.
 TASK_DEFAULTS = {
-    SEGMENTATION: dict(model="unet_4_424", dataset="Au5nmV1", crop=448, batch_size=16),
-    "restoration": dict(model="hrnet_w44", dataset=RESTORATION_DATASET, crop=256, batch_size=64),
+    SEGMENTATION: dict(model="unet_4_424", dataset="Au5nmV1", crop=448, batch_size=16, head="reinit"),
+    "restoration": dict(model="hrnet_w44", dataset=RESTORATION_DATASET, crop=256, batch_size=64, head="transfer"),
 }
 LOG_COLUMNS = ["epoch", "step", "train_loss", "val_metric", "lr", "images_per_s"]
 RESUME_MAY_GROW = ("epochs",)
@@ -101,6 +101,7 @@ class FinetuneConfig:
     task: str = SEGMENTATION  # or denoising | noise_background_removal (alias background_removal) | super_resolution
     model: str | None = None  # registry name; None: init's architecture, else unet_4_424 (segmentation), hrnet_w44 (restoration)
     init: str = "random"  # "random" or a pretrained generator.safetensors (or the folder holding it)
+    head: str | None = None  # the generator's output head: "reinit" (segmentation default) or "transfer" (restoration)
     dataset: str | None = None  # Au2.2nm | Au5nm | Au10nm | Au20nm | Au5nmV1 | msa_segtrack | emps | folder; TEMImageNet
     data_root: str | None = None  # folder of the dataset (or a root holding it, e.g. au/, nanoparticles/emps/); None = synthetic
     crop: int | None = None  # train crop: 448 of the 512 tiles (segmentation), 256 = whole image (restoration)
@@ -112,6 +113,7 @@ class FinetuneConfig:
     optimizer: str = "adam"  # paper: Adam
     weight_decay: float = 0.0
     eval_every: int = 5  # paper: every 5 epochs (and always after the last)
+    eval_dense_epochs: int = 0  # also evaluate after each of the first n epochs (where pretraining's gain is largest)
     label_fraction: float = 1.0  # train on a seeded fraction of the labelled train images, in (0, 1]
     augment_dihedral: bool = True  # random flips / 90-degree rotations (input and target alike)
     augment_resize: bool = True  # random rescaling before the crop (masks nearest-neighbour)
@@ -195,6 +197,10 @@ class FinetuneConfig:
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         check_fraction(self.label_fraction)
+        if self.head not in models.HEAD_MODES:
+            raise ValueError(f"head must be one of {models.HEAD_MODES}, got {self.head!r}")
+        if self.eval_dense_epochs < 0:
+            raise ValueError(f"eval_dense_epochs must be >= 0, got {self.eval_dense_epochs}")
         for name in ("seed", "split_seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -265,7 +271,7 @@ def build_model(config: FinetuneConfig):
     if config.init != "random":
         path = pretrained_path(config.init)
         try:
-            report = models.transfer_weights(model, path)
+            report = models.transfer_weights(model, path, head=config.head)
         except ValueError as err:
             raise ValueError(f"init={config.init!r} does not fit model={config.model!r}: {err}") from None
     return for_task(model, config.task), report
@@ -421,8 +427,9 @@ class BestModel:
 
 
 def is_evaluation_epoch(epoch: int, config: FinetuneConfig) -> bool:
-    """Evaluate after every `eval_every`-th epoch (1-based) and after the last one."""
-    return epoch % config.eval_every == 0 or epoch == config.epochs
+    """Evaluate after each of the first `eval_dense_epochs` epochs, every `eval_every`-th epoch (1-based)
+    and after the last one."""
+    return epoch <= config.eval_dense_epochs or epoch % config.eval_every == 0 or epoch == config.epochs
 
 
 # ----------------------------------------------------------------------------- results rows
@@ -652,6 +659,7 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
         **{f"test_{k}": v for k, v in best.test.items()},
         "val_history": [list(h) for h in history], "epochs": position["epoch"], "steps": position["step"],
         "train_images": n_train, "transferred_tensors": len(report.loaded) if report else 0,
+        "reinitialised_tensors": report.reinitialised if report else [],
         "world_size": ctx.world_size, "fast_path": fast_path, "wall_s": round(time.perf_counter() - started, 3),
         "data_sha256": fingerprint, **provenance.provenance(device),
     }

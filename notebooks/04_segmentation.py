@@ -74,6 +74,7 @@ print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 task = "segmentation"
 model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424", "hrnet_w44"
 init = "random"  # "random" or a pretrained generator.safetensors (or its run folder)
+head = None  # output head of a pretrained init: None = the task default (segmentation: reinit, restoration: transfer)
 dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm; real: msa_segtrack, emps; or "folder"
 data_root = None  # None = synthetic data; e.g. "../shared/data/real/nanoparticles" or the folder of the Au HDF5 files
 crop = 96  # paper: 448
@@ -85,6 +86,7 @@ lr = 3e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
 optimizer = "adam"  # paper: Adam
 weight_decay = 0.0
 eval_every = 1  # paper: 5
+eval_dense_epochs = 0  # also evaluate after each of the first n epochs
 label_fraction = 1.0  # paper: 1.0
 augment_dihedral = True  # paper: flips, rotations
 augment_resize = True  # paper: resizing

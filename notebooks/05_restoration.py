@@ -57,6 +57,7 @@ print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 task = "denoising"  # paper: denoising, noise_background_removal, super_resolution
 model = "unet_2_44"  # paper: HRNet (width not stated), e.g. "hrnet_w44"
 init = "random"  # "random" or a pretrained generator.safetensors (or its run folder)
+head = None  # output head of a pretrained init: None = the task default (segmentation: reinit, restoration: transfer)
 dataset = "TEMImageNet"
 data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: the TEMImageNet release folder
 crop = 64  # paper: 256 (whole images)
@@ -68,6 +69,7 @@ lr = 3e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
 optimizer = "adam"  # paper: Adam
 weight_decay = 0.0
 eval_every = 1  # paper: 5
+eval_dense_epochs = 0  # also evaluate after each of the first n epochs
 label_fraction = 1.0
 augment_dihedral = True  # paper: flipping, rotations
 augment_resize = True  # paper: random resizing

@@ -59,6 +59,7 @@ print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 task = "segmentation"
 model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424", "hrnet_w44"
 init = "random"
+head = None  # output head of a pretrained init: None = the task default (segmentation: reinit, restoration: transfer)
 dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm (Tables 2-6); real: emps, msa_segtrack
 data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: the folder with the Au HDF5 files
 crop = 96  # paper: 448 (random crops of the 512 x 512 tiles)
@@ -70,6 +71,7 @@ lr = 3e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
 optimizer = "adam"
 weight_decay = 0.0
 eval_every = 1  # paper: 5
+eval_dense_epochs = 0  # also evaluate after each of the first n epochs
 label_fraction = 1.0
 augment_dihedral = True
 augment_resize = True

@@ -200,3 +200,30 @@ def test_real_cellular_em_loads_whole_root_without_writing(tmp_path):
     image = splits["train"][0]
     assert image.shape == (1, 64, 64) and 0 <= image.min() and image.max() <= 1
     assert {p: p.stat().st_mtime_ns for p in REAL_CELLULAR.rglob("*")} == before
+
+
+@pytest.mark.skipif(not REAL_CELLULAR.is_dir(), reason="real cellular EM not found")
+def test_real_cellular_em_splits_by_source_image(tmp_path):
+    """No validation or test patch comes from a source image that gave a training patch (index.csv)."""
+    import csv
+
+    with open(REAL_CELLULAR / "index.csv", newline="") as f:
+        source = {row["patch"]: row["source_file"] for row in csv.DictReader(f)}
+    splits = {s: ImageFolder(REAL_CELLULAR, s, image_size=64, manifest_path=tmp_path / "m.json") for s in ("train", "val", "test")}
+    held_out = {source[f] for s in ("val", "test") for f in splits[s].files}
+    assert held_out and not held_out & {source[f] for f in splits["train"].files}
+    assert not {source[f] for f in splits["val"].files} & {source[f] for f in splits["test"].files}
+    assert 187 <= len(splits["val"]) < 187 + 70 and 187 <= len(splits["test"]) < 187 + 70  # 10 %, by whole sources
+    assert json.loads((tmp_path / "m.json").read_text())["split_by"] == "index.csv:source_file"
+
+
+def test_without_an_index_sources_are_sub_folders_or_files(tmp_path):
+    from emlib.data.image_folder import MIN_FOLDER_GROUPS, make_manifest
+
+    nested = [f"vol{v:02d}/p{i}.tif" for v in range(MIN_FOLDER_GROUPS) for i in range(5)]
+    manifest = make_manifest(nested, seed=3, root=tmp_path)
+    folders = {s: {f.split("/")[0] for f in manifest[s]} for s in ("train", "val", "test")}
+    assert manifest["split_by"] == "sub-folder" and not folders["train"] & (folders["val"] | folders["test"])
+    few = [f"a/p{i}.tif" for i in range(20)] + [f"b/p{i}.tif" for i in range(20)]
+    manifest = make_manifest(few, seed=3, root=tmp_path)
+    assert manifest["split_by"] == "file" and (len(manifest["val"]), len(manifest["test"])) == (4, 4)

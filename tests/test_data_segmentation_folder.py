@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emlib.data import NANOPARTICLE_DATASETS, SegmentationFolder, dataset_folder
+from emlib.data import NANOPARTICLE_DATASETS, SegmentationFolder, catalog, dataset_folder
 from emlib.data.segmentation_folder import pair_files, to_binary_mask
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared/data/real/nanoparticles"
@@ -144,3 +144,25 @@ def test_real_nanoparticle_sets(name, counts):
     image, mask = splits["test"][0]
     assert image.shape == mask.shape and image.shape[-1] >= 512
     assert 0 < float(mask.mean()) < 1 and set(mask.unique().tolist()) == {0.0, 1.0}
+
+
+@pytest.mark.skipif(not (REAL / "emps").is_dir(), reason="real EMPS not found")
+def test_emps_validation_is_carved_by_source_figure():
+    """sources.csv names the published figure each EMPS image was cropped from: validation shares none with train."""
+    import csv
+
+    root = REAL / "emps"
+    with open(root / "sources.csv", newline="") as f:
+        figure = {row["filename"]: (row["doi"], row["figure"]) for row in csv.DictReader(f)}
+    splits = {s: catalog.segmentation_dataset("emps", root, s, 0) for s in ("train", "val", "test")}
+    figures = {s: {figure[Path(x).name] for x in d.sources} for s, d in splits.items()}
+    assert not figures["train"] & figures["val"] and not figures["val"] & figures["test"]
+    assert 0.15 * 366 <= len(splits["val"]) <= 0.3 * 366 and len(splits["train"]) + len(splits["val"]) == 366
+
+
+def test_sources_csv_keeps_a_source_in_one_split(tmp_path):
+    from emlib.data.segmentation_folder import seeded_split
+
+    items = [f"img{i}" for i in range(30)]
+    train, val = seeded_split(items, (0.8, 0.2), seed=1, source_of=lambda item: int(item[3:]) // 5)  # 6 sources of 5
+    assert len(val) == 10 and {int(i[3:]) // 5 for i in train}.isdisjoint({int(i[3:]) // 5 for i in val})

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emlib import cli, models, results
-from emlib.data import TEMImageNet
+from emlib.data import TEMImageNet, catalog
 from emlib.data.augment import CentreCropped
 from emlib.finetune import (BestModel, FinetuneConfig, build_model, init_tag, is_evaluation_epoch,
                             load_finetuned, registry_model, run)
@@ -96,6 +96,8 @@ def test_evaluation_epochs_every_n_and_the_last():
     config = FinetuneConfig(epochs=12, eval_every=5)
     assert [e for e in range(1, 13) if is_evaluation_epoch(e, config)] == [5, 10, 12]
     assert [e for e in range(1, 61) if is_evaluation_epoch(e, FinetuneConfig())] == list(range(5, 61, 5))
+    dense_early = FinetuneConfig(epochs=30, eval_every=10, eval_dense_epochs=4)
+    assert [e for e in range(1, 31) if is_evaluation_epoch(e, dense_early)] == [1, 2, 3, 4, 10, 20, 30]
 
 
 def fake_export(folder, name="unet_2_44", subset=50_000, seed=1):
@@ -109,14 +111,22 @@ def fake_export(folder, name="unet_2_44", subset=50_000, seed=1):
 
 
 def test_pretrained_init_loads_and_differs_from_random(tmp_path):
+    """Segmentation re-initialises the generator's output head by default (head="reinit"); head="transfer"
+    carries it; restoration carries it by default."""
     generator = fake_export(tmp_path / "P50k")
     pretrained, report = build_model(FinetuneConfig.toy(init=str(tmp_path / "P50k")))
     torch.manual_seed(0)
     random_model, none = build_model(FinetuneConfig.toy())
-    assert none is None and len(report.loaded) == len(generator.state_dict())
+    assert none is None and sorted(report.reinitialised) == ["head.bias", "head.weight"]
+    assert len(report.loaded) == len(generator.state_dict()) - 2
     for key, value in generator.state_dict().items():
-        assert torch.equal(pretrained.state_dict()[key], value)
-    assert not torch.equal(pretrained.state_dict()["head.weight"], random_model.state_dict()["head.weight"])
+        assert torch.equal(pretrained.state_dict()[key], value) == (not key.startswith("head."))
+    carried, report = build_model(FinetuneConfig.toy(init=str(tmp_path / "P50k"), head="transfer"))
+    assert len(report.loaded) == len(generator.state_dict()) and not report.reinitialised
+    assert torch.equal(carried.state_dict()["head.weight"], generator.state_dict()["head.weight"])
+    assert not torch.equal(carried.state_dict()["head.weight"], random_model.state_dict()["head.weight"])
+    with pytest.raises(ValueError, match="head must be one of"):
+        FinetuneConfig.toy(head="keep")
     assert init_tag(str(tmp_path / "P50k" / "generator.safetensors")) == "P50k"
     restoration, _ = build_model(FinetuneConfig.toy(task="denoising", init=str(tmp_path / "P50k")))
     assert torch.equal(registry_model(restoration).head.weight, generator.head.weight)
@@ -274,3 +284,27 @@ def test_cli_fine_tunes_on_real_msa_segtrack(tmp_path, capsys):
     assert summary["source"] == "real" and summary["dataset"] == "msa_segtrack" and summary["train_images"] == 16
     rows = results.read_rows(out / "results.csv")
     assert rows[0]["dataset"] == "msa_segtrack" and rows[0]["table"] == "" and rows[0]["source"] == "real"
+
+
+@pytest.mark.skipif(not REAL_NANO.is_dir(), reason="real nanoparticle sets not found")
+def test_a_transferred_head_copies_its_input_and_a_fresh_one_does_not():
+    """Why segmentation re-initialises the generator's head. Before any fine-tuning, a model carrying the
+    head of a generator pretrained on real EM returns (nearly) its input whatever the seed, so it calls
+    bright pixels particle: on dark particles (msa_segtrack) it starts at the wrong polarity. The
+    penultimate features still encode intensity, so a fresh head's output is correlated with the input
+    too, but with a sign drawn by its seed: BCE then fixes one linear layer instead of unlearning a map."""
+    from emlib import pretrained
+
+    names = [name for name in pretrained.PRETRAINED if "unet_2_44" in name and "l1" not in name]
+    generator = pretrained.path_of(names[0])
+    image, _ = catalog.segmentation_dataset("msa_segtrack", REAL_NANO / "msa_segtrack", "test", 0)[0]
+    correlation = {"transfer": [], "reinit": []}
+    for head in correlation:
+        for seed in range(6):
+            torch.manual_seed(seed)
+            model, _ = build_model(FinetuneConfig.toy(init=str(generator), head=head))
+            with torch.no_grad():
+                output = model.eval()(image[None])[0, 0]
+            correlation[head].append(torch.corrcoef(torch.stack([output.flatten(), image[0].flatten()]))[0, 1].item())
+    assert min(correlation["transfer"]) > 0.9, correlation  # a copy of the input, seed after seed
+    assert min(correlation["reinit"]) < 0 < max(correlation["reinit"]), correlation  # polarity by chance

@@ -9,8 +9,20 @@ takes its first n files: a 50k subset is contained in the 100k one.
 
 The paper keeps 5000 images each for validation and test (Table 1). A smaller
 folder cannot spare them; there val and test each get 10 % of the files, at least
-one (`eval_split_size`). Splits are by file: every crop of one file stays in one
-split (`sources` names the file of each item).
+one (`eval_split_size`). Splits are by source image: patches cut from one source
+image never straddle two splits, since neighbouring patches of one micrograph would
+make validation a copy of training. The source of each file comes from (in order):
+
+    root/index.csv    a row per image file: its `patch` (relative path) and its
+                      `source_file` (or `source`) column: the image it was cut from
+    sub-folders       the file's folder, when the files sit in at least MIN_FOLDER_GROUPS
+                      folders (CEM500K's layout: one folder per source volume)
+    the file itself   otherwise
+
+The manifest records which rule it used (`split_by`). Whole sources are dealt to
+val, then test, until each holds at least its share of files, so their sizes may
+exceed it by part of one source. Every crop of one file stays in one split
+(`sources` names the file of each item).
 
 Manifests are never written into the data folder (data folders are often
 read-only or shared): by default they go to the user cache
@@ -23,6 +35,7 @@ image contributes as many items per epoch as it holds non-overlapping tiles of
 `image_size` (a 2048 x 2048 SEM tile at 224 px: 81 items), so big images are not
 wasted: train items are still random crops, val/test items are the tiles.
 """
+import csv
 import hashlib
 import json
 import os
@@ -36,7 +49,9 @@ from emlib import atomic, paper
 from emlib.data.images import IMAGE_SUFFIXES, crop, image_shape, pad_to_at_least, read_unit, tile_corners, find_images
 
 SPLITS = ("train", "val", "test")
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
+INDEX_FILE, SOURCE_COLUMNS = "index.csv", ("source_file", "source")
+MIN_FOLDER_GROUPS = 10
 
 
 def eval_split_size(n_files):
@@ -45,21 +60,54 @@ def eval_split_size(n_files):
     return min(paper.table1()["CEM500K"]["validation"], max(1, n_files // 10))
 
 
+def source_groups(root, files) -> tuple:
+    """({file: the source it was cut from}, the rule that said so): see the module docstring."""
+    index = Path(root) / INDEX_FILE if root is not None else None
+    if index is not None and index.is_file():
+        with open(index, newline="") as f:
+            rows = list(csv.DictReader(f))
+        column = next((c for c in SOURCE_COLUMNS if rows and c in rows[0]), None)
+        if column is None or "patch" not in rows[0]:
+            raise ValueError(f"{index} needs a 'patch' column and one of {SOURCE_COLUMNS}, found {list(rows[0]) if rows else []}")
+        listed = {row["patch"]: row[column] for row in rows}
+        return {f: listed.get(f, f) for f in files}, f"{INDEX_FILE}:{column}"
+    folders = {f: str(Path(f).parent) for f in files}
+    if len(set(folders.values())) >= MIN_FOLDER_GROUPS:
+        return folders, "sub-folder"
+    return {f: f for f in files}, "file"
+
+
 def make_manifest(files, seed, root=None):
-    """Seeded disjoint val / test / train lists (train in shuffled order) from a sorted file list."""
+    """Seeded disjoint val / test / train lists (train in shuffled order) from a sorted file list,
+    dealing whole sources (`source_groups`) to val and test."""
     if len(files) < 3:
         raise ValueError(f"{root or 'the image folder'} needs at least 3 images for train/val/test, found {len(files)}")
-    order = np.random.default_rng(seed).permutation(len(files))
-    shuffled = [files[i] for i in order]
+    group_of, split_by = source_groups(root, files)
+    groups = sorted(set(group_of.values()))
+    if len(groups) < 3:
+        raise ValueError(f"{root or 'the image folder'}: its {len(files)} images come from {len(groups)} source(s) "
+                         f"({split_by}); train/val/test by source needs at least 3")
+    rng = np.random.default_rng(seed)
+    members = {g: [] for g in groups}
+    for f in files:
+        members[group_of[f]].append(f)
     n_eval = eval_split_size(len(files))
+    parts = {"val": [], "test": [], "train": []}
+    for index in rng.permutation(len(groups)):
+        name = "val" if len(parts["val"]) < n_eval else "test" if len(parts["test"]) < n_eval else "train"
+        parts[name] += members[groups[index]]
+    if not parts["train"]:
+        raise ValueError(f"{root or 'the image folder'}: no source left for training after val and test ({split_by})")
+    train = [parts["train"][i] for i in rng.permutation(len(parts["train"]))]
     return {
         "version": MANIFEST_VERSION,
         "seed": seed,
         "n_files": len(files),
         "files_sha256": files_digest(files),
-        "val": shuffled[:n_eval],
-        "test": shuffled[n_eval:2 * n_eval],
-        "train": shuffled[2 * n_eval:],
+        "split_by": split_by,
+        "val": parts["val"],
+        "test": parts["test"],
+        "train": train,
     }
 
 
@@ -76,7 +124,7 @@ def cache_dir() -> Path:
 def default_manifest_path(root, seed, kind="images"):
     """The manifest of (root, seed) in the user cache, keyed by root's absolute path."""
     key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
-    return cache_dir() / "manifests" / key / f"{kind}_manifest_seed{seed}.json"
+    return cache_dir() / "manifests" / key / f"{kind}_manifest_v{MANIFEST_VERSION}_seed{seed}.json"
 
 
 def load_or_create_manifest(root, seed, manifest_path, suffixes=IMAGE_SUFFIXES):

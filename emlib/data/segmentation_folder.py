@@ -10,7 +10,11 @@ Layouts found under `root` (checked in this order):
 (file stem) per line. Validation is carved from the train side (a seeded
 VAL_FRACTION of its images) unless a val split is published; without any
 published split the images are split 60/20/20. Every split is a split of source
-images: an image and all crops of it stay in one split (`sources`).
+images: an image and all crops of it stay in one split (`sources`). Where images
+were cut from larger sources (EMPS: crops of published figures), an optional
+`root/sources.csv` names each image's source (first column the image file, the
+other columns its source, e.g. doi and figure): splits emlib carves keep the
+images of one source together, so validation holds no crop of a training figure.
 
 Pairing: by file stem; where stems differ only by a word prefix (msa's `image_N`
 and `label_N`), by the stem without that prefix; or by sorted order when
@@ -42,6 +46,7 @@ MASK_FOLDERS = ("masks", "labels", "segmaps")
 MASK_KINDS = ("auto", "binary", "instances")
 PAIRINGS = ("stem", "index")
 VAL_FRACTION, NO_SPLIT_FRACTIONS = 0.2, (0.6, 0.2, 0.2)
+SOURCES_FILE = "sources.csv"
 WORD_PREFIX = re.compile(r"^[A-Za-z]+[_-]")
 
 # The real nanoparticle sets, by name (see emlib.data.download for their sources).
@@ -150,28 +155,60 @@ def _pairs(folder: Path, pair_by: str) -> list:
     return [(folder / "images" / i, masks_dir / m) for i, m in pairs]
 
 
-def seeded_split(items: list, fractions: tuple, seed: int) -> list:
-    """`items` cut into len(fractions) disjoint seeded parts; every part after the first gets at least one."""
-    order = np.random.default_rng(seed).permutation(len(items))
-    sizes = [max(1, round(f * len(items))) for f in fractions[1:]]
-    first = len(items) - sum(sizes)
-    if first < 1:
-        raise ValueError(f"{len(items)} images cannot be split into {len(fractions)} non-empty parts")
-    bounds = np.cumsum([0, first, *sizes])
-    return [[items[i] for i in sorted(order[a:b])] for a, b in zip(bounds[:-1], bounds[1:])]
+def seeded_split(items: list, fractions: tuple, seed: int, source_of=None) -> list:
+    """`items` cut into len(fractions) disjoint seeded parts; every part after the first gets at least one.
+
+    With `source_of(item)`, whole sources are dealt to the parts after the first until each
+    holds its share (so it may exceed it by part of one source); the first part gets the rest."""
+    if source_of is None:
+        order = np.random.default_rng(seed).permutation(len(items))
+        sizes = [max(1, round(f * len(items))) for f in fractions[1:]]
+        first = len(items) - sum(sizes)
+        if first < 1:
+            raise ValueError(f"{len(items)} images cannot be split into {len(fractions)} non-empty parts")
+        bounds = np.cumsum([0, first, *sizes])
+        return [[items[i] for i in sorted(order[a:b])] for a, b in zip(bounds[:-1], bounds[1:])]
+    sources = sorted({source_of(item) for item in items})
+    members = {source: [i for i, item in enumerate(items) if source_of(item) == source] for source in sources}
+    targets = [max(1, round(f * len(items))) for f in fractions[1:]]
+    parts = [[] for _ in fractions]
+    for index in np.random.default_rng(seed).permutation(len(sources)):
+        part = next((k + 1 for k, target in enumerate(targets) if len(parts[k + 1]) < target), 0)
+        parts[part] += members[sources[index]]
+    if any(not part for part in parts):
+        raise ValueError(f"{len(items)} images from {len(sources)} sources cannot be split into {len(fractions)} "
+                         "non-empty parts by source")
+    return [[items[i] for i in sorted(part)] for part in parts]
 
 
-def split_pairs(layout: dict, split: str, seed: int) -> list:
-    """The pairs of one split: published where available, else seeded by source image."""
+def read_sources(root: Path):
+    """{image file name: its source} from root/sources.csv (see the module docstring), or None without one."""
+    path = Path(root) / SOURCES_FILE
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise ValueError(f"{path}: expected a header and rows of (image file, source columns...)")
+    return {Path(row[0]).name: "/".join(row[1:]) for row in rows[1:]}
+
+
+def split_pairs(layout: dict, split: str, seed: int, sources: dict | None = None) -> list:
+    """The pairs of one split: published where available, else seeded by source image (and by
+    the `sources` of the images, where the folder names them)."""
+    source_of = None
+    if sources is not None:
+        def source_of(pair):
+            return sources.get(pair[0].name, pair[0].name)
     if "all" in layout:
-        return dict(zip(SPLITS, seeded_split(layout["all"], NO_SPLIT_FRACTIONS, seed)))[split]
+        return dict(zip(SPLITS, seeded_split(layout["all"], NO_SPLIT_FRACTIONS, seed, source_of)))[split]
     if "train" not in layout or "test" not in layout:
         raise ValueError(f"a published split needs train and test, found {sorted(layout)}")
     if "val" in layout:
         return layout[split]
     if split == "test":
         return layout["test"]
-    train, val = seeded_split(layout["train"], (1 - VAL_FRACTION, VAL_FRACTION), seed)
+    train, val = seeded_split(layout["train"], (1 - VAL_FRACTION, VAL_FRACTION), seed, source_of)
     return train if split == "train" else val
 
 
@@ -195,7 +232,7 @@ class SegmentationFolder(Dataset):
             raise ValueError(f"masks must be one of {MASK_KINDS}, got {masks!r}")
         check_fraction(label_fraction)
         self.root, self.split, self.masks = Path(root), split, masks
-        self.pairs = split_pairs(find_layout(self.root, pair_by), split, seed)
+        self.pairs = split_pairs(find_layout(self.root, pair_by), split, seed, read_sources(self.root))
         if split == "train":
             self.pairs = [self.pairs[i] for i in labelled(len(self.pairs), label_fraction, seed)]
         self.sources = [str(image.relative_to(self.root)) for image, _ in self.pairs]

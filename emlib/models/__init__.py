@@ -20,7 +20,7 @@ from .hrnet import HRNet, WIDTHS as _HRNET_WIDTHS
 from .patchgan import PatchGAN
 from .receptive_field import input_channels, input_gradient, measure_receptive_field, receptive_field
 from .unet import DILATIONS, UNet
-from .weights import (TransferReport, init_weights, load_weights, output_head_prefix, read_metadata, save_weights,
+from .weights import (HEAD_MODES, TransferReport, init_weights, load_weights, output_head_prefix, read_metadata, save_weights,
                       transfer_weights)
 
 _BUILDERS = {
@@ -102,6 +102,6 @@ def flops(name_or_model, size: int = 224) -> int:
 
 __all__ = [
     "create", "load", "names", "generator_names", "receptive_field", "measure_receptive_field", "input_gradient",
-    "init_weights", "save_weights", "load_weights", "read_metadata", "transfer_weights", "TransferReport", "flops",
+    "init_weights", "save_weights", "load_weights", "read_metadata", "transfer_weights", "TransferReport", "HEAD_MODES", "flops",
     "UNet", "HRNet", "PatchGAN", "DILATIONS",
 ]

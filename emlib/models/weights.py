@@ -90,6 +90,9 @@ def load_weights(path, expected_name: str | None = None) -> tuple[dict, dict]:
     return load_file(str(path)), metadata
 
 
+HEAD_MODES = ("reinit", "transfer")  # what transfer_weights does with the output head
+
+
 @dataclass
 class TransferReport:
     """What `transfer_weights` did, key by key."""
@@ -118,11 +121,14 @@ def output_head_prefix(model: nn.Module) -> str:
 
 
 @torch.no_grad()
-def transfer_weights(model: nn.Module, source) -> TransferReport:
+def transfer_weights(model: nn.Module, source, head: str = "transfer") -> TransferReport:
     """Load pretrained weights (a safetensors path, a state dict or a model) into `model`.
 
-    Tensors whose key and shape match are copied. When the output head's shape
-    differs (other out_channels), the head keeps the model's own initialisation.
+    Tensors whose key and shape match are copied. The output head (the last Conv2d)
+    keeps the model's own initialisation when `head="reinit"`, or when its shape
+    differs (other out_channels); `head="transfer"` copies it where it fits. A
+    generator's head maps features to intensities: carried into segmentation it makes
+    the untrained model call bright pixels particle.
     Raises ValueError when the source is a different architecture (another
     registry name, or a different set of tensor names), and
     emlib.finite.NonFiniteWeightsError when a source tensor holds NaN/inf.
@@ -149,13 +155,17 @@ def transfer_weights(model: nn.Module, source) -> TransferReport:
     where = source if isinstance(source, (str, Path)) else source_name or "the source state dict"
     check_finite_weights(state_dict, f"cannot transfer the pretrained weights of {where}: they are broken "
                                      "(the pretraining diverged; export them again from a run that did not)")
+    if head not in HEAD_MODES:
+        raise ValueError(f"head must be one of {HEAD_MODES}, got {head!r}")
     report = TransferReport(source=source_name or "state dict", target=target_name)
-    head = output_head_prefix(model)
+    head_prefix = output_head_prefix(model)
     for key, value in state_dict.items():
-        if value.shape == own[key].shape:
+        if key.startswith(head_prefix) and head == "reinit":
+            report.reinitialised.append(key)
+        elif value.shape == own[key].shape:
             own[key].copy_(value)
             report.loaded.append(key)
-        elif key.startswith(head):
+        elif key.startswith(head_prefix):
             report.reinitialised.append(key)
         else:
             report.skipped.append(key)
