@@ -73,7 +73,7 @@ def load_spec(path) -> dict:
         raise FileNotFoundError(f"sweep spec not found: {path}")
     spec = yaml.safe_load(path.read_text()) or {}
     unknown = set(spec) - {"runs_dir", "seeds", "label_fractions", "pretrain", "segmentation", "restoration", "toy",
-                           "estimates", "hardware", "jobs", "bioimageio"}
+                           "estimates", "hardware", "jobs", "bioimageio", "scores"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}")
     if "pretrain" not in spec:
@@ -151,6 +151,8 @@ def _finetune_run(section, task, group, model, init, seed, fraction, runs_dir, e
     run_id = f"{'seg' if task == 'segmentation' else 'restore'}-{group}-{model}-{init.lower()}-s{seed}"
     if fraction != 1.0:
         run_id += f"-lf{fraction:g}"
+    if section.get("tag"):  # a section that changes a setting (an ablation) names it in its run ids
+        run_id += f"-{section['tag']}"
     images = config.get("epoch_size") if isinstance(config.get("epoch_size"), int) else (paper.train_images(axes["dataset"]) or 1000) * fraction
     hours = estimate_gpu_hours(task, model, int(images), config.get("epochs", 60), estimates, side=config.get("crop"))
     return Run(run_id, "finetune", task, config, depends_on=depends, gpus=section.get("gpus", 1), est_gpu_hours=hours)
@@ -455,6 +457,52 @@ def aggregate(runs_dir="runs") -> dict:
     return written
 
 
+def segmentation_data(spec: dict, toy: bool = False) -> dict:
+    """{dataset: data_root} of the spec's segmentation sections (the toy grid: synthetic data, None)."""
+    spec = toy_spec(spec) if toy else spec
+    sections = spec.get("segmentation") or []
+    out = {}
+    for section in sections if isinstance(sections, list) else [sections]:
+        for dataset in section["datasets"]:
+            out.setdefault(dataset, (section.get("config") or {}).get("data_root"))
+    return out
+
+
+def score(spec: dict, runs_dir, toy: bool = False) -> dict:
+    """The spec's `scores:` beside the runs (emlib.scoring): `baselines` writes baselines.csv (Otsu and
+    all-foreground on each segmentation dataset's test split), `cross_dataset` writes cross_dataset.csv
+    (each finished full-label segmentation run on every other dataset's test split; runs already
+    scored there are kept, not scored again). Returns {path: rows}."""
+    from emlib import data, scoring
+
+    wanted, runs_dir, written = spec.get("scores") or {}, Path(runs_dir), {}
+    folders = {name: data.dataset_folder(name, root)[0] for name, root in segmentation_data(spec, toy).items()}
+    if wanted.get("baselines"):
+        rows = [row for name, folder in folders.items() for row in scoring.baselines(name, folder)]
+        write_rows(runs_dir / "baselines.csv", rows, scoring.BASELINE_COLUMNS)
+        written[str(runs_dir / "baselines.csv")] = len(rows)
+    if wanted.get("cross_dataset") and len(folders) > 1:
+        path = runs_dir / "cross_dataset.csv"
+        rows = read_rows(path) if path.is_file() else []
+        done = {(row["run_id"], row["scored_on"]) for row in rows}
+        for run_dir in sorted(p.parent for p in runs_dir.glob("*/best_model.safetensors")):
+            summary_path, config = run_dir / "summary.json", json.loads((run_dir / "config.json").read_text())
+            if not summary_path.is_file() or config.get("task") != "segmentation" or config.get("label_fraction", 1.0) != 1.0:
+                continue
+            summary = json.loads(summary_path.read_text())
+            for other, folder in folders.items():
+                if other == config["dataset"] or (run_dir.name, other) in done:
+                    continue
+                rows.append({"run_id": run_dir.name, "trained_on": config["dataset"], "scored_on": other,
+                             "model": config["model"], "init": summary["init"], "head": config.get("head", ""),
+                             "seed": config["seed"], "label_fraction": config.get("label_fraction", 1.0),
+                             "dice_percent": round(scoring.cross_dataset_score(run_dir, other, folder), 4),
+                             "own_test_dice_percent": summary.get("test_dice_percent")})
+        write_rows(path, rows, scoring.CROSS_COLUMNS)
+        written[str(path)] = len(rows)
+    return written
+
+
 def summarize(runs_dir="runs") -> str:
     """The finished runs under runs_dir, pooled over seeds only where their configs agree
     (`emlib.results.group_runs`): one line per configuration, per kind of task."""
@@ -559,6 +607,9 @@ def main(args) -> int:
                        jobs=jobs)
     for path, n in aggregate(runs_dir).items():
         print(f"aggregated {n} rows into {path}")
+    if spec.get("scores"):
+        for path, n in score(spec, runs_dir, toy=args.toy).items():
+            print(f"scored {n} rows into {path}")
     if spec.get("bioimageio") and not args.toy:
         for path in export_packages(runs_dir):
             print(f"BioImage.IO package: {path}")
