@@ -7,7 +7,14 @@ differences and its 95% Student t interval. A verdict is
 
     supports     the interval lies wholly on the side the paper's claim predicts
     contradicts  the interval lies wholly on the other side
-    cannot tell  the interval contains 0 (with 3 seeds, t = 4.30: only large effects show)
+    cannot tell  the interval contains 0
+
+Each comparison also states its power: the smallest difference these seeds could have
+detected (`detectable_difference`: 80 % power, two-sided 5 % level, from the spread of
+the paired differences), so "cannot tell" reads as "no difference larger than this".
+Every group is read against the training-free baselines of its dataset (emlib.scoring:
+per-image Otsu, all-foreground; `baselines.csv`), in words: "beats Otsu", "does not
+beat Otsu" or "ties with Otsu".
 
 Epochs: "first" is the first evaluation, "last" the last one, and "mean" the
 average over all evaluations (the area under the curve, a summary of speed).
@@ -31,15 +38,21 @@ def load_groups(results_dir) -> list:
 
 
 def describe(group) -> dict:
-    """The axes of a fine-tuning group: dataset, model, init kind (random, GAN, L1-only), label fraction."""
+    """The axes of a fine-tuning group: dataset, model, init kind (random, GAN, L1-only), label fraction, and
+    the output head of a pretrained init (reinit, transfer; None for runs that predate the choice)."""
     config = group.runs[0].config
     return {"dataset": config.get("dataset"), "model": config.get("model"), "init": figures.group_init_kind(group),
-            "label_fraction": config.get("label_fraction", 1.0)}
+            "label_fraction": config.get("label_fraction", 1.0), "head": config.get("head")}
 
 
-def find(groups, **axes):
-    """The one group whose `describe` matches every given axis, or None."""
-    matches = [g for g in groups if all(describe(g).get(k) == v for k, v in axes.items())]
+def find(groups, head="default", **axes):
+    """The one group whose `describe` matches every given axis, or None. `head="default"` leaves out
+    the head ablation (groups that carried the generator's head, "transfer"); name a head to pick it."""
+    def head_matches(group):
+        value = describe(group)["head"]
+        return value != "transfer" if head == "default" else value == head
+
+    matches = [g for g in groups if head_matches(g) and all(describe(g).get(k) == v for k, v in axes.items())]
     if len(matches) > 1:
         raise ValueError(f"{len(matches)} groups match {axes}: the runs differ in a setting the study does not vary")
     return matches[0] if matches else None
@@ -75,9 +88,66 @@ def verdict(mean: float, half: float) -> str:
 
 
 def compare(better, worse, when: str) -> dict:
-    """How far `better` is above `worse` (Dice points) at `when`, seed by seed, and the verdict on "better > worse"."""
-    mean, half, n = paired_difference(per_seed(better, when), per_seed(worse, when))
-    return {"difference": mean, "ci95": half, "n": n, "verdict": verdict(mean, half)}
+    """How far `better` is above `worse` (Dice points) at `when`, seed by seed, the verdict on "better > worse",
+    and the smallest difference these seeds could have detected (`detectable`)."""
+    a, b = per_seed(better, when), per_seed(worse, when)
+    mean, half, n = paired_difference(a, b)
+    seeds = sorted(set(a) & set(b))
+    return {"difference": mean, "ci95": half, "n": n, "verdict": verdict(mean, half),
+            "detectable": detectable_difference([a[s] - b[s] for s in seeds])}
+
+
+# t(0.80, df) for df = 1..10; beyond, z + (z^3 + z) / (4 df) with z = 0.8416 (error < 0.002)
+_T80 = (1.3764, 1.0607, 0.9785, 0.9410, 0.9195, 0.9057, 0.8960, 0.8889, 0.8834, 0.8791)
+
+
+def detectable_difference(differences) -> float:
+    """The smallest mean paired difference a two-sided paired t test at the 5 % level detects with 80 %
+    power, given the spread of these `differences`: (t_0.975 + t_0.80) * sd / sqrt(n) (inf for n < 2)."""
+    n = len(differences)
+    if n < 2:
+        return math.inf
+    sd = statistics.stdev(differences)
+    df = n - 1
+    t80 = _T80[df - 1] if df <= len(_T80) else 0.8416 + (0.8416 ** 3 + 0.8416) / (4 * df)
+    return (results.t_quantile_975(df) + t80) * sd / math.sqrt(n)
+
+
+def load_baselines(results_dir) -> dict:
+    """{dataset: {baseline: test Dice}} from the study's baselines.csv (emlib.scoring); {} without one."""
+    out = {}
+    for folder in results.results_folders(results_dir):
+        path = Path(folder) / "baselines.csv"
+        if path.is_file():
+            for row in results.read_rows(path):
+                out.setdefault(row["dataset"], {})[row["baseline"]] = float(row["dice_percent"])
+    return out
+
+
+def against_baseline(group, baseline: float, when: str = "last") -> str:
+    """"beats Otsu", "does not beat Otsu" or "ties with Otsu": the group's 95 % interval over seeds of its
+    test Dice at `when`, wholly above, wholly below or around the baseline's score."""
+    mean, half = results.mean_ci95(list(per_seed(group, when).values()))
+    if mean - half > baseline:
+        return "beats Otsu"
+    if mean + half < baseline:
+        return "does not beat Otsu"
+    return "ties with Otsu"
+
+
+def plateau_count(results_dir, last_fraction: float = 0.2) -> dict:
+    """How many finished fine-tuning runs set their best validation score before the last `last_fraction`
+    of training (they had stopped learning): {"plateaued", "runs", "still_learning": [run ids]}."""
+    still, total = [], 0
+    for folder in results.results_folders(results_dir):
+        for path in sorted(Path(folder).glob("*/summary.json")):
+            summary = json.loads(path.read_text())
+            if summary.get("status") != "finished" or "best_epoch" not in summary:
+                continue
+            total += 1
+            if summary["best_epoch"] > (1 - last_fraction) * summary["epochs"]:
+                still.append(path.parent.name)
+    return {"plateaued": total - len(still), "runs": total, "still_learning": still}
 
 
 def setbacks(group) -> dict:
@@ -95,7 +165,9 @@ def _text(comparisons: list) -> tuple:
     """(overall verdict, one line per comparison)."""
     verdicts = {c["verdict"] for c in comparisons}
     overall = verdicts.pop() if len(verdicts) == 1 else "mixed"
-    lines = [f"{c['what']}: {c['difference']:+.1f} ± {c['ci95']:.1f} (n={c['n']}) → {c['verdict']}" for c in comparisons]
+    lines = [f"{c['what']}: {c['difference']:+.1f} ± {c['ci95']:.1f} (n={c['n']}; detectable ≥ {c['detectable']:.1f}) → "
+             f"{c['verdict']}" if "detectable" in c else
+             f"{c['what']}: {c['difference']:+.1f} ± {c['ci95']:.1f} (n={c['n']}) → {c['verdict']}" for c in comparisons]
     return overall, lines
 
 
@@ -108,7 +180,7 @@ def claims_evidence(groups) -> list:
     full = [g for g in groups if describe(g)["label_fraction"] == 1.0 and g.metric == "dice_percent"]
     datasets = sorted({describe(g)["dataset"] for g in full})
     models = sorted({describe(g)["model"] for g in full})
-    helps, small, stable, adversarial = [], [], [], []
+    helps, small, hrnet, stable, adversarial, head = [], [], [], [], [], []
     for dataset in datasets:
         for model in models:
             random, gan = find(full, dataset=dataset, model=model, init="random"), find(full, dataset=dataset, model=model, init="GAN")
@@ -122,6 +194,18 @@ def claims_evidence(groups) -> list:
             if gan and l1:
                 for when in ("first", "last"):
                     adversarial.append({"what": f"{dataset}, {model}, GAN - L1-only, {when}", **compare(gan, l1, when)})
+            carried = find(full, head="transfer", dataset=dataset, model=model, init="GAN")
+            if gan and carried:
+                for when in ("first", "last"):
+                    head.append({"what": f"{dataset}, {model}, fresh head - carried head, {when}", **compare(gan, carried, when)})
+        for h in [m for m in models if m.startswith("hrnet")]:
+            pretrained_hrnet = find(full, dataset=dataset, model=h, init="GAN")
+            rivals = [find(full, dataset=dataset, model=h, init="random")]
+            rivals += [find(full, dataset=dataset, model=m, init=i) for m in models if m.startswith("unet_")
+                       for i in ("random", "GAN")]
+            for rival in filter(None, rivals if pretrained_hrnet else []):
+                hrnet.append({"what": f"{dataset}, {h} GAN - {describe(rival)['model']} {describe(rival)['init']}, last",
+                              **compare(pretrained_hrnet, rival, "last")})
         small_gan = [find(full, dataset=dataset, model=m, init="GAN") for m in models if m.startswith("unet_2_")]
         large_random = [find(full, dataset=dataset, model=m, init="random") for m in models if m.startswith("unet_4_")]
         for a in filter(None, small_gan):
@@ -130,7 +214,7 @@ def claims_evidence(groups) -> list:
                     small.append({"what": f"{dataset}, {describe(a)['model']} GAN - {describe(b)['model']} random, {when}",
                                   **compare(a, b, when)})
     out = []
-    for claim, comparisons in zip(CLAIMS, (helps, small, [], stable)):
+    for claim, comparisons in zip(CLAIMS, (helps, small, hrnet, stable)):
         if comparisons:
             overall, lines = _text(comparisons)
         else:
@@ -139,6 +223,10 @@ def claims_evidence(groups) -> list:
     if adversarial:
         overall, lines = _text(adversarial)
         out.append({"claim": "(ours) The adversarial loss matters: GAN pretraining beats L1-only pretraining.",
+                    "verdict": overall, "details": lines})
+    if head:
+        overall, lines = _text(head)
+        out.append({"claim": "(ours) Re-initialising the generator's output head beats carrying it into segmentation.",
                     "verdict": overall, "details": lines})
     return out
 

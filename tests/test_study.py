@@ -66,3 +66,47 @@ def test_claims_evidence(runs):
     assert stable["verdict"] == study.SUPPORTS  # random's validation curve dropped by 10, GAN's never
     ablation = next(e for e in evidence.values() if "L1-only" in e["claim"])
     assert ablation["verdict"] in (study.CANNOT_TELL, "mixed")
+
+
+def test_detectable_difference_is_the_power_of_the_seeds():
+    """(t_0.975 + t_0.80) * sd / sqrt(n): with 5 seeds of spread 1.58, differences under 2.63 points go unseen."""
+    assert study.detectable_difference([1, 2, 3, 4, 5]) == pytest.approx((2.7764 + 0.9410) * 1.5811 / 5 ** 0.5, rel=1e-3)
+    assert study.detectable_difference([3.0]) == float("inf")
+    assert study.detectable_difference([1, 1, 1]) == 0.0
+    # more seeds with the same spread detect smaller differences
+    assert study.detectable_difference([1, 2, 3, 4, 5] * 2) < study.detectable_difference([1, 2, 3, 4, 5])
+
+
+def test_groups_are_read_against_otsu_and_the_plateau_is_counted(runs):
+    groups = study.load_groups(runs)
+    gan, random = study.find(groups, init="GAN"), study.find(groups, init="random", label_fraction=1.0)
+    assert study.against_baseline(gan, 60.0) == "beats Otsu"  # last test Dice 71 ± 0.7
+    assert study.against_baseline(random, 75.0) == "does not beat Otsu"
+    assert study.against_baseline(random, 70.0) == "ties with Otsu"
+    for seed in range(3):  # a finished run's summary: its best validation epoch of its epochs
+        (runs / f"g{seed}" / "summary.json").write_text(json.dumps({"status": "finished", "best_epoch": 3 if seed else 2,
+                                                                      "epochs": 10}))
+        (runs / f"r{seed}" / "summary.json").write_text(json.dumps({"status": "finished", "best_epoch": 10, "epochs": 10}))
+    count = study.plateau_count(runs)
+    assert (count["plateaued"], count["runs"]) == (3, 6) and sorted(count["still_learning"]) == ["r0", "r1", "r2"]
+    (runs / "baselines.csv").write_text("dataset,split,baseline,polarity,n_images,dice_percent\n"
+                                       "emps,test,otsu,dark,99,54.7\nemps,test,all_foreground,,99,41.6\n")
+    assert study.load_baselines(runs) == {"emps": {"otsu": 54.7, "all_foreground": 41.6}}
+
+
+def test_the_head_ablation_and_hrnet_are_compared(tmp_path):
+    for seed, noise in enumerate((0.0, 0.5, -0.5, 0.2, -0.2)):
+        write_run(tmp_path, f"g{seed}", "gan", seed, [60 + noise, 80 + noise])
+        write_run(tmp_path, f"t{seed}", "gan", seed, [5 + noise, 50 - noise])
+        config = json.loads((tmp_path / f"t{seed}" / "config.json").read_text())
+        (tmp_path / f"t{seed}" / "config.json").write_text(json.dumps({**config, "head": "transfer"}))
+        write_run(tmp_path, f"hg{seed}", "gan", seed, [70, 90 + noise], model="hrnet_w18_small")
+        write_run(tmp_path, f"hr{seed}", "random", seed, [40, 85 - noise], model="hrnet_w18_small")
+    groups = study.load_groups(tmp_path)
+    assert study.find(groups, model="unet_2_44", init="GAN") is not study.find(groups, head="transfer", init="GAN")
+    evidence = {e["claim"][:25]: e for e in study.claims_evidence(groups)}
+    head = evidence["(ours) Re-initialising th"]
+    assert head["verdict"] == study.SUPPORTS and "fresh head - carried head" in head["details"][0]
+    hrnet = evidence["Pretrained HRNet beats al"]
+    assert hrnet["verdict"] == study.SUPPORTS and len(hrnet["details"]) == 2  # vs random HRNet, vs GAN U-Net
+    assert "detectable ≥" in hrnet["details"][0]
