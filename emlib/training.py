@@ -315,6 +315,22 @@ class StopRequest:
         return False
 
 
+def worker_init(init_fn=None):
+    """A DataLoader `worker_init_fn` under which loader workers ignore SIGINT and SIGTERM,
+    then run `init_fn` (any existing one). A scheduler's SIGTERM (SLURM, docker stop,
+    systemd) goes to the whole process group: the workers would die first (torch's own
+    handler) and take the run with them before it checkpoints. This way the main process
+    alone decides (StopRequest), and the loader stops its workers when it is done."""
+    return functools.partial(_ignore_stop_signals, init_fn)
+
+
+def _ignore_stop_signals(init_fn, worker_id: int) -> None:
+    for sig in StopRequest.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if init_fn is not None:
+        init_fn(worker_id)
+
+
 # ----------------------------------------------------------------------------- throughput, the learning rate on resume
 
 
