@@ -12,8 +12,9 @@ The contract, read by `emlib.sweep`, `emlib.results` and `emlib.bioimageio`:
 
 `plan_run` decides, before anything in the folder changes, whether a run resumes;
 `start_run_folder` / `finish_run_folder` write the first and last file. A
-checkpoint is refused on resume when its config differs (`check_config_matches`)
-or it was trained on other data (`data_fingerprint`, `check_data_matches`); a
+checkpoint is refused on resume when it holds NaN/inf, its config differs
+(`check_config_matches`) or it was trained on other data (`data_fingerprint` of the
+item lists, `content_fingerprint` of the files' bytes; `check_data_matches`); a
 refused resume leaves the folder as it was. Every file is written atomically
 (`emlib.atomic`).
 

@@ -12,10 +12,16 @@ optionally times seeds and label fractions. Each run is one folder
 its `summary.json` exists; finished runs are skipped, interrupted ones (a
 `checkpoint.pt` but no `summary.json`) are resumed with `--resume`, and
 pretraining runs go before the fine-tuning runs that load their generator. A
-failing run is reported and does not stop the others. At the end all results
-CSVs are concatenated into `runs/results_segmentation.csv` and
+failing run is reported and does not stop the others. At the end the results
+CSVs of the finished runs are concatenated into `runs/results_segmentation.csv` and
 `runs/results_restoration.csv`, and a summary pools the finished runs over seeds
 only where their configs agree (`emlib.results.group_runs`).
+
+Before anything runs, every run's full config is built by the CLI's own code
+(`check_configs`), so a bad field, dataset or data_root stops the sweep at once.
+The sweep locks its runs folder (one sweep per folder), and a SIGTERM / SIGINT to
+it is passed on to the runs it started (`Children`): they checkpoint, and the
+sweep exits 143 / 130; running it again resumes them.
 """
 import concurrent.futures
 import contextlib

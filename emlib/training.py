@@ -6,7 +6,8 @@ Nothing here knows about GANs or datasets. Top to bottom:
   and optional `torch.compile`, and the way back to the plain module;
 - a resumable DistributedSampler (the sampler position is part of a checkpoint)
   and per-sample seeding (`SeededSamples`);
-- a SIGINT/SIGTERM handler that asks the loop to checkpoint and stop;
+- a SIGINT/SIGTERM handler that asks the loop to checkpoint and stop, and a
+  `worker_init_fn` under which loader workers ignore both (the main process decides);
 - throughput, and the learning rate a resumed run may change.
 
 The rest of a run lives beside it: `emlib.session` (device, seeds, RNG state,
