@@ -623,7 +623,7 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
             train_data.epoch = epoch
             loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
                                 pin_memory=device.type == "cuda", worker_init_fn=training.worker_init())
-            for inputs, target in loader:
+            for inputs, target in training.start_workers(loader):
                 inputs = training.to_device(inputs, device, channels_last)
                 target = training.to_device(target, device, channels_last)
                 with training.autocast(device, dtype):

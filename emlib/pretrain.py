@@ -295,7 +295,7 @@ def validation_l1(G, val_set, config: PretrainConfig, ctx: session.DistributedCo
                         worker_init_fn=training.worker_init(),
                         pin_memory=ctx.device.type == "cuda", generator=torch.Generator())
     total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
-    for corrupted, target in loader:
+    for corrupted, target in training.start_workers(loader):
         corrupted = to_model_range(training.to_device(corrupted, ctx.device, channels_last), config)
         target = training.to_device(target, ctx.device, channels_last)
         with training.autocast(ctx.device, dtype):
@@ -494,7 +494,7 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
             loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
                                 pin_memory=device.type == "cuda", drop_last=True, worker_init_fn=training.worker_init(),
                                 generator=torch.Generator().manual_seed(training.sample_seed(config.seed, epoch)))
-            for batch in loader:
+            for batch in training.start_workers(loader):
                 position["step"] += 1
                 position["batches_done"] += 1
                 step = position["step"]

@@ -328,8 +328,24 @@ def worker_init(init_fn=None):
 def _ignore_stop_signals(init_fn, worker_id: int) -> None:
     for sig in StopRequest.SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked by start_workers until now: a pending one is dropped
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, StopRequest.SIGNALS)
     if init_fn is not None:
         init_fn(worker_id)
+
+
+def start_workers(loader):
+    """`iter(loader)` with SIGINT/SIGTERM blocked while its workers start: they inherit the
+    block and unblock only once they ignore both (`worker_init`), so a signal to the process
+    group in that window cannot kill a worker that torch's handler still guards. The main
+    process gets its signal as soon as the workers are up."""
+    if not hasattr(signal, "pthread_sigmask") or loader.num_workers == 0:
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, StopRequest.SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ----------------------------------------------------------------------------- throughput, the learning rate on resume
