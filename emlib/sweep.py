@@ -27,6 +27,7 @@ import concurrent.futures
 import contextlib
 import copy
 import csv
+import functools
 import json
 import os
 import re
@@ -283,10 +284,15 @@ NOTEBOOK_SWITCHES = {"compare_init": None, "compare_model": None, "real_results"
                      "show_widgets": False}
 
 
+@functools.lru_cache(maxsize=1)
+def _cli_parser():
+    return cli.build_parser()  # built once: check_configs parses the arguments of every run of a grid
+
+
 def full_config(run: Run, run_dir: Path, toy: bool = False) -> dict:
     """Every field of the run's config, built by the CLI's own code from the arguments the CLI runner passes."""
     argv = [run.kind, "--config", str(run_dir / "config.json"), "--output-dir", str(run_dir)] + (["--toy"] if toy else [])
-    args = cli.build_parser().parse_args(argv)
+    args = _cli_parser().parse_args(argv)
     return (pretrain if run.kind == "pretrain" else finetune).config_from_args(args).to_dict()
 
 
@@ -300,7 +306,7 @@ def check_configs(runs, toy: bool = False) -> tuple:
         for run in runs:
             run_dir = Path(tmp) / run.run_id
             run_dir.mkdir()
-            atomic.write_json(run_dir / "config.json", run.config)
+            (run_dir / "config.json").write_text(json.dumps(run.config))  # a scratch copy: no need for atomic
             try:
                 config = full_config(run, run_dir, toy)
                 if run.kind == "pretrain":
