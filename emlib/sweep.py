@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from emlib import atomic, bioimageio, cli, data, finetune, paper, pretrain, run_folder
 from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, group_runs, load_runs, read_rows, summary_table
+from emlib.run_folder import write_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = {"pretrain": "notebooks/03_pretraining.ipynb", "segmentation": "notebooks/04_segmentation.ipynb",
@@ -583,7 +584,7 @@ def aggregate(runs_dir="runs") -> dict:
     for name, rows in collected.items():
         if not rows:
             continue
-        run_folder.write_rows(runs_dir / name, rows, schemas[name])
+        write_rows(runs_dir / name, rows, schemas[name])
         written[str(runs_dir / name)] = len(rows)
     return written
 
