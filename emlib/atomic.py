@@ -19,10 +19,11 @@ from pathlib import Path
 class DiskFullError(OSError):
     """The disk filled up while a file was written atomically; the previous file is untouched."""
 
-    def __init__(self, path: Path):
-        kept = "the previous checkpoint is kept" if path.suffix == ".pt" else f"the previous {path.name} is kept"
-        if not path.exists():
-            kept = "nothing was written"
+    def __init__(self, path: Path, kept: str | None = None):
+        if kept is None:
+            kept = "the previous checkpoint is kept" if path.suffix == ".pt" else f"the previous {path.name} is kept"
+            if not path.exists():
+                kept = "nothing was written"
         super().__init__(errno.ENOSPC, f"no space left on device while writing {path}; {kept} (free some space, then continue with --resume)", str(path))
 
     def __str__(self):
@@ -52,6 +53,18 @@ def _is_disk_full(err: BaseException) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def naming_a_full_disk(path, kept: str | None = None):
+    """Turn a full disk (ENOSPC / EDQUOT) inside the block into DiskFullError naming `path`
+    (for the writes that are not atomic: a lock file, a log row appended)."""
+    try:
+        yield
+    except OSError as err:
+        if _is_disk_full(err) and not isinstance(err, DiskFullError):
+            raise DiskFullError(Path(path), kept) from err
+        raise
+
+
 def atomic_write(path, write_fn) -> None:
     """Write a file atomically: `write_fn(file)` (a binary file) into a temp file in the
     same folder, fsync, `os.replace` onto `path`, fsync the folder. A crash leaves the
@@ -59,7 +72,8 @@ def atomic_write(path, write_fn) -> None:
     `.<name>.<random>.tmp` (a run removes those that killed runs left behind)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with naming_a_full_disk(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o666 & ~current_umask())

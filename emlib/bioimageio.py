@@ -151,6 +151,8 @@ def _read_finetune(folder: Path, raw: dict, summary: dict) -> Run:
                                 "emlib format?)")
     try:
         model, config = finetune.load_finetuned(folder)
+    except models.WeightsFileError:
+        raise  # it names the file and what is wrong with it
     except ValueError as err:
         raise ValueError(f"{folder}/config.json does not fit this emlib's FinetuneConfig (an older or unknown run "
                          f"format): {err}") from None
@@ -167,6 +169,8 @@ def _read_pretrain(folder: Path, raw: dict, summary: dict) -> Run:
     try:
         config = PretrainConfig.from_dict(raw)
         network = models.load(weights, expected_name=config.model)
+    except models.WeightsFileError:
+        raise  # it names the file and what is wrong with it
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"{folder}: config.json and generator.safetensors do not fit this emlib (an older or "
                          f"unknown run format): {err}") from None
@@ -556,13 +560,16 @@ def readme(run: Run, example: str, title: str) -> str:
 # ----------------------------------------------------------------------------- export
 
 
-def export(run_dir, out, authors=("emlib contributors",)) -> Path:
-    """Write the BioImage.IO package (.zip) of a finished fine-tuning or pretraining run; returns its path."""
+def export(run_dir, out, authors=("emlib contributors",), overwrite: bool = True) -> Path:
+    """Write the BioImage.IO package (.zip) of a finished fine-tuning or pretraining run; returns its path.
+    overwrite=False refuses to replace an existing file (the CLI's default)."""
     from bioimageio.spec import save_bioimageio_package
 
     out = Path(out)
     if out.suffix != ".zip":
         raise ValueError(f"--out must name a .zip file, got {out}")
+    if out.exists() and not overwrite:
+        raise ValueError(f"--out {out} exists: replace it with --overwrite, or choose another file")
     run = read_run(run_dir)
     raw, expected, example = example_pair(run)
     run.halo = output_halo(run.network, min(raw.shape[-2:]))
@@ -595,10 +602,11 @@ def add_cli(subparsers) -> None:
     bioimageio.add_argument("run_dir", help="a finished fine-tuning or pretraining run folder")
     bioimageio.add_argument("--out", required=True, help="the package to write (FILE.zip)")
     bioimageio.add_argument("--author", action="append", help="an author's name (repeatable)")
+    bioimageio.add_argument("--overwrite", action="store_true", help="replace an existing --out file (refused without it)")
     bioimageio.set_defaults(func=_run_cli)
 
 
 def _run_cli(args) -> int:
-    path = export(args.run_dir, args.out, authors=args.author or ("emlib contributors",))
+    path = export(args.run_dir, args.out, authors=args.author or ("emlib contributors",), overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0

@@ -272,6 +272,8 @@ def build_model(config: FinetuneConfig):
         path = pretrained_path(config.init)
         try:
             report = models.transfer_weights(model, path, head=config.head)
+        except models.WeightsFileError:
+            raise  # it names the file and what is wrong with it
         except ValueError as err:
             raise ValueError(f"init={config.init!r} does not fit model={config.model!r}: {err}") from None
     return for_task(model, config.task), report
@@ -457,15 +459,18 @@ def result_row(config: FinetuneConfig, epoch: int, scores: dict, init: str, sour
 
 
 def checkpoint_state(config, model, optimizer, scaler, position: dict, best: BestModel, history: list,
-                     data: str | None = None, fast_path: dict | None = None) -> dict:
+                     data: str | None = None, fast_path: dict | None = None, content: str | None = None) -> dict:
     """Everything a resumed run needs, as weights_only-safe containers; `data` is the
-    fingerprint of the datasets (`run_folder.data_fingerprint`), which a resumed run must see
-    again, `fast_path` the resolved autocast / channels_last mode (`training.fast_path_summary`)."""
+    fingerprint of the datasets' item lists (`run_folder.data_fingerprint`) and `content`
+    that of the dataset folder's bytes (`run_folder.content_fingerprint`), which a resumed
+    run must see again, `fast_path` the resolved autocast / channels_last mode
+    (`training.fast_path_summary`)."""
     return {
         "format": 2,
         "config": config.to_dict(),
         "data": data,
         "fast_path": fast_path,
+        "data_content": content,
         "model": training.unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
@@ -477,13 +482,13 @@ def checkpoint_state(config, model, optimizer, scaler, position: dict, best: Bes
 
 
 def restore_checkpoint(path, config, model, optimizer, scaler, best: BestModel, device, data: str | None = None,
-                       fast_path: dict | None = None):
+                       fast_path: dict | None = None, content: str | None = None):
     """Load a checkpoint into the run's objects; returns (position, history).
 
     Refused (ValueError, before anything on disk changes) when the checkpoint's config
     differs (epochs may grow, lr may change: the optimiser gets the new one), its
-    data fingerprint is not `data`, or it was written in another fast-path mode
-    (`fast_path`); a corrupt file raises run_folder.CheckpointError.
+    data fingerprints are not `data` and `content`, or it was written in another
+    fast-path mode (`fast_path`); a corrupt file raises run_folder.CheckpointError.
     """
     state = run_folder.load_checkpoint(path, map_location="cpu", required=CHECKPOINT_KEYS)
     run_folder.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
@@ -491,6 +496,8 @@ def restore_checkpoint(path, config, model, optimizer, scaler, best: BestModel, 
         run_folder.check_data_matches(state.get("data"), data, path, config.data_root)
     if fast_path is not None:
         training.check_fast_path_matches(state.get("fast_path"), fast_path, path)
+    if content is not None:
+        run_folder.check_data_matches(state.get("data_content"), content, path, config.data_root)
     with run_folder.checkpoint_fits(path):
         training.unwrap_model(model).load_state_dict(training.strip_module_prefix(state["model"]))
         optimizer.load_state_dict(state["optimizer"])
@@ -563,9 +570,10 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
     best = BestModel(higher_is_better)
     position, history = {"epoch": 0, "batches_done": 0, "step": 0, "loss_sum": 0.0}, []
     fingerprint = run_folder.data_fingerprint(list(datasets.values()))
+    content = run_folder.content_fingerprint(folder)
     if resuming:
         position, history = restore_checkpoint(checkpoint_path, config, model, optimizer, scaler, best, device, fingerprint,
-                                               fast_path)
+                                               fast_path, content)
     if ctx.is_main:  # every check has passed: only now does the run folder change
         session.note(training.describe_fast_path(fast_path, device))
         run_folder.start_run_folder(output_dir, config.to_dict())
@@ -582,7 +590,8 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
 
     def save():
         if ctx.is_main:
-            state = checkpoint_state(config, model, optimizer, scaler, position, best, history, fingerprint, fast_path)
+            state = checkpoint_state(config, model, optimizer, scaler, position, best, history, fingerprint, fast_path,
+                                     content)
             run_folder.save_checkpoint(checkpoint_path, state)
         session.barrier()
 
@@ -613,8 +622,8 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
             sampler.set_epoch(epoch, start_index=position["batches_done"] * config.batch_size)
             train_data.epoch = epoch
             loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
-                                pin_memory=device.type == "cuda")
-            for inputs, target in loader:
+                                pin_memory=device.type == "cuda", worker_init_fn=training.worker_init())
+            for inputs, target in training.start_workers(loader):
                 inputs = training.to_device(inputs, device, channels_last)
                 target = training.to_device(target, device, channels_last)
                 with training.autocast(device, dtype):
@@ -638,6 +647,7 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
             if status != "finished":
                 save()
                 break
+            check_weights_after_epoch(model, epoch, checkpoint_path)
             val = evaluate_epoch(epoch) if is_evaluation_epoch(epoch, config) else None
             if ctx.is_main:
                 logger.log({"epoch": epoch, "step": position["step"], "lr": optimizer.param_groups[0]["lr"],
@@ -670,6 +680,15 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
         run_folder.finish_run_folder(output_dir, summary)
     session.barrier()
     return summary
+
+
+def check_weights_after_epoch(model, epoch: int, checkpoint_path: Path) -> None:
+    """NonFiniteWeightsError when an epoch left NaN/inf in the weights or buffers (a BatchNorm
+    running_var, say, while every loss was finite): such a model is never scored or saved."""
+    kept = ("the last good checkpoint is kept (continue from it with --resume and a lower lr)" if checkpoint_path.is_file()
+            else "there is no earlier checkpoint (start again with a lower lr)")
+    finite.check_finite_weights(training.unwrap_model(model).state_dict(),
+                                f"the model diverged in epoch {epoch}: it is not scored or saved; {kept}")
 
 
 def load_finetuned(output_dir):

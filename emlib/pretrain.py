@@ -292,9 +292,10 @@ def validation_l1(G, val_set, config: PretrainConfig, ctx: session.DistributedCo
     G.eval()
     shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
     loader = DataLoader(shard, batch_size=config.batch_size, num_workers=training.loader_workers(config.workers),
+                        worker_init_fn=training.worker_init(),
                         pin_memory=ctx.device.type == "cuda", generator=torch.Generator())
     total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
-    for corrupted, target in loader:
+    for corrupted, target in training.start_workers(loader):
         corrupted = to_model_range(training.to_device(corrupted, ctx.device, channels_last), config)
         target = training.to_device(target, ctx.device, channels_last)
         with training.autocast(ctx.device, dtype):
@@ -312,15 +313,17 @@ def validation_l1(G, val_set, config: PretrainConfig, ctx: session.DistributedCo
 
 
 def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_history: list, data: str | None = None,
-                     fast_path: dict | None = None) -> dict:
+                     fast_path: dict | None = None, content: str | None = None) -> dict:
     """Everything a resumed run needs, as weights_only-safe containers; `data` is the
-    train set's manifest hash, which a resumed run must see again, `fast_path` the
+    train set's manifest hash and `content` the hash of the images' bytes
+    (`run_folder.content_fingerprint`), which a resumed run must see again, `fast_path` the
     resolved autocast / channels_last mode (`training.fast_path_summary`)."""
     return {
         "format": 2,
         "config": config.to_dict(),
         "data": data,
         "fast_path": fast_path,
+        "data_content": content,
         "generator": training.unwrap_model(G).state_dict(),
         "discriminator": training.unwrap_model(D).state_dict() if D is not None else {},
         "opt_g": opt_g.state_dict(),
@@ -333,14 +336,14 @@ def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_his
 
 
 def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device, data: str | None = None,
-                       fast_path: dict | None = None):
+                       fast_path: dict | None = None, content: str | None = None):
     """Load a checkpoint into the run's objects; returns (position, val_history).
 
     Refused (ValueError, before anything on disk changes) when the checkpoint's config
     differs (epochs / max_steps may grow, lr may change: the optimisers get the new
-    one), its train data (`data`, the manifest hash) is not the current one, or it was
-    written in another fast-path mode (`fast_path`: bf16 vs fp32, memory layout); a
-    corrupt file raises run_folder.CheckpointError.
+    one), its train data (`data`, the manifest hash; `content`, the hash of the images'
+    bytes) is not the current one, or it was written in another fast-path mode
+    (`fast_path`: bf16 vs fp32, memory layout); a corrupt file raises run_folder.CheckpointError.
     """
     state = run_folder.load_checkpoint(path, map_location=device, required=CHECKPOINT_KEYS)
     run_folder.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
@@ -348,6 +351,8 @@ def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device, data: s
         run_folder.check_data_matches(state.get("data"), data, path, config.data_root)
     if fast_path is not None:
         training.check_fast_path_matches(state.get("fast_path"), fast_path, path)
+    if content is not None:
+        run_folder.check_data_matches(state.get("data_content"), content, path, config.data_root)
     with run_folder.checkpoint_fits(path):
         training.unwrap_model(G).load_state_dict(training.strip_module_prefix(state["generator"]))
         if D is not None:
@@ -419,7 +424,12 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     session.seed_everything(config.seed)
 
     folder, source = resolve_data_root(config)
+    if not resuming and config.manifest_path is None:  # a new run makes its own split, whatever an old run's said
+        if ctx.is_main:
+            manifest_path(config).unlink(missing_ok=True)
+        session.barrier()
     train_set, val_set, manifest_hash = build_datasets(config, folder)
+    content = run_folder.content_fingerprint(folder, data.images.find_images(folder))
     corruption = config.corruption()
     train_data = training.SeededSamples(train_set, config.seed, corruption if config.corrupt_on == "loader" else None)
     sampler = training.ResumableSampler(train_data, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
@@ -440,7 +450,7 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     position, val_history = {"epoch": 0, "batches_done": 0, "step": 0}, []
     if resuming:
         position, val_history = restore_checkpoint(checkpoint_path, config, G, D, opt_g, opt_d, scaler, device, manifest_hash,
-                                                   fast_path)
+                                                   fast_path, content)
     if ctx.is_main:  # every check has passed: only now does the run folder change
         session.note(training.describe_fast_path(fast_path, device))
         run_folder.start_run_folder(output_dir, config.to_dict())
@@ -459,7 +469,7 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     def save():
         if ctx.is_main:
             run_folder.save_checkpoint(checkpoint_path, checkpoint_state(config, G, D, opt_g, opt_d, scaler, position, val_history,
-                                                                       manifest_hash, fast_path))
+                                                                       manifest_hash, fast_path, content))
         session.barrier()
 
     def run_validation():
@@ -482,9 +492,9 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
             sampler.set_epoch(epoch, start_index=position["batches_done"] * config.batch_size)
             train_data.epoch = epoch
             loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
-                                pin_memory=device.type == "cuda", drop_last=True,
+                                pin_memory=device.type == "cuda", drop_last=True, worker_init_fn=training.worker_init(),
                                 generator=torch.Generator().manual_seed(training.sample_seed(config.seed, epoch)))
-            for batch in loader:
+            for batch in training.start_workers(loader):
                 position["step"] += 1
                 position["batches_done"] += 1
                 step = position["step"]

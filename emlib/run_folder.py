@@ -12,8 +12,9 @@ The contract, read by `emlib.sweep`, `emlib.results` and `emlib.bioimageio`:
 
 `plan_run` decides, before anything in the folder changes, whether a run resumes;
 `start_run_folder` / `finish_run_folder` write the first and last file. A
-checkpoint is refused on resume when its config differs (`check_config_matches`)
-or it was trained on other data (`data_fingerprint`, `check_data_matches`); a
+checkpoint is refused on resume when it holds NaN/inf, its config differs
+(`check_config_matches`) or it was trained on other data (`data_fingerprint` of the
+item lists, `content_fingerprint` of the files' bytes; `check_data_matches`); a
 refused resume leaves the folder as it was. Every file is written atomically
 (`emlib.atomic`).
 
@@ -37,7 +38,7 @@ import torch
 
 from emlib import atomic, session
 from emlib.config import upgrade
-from emlib.finite import check_finite_weights
+from emlib.finite import check_finite_weights, nonfinite_tensors
 
 try:
     import fcntl
@@ -61,23 +62,26 @@ class CheckpointError(ValueError):
 
 
 @contextlib.contextmanager
-def lock_run_folder(output_dir, enabled: bool = True):
+def lock_run_folder(output_dir, enabled: bool = True, holder: str = "run"):
     """Hold an exclusive lock on a run folder (`output_dir/.lock`) for the whole run.
 
     A second run into the same folder raises RunFolderLockedError instead of
     interleaving its files with the first. The lock is an flock on the file: the
     OS releases it when the process dies, even by kill -9; a clean exit also
     removes the file (and the folder, when the run created it and left it empty).
-    `enabled=False` (ranks other than 0) does nothing.
+    `enabled=False` (ranks other than 0) does nothing. `holder` names what holds the
+    lock in the message ("run"; the sweep locks its runs folder as a "sweep").
     """
     if not enabled:
         yield
         return
     folder = Path(output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder: give a folder for the {holder}'s files")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = _acquire_lock(path)
+    fd = _acquire_lock(path, holder)
     try:
         yield
     finally:
@@ -89,20 +93,22 @@ def lock_run_folder(output_dir, enabled: bool = True):
                 folder.rmdir()  # only if empty: a run that failed before writing anything
 
 
-def _acquire_lock(path: Path) -> int:
+def _acquire_lock(path: Path, holder: str = "run") -> int:
+    advice = "wait for it to finish, or use another output_dir" if holder == "run" else "wait for it to finish"
+
     def busy():
         with contextlib.suppress(OSError, ValueError):
-            holder = path.read_text().strip()
-            return RunFolderLockedError(f"{path.parent} is in use by another run (process {holder}; lock file {path}): "
-                                        "wait for it to finish, or use another output_dir")
-        return RunFolderLockedError(f"{path.parent} is in use by another run (lock file {path}): wait for it to finish, or use another output_dir")
+            process = path.read_text().strip()
+            return RunFolderLockedError(f"{path.parent} is in use by another {holder} (process {process}; lock file {path}): "
+                                        f"{advice}")
+        return RunFolderLockedError(f"{path.parent} is in use by another {holder} (lock file {path}): {advice}")
 
     if fcntl is None:  # no flock: an exclusively created file (left behind by a killed run: delete it)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             raise busy() from None
-        os.write(fd, str(os.getpid()).encode())
+        _write_pid(fd, path)
         return fd
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -117,9 +123,21 @@ def _acquire_lock(path: Path) -> int:
             same = False
         if same:  # else the holder removed the file between our open and flock: try again
             os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
+            _write_pid(fd, path)
             return fd
         os.close(fd)
+
+
+def _write_pid(fd: int, path: Path) -> None:
+    """The holder's process id into the lock file; a full disk names the file (and the run does not start)."""
+    try:
+        with atomic.naming_a_full_disk(path, kept="the run did not start"):
+            os.write(fd, str(os.getpid()).encode())
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 # ----------------------------------------------------------------------------- the contract: first and last file
@@ -199,8 +217,11 @@ def save_checkpoint(path, state: dict) -> None:
     checkpoint stays as it was.
     """
     path = Path(path)
-    check_finite_weights(state, f"refusing to write {path}; the previous checkpoint is kept (the run diverged: "
-                                "continue from it with --resume and a lower lr, or without amp)")
+    if path.is_file():
+        kept = "the previous checkpoint is kept (the run diverged: continue from it with --resume and a lower lr, or without amp)"
+    else:
+        kept = "there is no earlier checkpoint (the run diverged before its first one: start again with a lower lr, or without amp)"
+    check_finite_weights(state, f"refusing to write {path}; {kept}")
     atomic.atomic_write(path, lambda f: torch.save(state, f))
 
 
@@ -231,6 +252,11 @@ def load_checkpoint(path, map_location="cpu", required=()) -> dict:
     missing = [key for key in required if key not in state]
     if missing:
         raise CheckpointError(f"{path} is not a checkpoint of this kind of run (no {', '.join(missing)}): {CHECKPOINT_ADVICE}")
+    bad = nonfinite_tensors(state)  # save_checkpoint never writes them: another writer, or a damaged file
+    if bad:
+        name, count, size = bad[0]
+        raise CheckpointError(f"checkpoint {path} holds NaN/inf: {name} has {count} NaN/inf value(s) of {size}"
+                              f"{f' (and {len(bad) - 1} more tensor(s))' if len(bad) > 1 else ''}: {CHECKPOINT_ADVICE}")
     return state
 
 
@@ -319,6 +345,23 @@ def _item_list(dataset) -> list:
     raise ValueError("data_fingerprint: datasets nested more than 100 deep")
 
 
+def content_fingerprint(folder, files=None) -> str:
+    """A sha256 of the relative path, size and bytes of each file under `folder` (`files`:
+    relative paths; default every file whose path has no hidden part), to refuse resuming
+    on data with the same names but other pixels. It reads every file once."""
+    folder = Path(folder)
+    if files is None:
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    digest = hashlib.sha256()
+    for relative in files:
+        path = folder / relative
+        digest.update(f"{relative}\0{path.stat().st_size}\0".encode())
+        with open(path, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
+
+
 def check_data_matches(saved: str | None, current: str, path, data_root=None) -> None:
     """Raise ValueError when a checkpoint was trained on other data than the run now
     sees (fingerprints differ). Checkpoints without a fingerprint pass."""
@@ -352,7 +395,7 @@ class CSVLogger:
         if unknown:
             raise ValueError(f"{self.path.name}: unknown log column(s) {sorted(unknown)}")
         row = {k: (f"{v:.7g}" if isinstance(v, float) else v) for k, v in row.items()}
-        with open(self.path, "a", newline="") as f:
+        with atomic.naming_a_full_disk(self.path, kept="the rows before are kept"), open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fieldnames).writerow(row)
 
 

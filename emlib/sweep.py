@@ -12,19 +12,30 @@ optionally times seeds and label fractions. Each run is one folder
 its `summary.json` exists; finished runs are skipped, interrupted ones (a
 `checkpoint.pt` but no `summary.json`) are resumed with `--resume`, and
 pretraining runs go before the fine-tuning runs that load their generator. A
-failing run is reported and does not stop the others. At the end all results
-CSVs are concatenated into `runs/results_segmentation.csv` and
+failing run is reported and does not stop the others. At the end the results
+CSVs of the finished runs are concatenated into `runs/results_segmentation.csv` and
 `runs/results_restoration.csv`, and a summary pools the finished runs over seeds
 only where their configs agree (`emlib.results.group_runs`).
+
+Before anything runs, every run's full config is built by the CLI's own code
+(`check_configs`), so a bad field, dataset or data_root stops the sweep at once.
+The sweep locks its runs folder (one sweep per folder), and a SIGTERM / SIGINT to
+it is passed on to the runs it started (`Children`): they checkpoint, and the
+sweep exits 143 / 130; running it again resumes them.
 """
 import concurrent.futures
+import contextlib
 import copy
 import csv
+import functools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +43,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from emlib import bioimageio, cli, finetune, paper, pretrain
+from emlib import atomic, bioimageio, cli, data, finetune, paper, pretrain, run_folder
 from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, group_runs, load_runs, read_rows, summary_table
 from emlib.run_folder import write_rows
 
@@ -71,7 +82,17 @@ def load_spec(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep spec not found: {path}")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"sweep spec {path} is not a UTF-8 text file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"sweep spec {path}: invalid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"sweep spec {path}: expected a mapping of sections (runs_dir, pretrain, ...), "
+                         f"got a {type(spec).__name__}")
     unknown = set(spec) - {"runs_dir", "seeds", "label_fractions", "pretrain", "segmentation", "restoration", "toy",
                            "estimates", "hardware", "jobs", "bioimageio", "scores"}
     if unknown:
@@ -264,11 +285,41 @@ NOTEBOOK_SWITCHES = {"compare_init": None, "compare_model": None, "real_results"
                      "show_widgets": False}
 
 
+@functools.lru_cache(maxsize=1)
+def _cli_parser():
+    return cli.build_parser()  # built once: check_configs parses the arguments of every run of a grid
+
+
 def full_config(run: Run, run_dir: Path, toy: bool = False) -> dict:
     """Every field of the run's config, built by the CLI's own code from the arguments the CLI runner passes."""
     argv = [run.kind, "--config", str(run_dir / "config.json"), "--output-dir", str(run_dir)] + (["--toy"] if toy else [])
-    args = cli.build_parser().parse_args(argv)
+    args = _cli_parser().parse_args(argv)
     return (pretrain if run.kind == "pretrain" else finetune).config_from_args(args).to_dict()
+
+
+def check_configs(runs, toy: bool = False) -> tuple:
+    """(errors, missing): what would make the runs fail at their start, found before any
+    of them runs. Each run's full config is built by the CLI's own code (`full_config`),
+    so an unknown or bad field, an unknown dataset or task is an error ("run id: message");
+    a data_root that is not here is listed in `missing` ({data_root: [run ids]})."""
+    errors, missing = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs:
+            run_dir = Path(tmp) / run.run_id
+            run_dir.mkdir()
+            (run_dir / "config.json").write_text(json.dumps(run.config))  # a scratch copy: no need for atomic
+            try:
+                config = full_config(run, run_dir, toy)
+                if run.kind == "pretrain":
+                    data.check_data_root(config["data_root"])
+                elif config["data_root"] is not None or config["dataset"] == data.USER_FOLDER:
+                    data.dataset_folder(config["dataset"], config["data_root"], verbose=False)
+            except FileNotFoundError:
+                missing.setdefault(str(run.config.get("data_root")), []).append(run.run_id)
+            except ValueError as err:
+                where = f"--config {run_dir / 'config.json'}: "  # the temporary file means the spec's fields
+                errors.append(f"{run.run_id}: {str(err).replace(where, '')}")
+    return errors, missing
 
 
 def build_command(run: Run, run_dir: Path, resume: bool, toy: bool = False, runner: str = "cli") -> list:
@@ -292,27 +343,93 @@ def build_command(run: Run, run_dir: Path, resume: bool, toy: bool = False, runn
     return argv + (["--resume"] if resume else []) + (["--toy"] if toy else [])
 
 
-def execute_command(argv: list, log_path: str) -> int:
-    """Run argv, appending its output to log_path; return the exit code.
-    A module-level function so that submitit can pickle it."""
+class Children:
+    """The runs this sweep process has started, so that a SIGTERM / SIGINT to the sweep
+    reaches them: each is passed the signal, checkpoints and exits 143 / 130, and the
+    sweep starts no other run (`stopped_by` names the signal)."""
+
+    def __init__(self):
+        self._lock, self._running, self.stopped_by = threading.Lock(), set(), None
+
+    def run(self, argv: list, log) -> int | None:
+        """Run argv to its end, its output to the file `log`; its exit code, or None when the sweep was stopped first."""
+        with self._lock:
+            if self.stopped_by is not None:
+                return None
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            self._running.add(process)
+        try:
+            return process.wait()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+
+    def stop(self, signum, frame=None) -> None:
+        """A signal handler: pass `signum` on to every running child, start nothing new."""
+        with self._lock:
+            self.stopped_by = signal.Signals(signum).name
+            for process in self._running:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signum)
+
+    @contextlib.contextmanager
+    def forwarding_signals(self):
+        """Route SIGINT / SIGTERM to `stop` (in the main thread; the old handlers come back after)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self.stopped_by = None
+        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+CHILDREN = Children()  # this process's; module-level so that execute_command stays picklable for submitit
+
+
+def execute_command(argv: list, log_path: str) -> int | None:
+    """Run argv, appending its output to log_path; return the exit code (None: not started,
+    the sweep was stopped). A module-level function so that submitit can pickle it."""
     with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(map(str, argv))}\n")
         log.flush()
-        return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT).returncode
+        return CHILDREN.run(argv, log)
 
 
 def prepare(run: Run, runs_dir, command_builder) -> tuple:
-    """Create the run folder, write config.json unless the run already wrote one,
-    and return (argv, log path)."""
+    """Create the run folder, write config.json (atomically) unless the run already wrote
+    one, and return (argv, log path). A config.json that does not parse in a folder
+    without summary.json (torn by a crash) is written again, with a line in sweep.log."""
     run_dir = Path(runs_dir) / run.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = run_status(run_dir) == "unfinished"
-    if not (run_dir / "config.json").exists():
-        (run_dir / "config.json").write_text(json.dumps(run.config, indent=2))
-    return command_builder(run, run_dir, resume), str(run_dir / "sweep.log")
+    config_path, log_path = run_dir / "config.json", run_dir / "sweep.log"
+    if config_path.exists() and run_status(run_dir) != "finished" and not _parses(config_path):
+        with open(log_path, "a") as log:
+            log.write(f"\nsweep: {config_path} did not parse (torn by a crash?); written again from the spec\n")
+        tqdm.write(f"{run.run_id}: {config_path} did not parse (torn by a crash?); written again from the spec")
+        config_path.unlink()
+    if not config_path.exists():
+        atomic.write_json(config_path, run.config, sort_keys=False)
+    return command_builder(run, run_dir, resume), str(log_path)
+
+
+def _parses(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def _outcome(run_dir, exit_code):
+    if exit_code is None:
+        return f"not started (the sweep was stopped by {CHILDREN.stopped_by})"
+    if exit_code in (128 + signal.SIGINT, 128 + signal.SIGTERM) and run_status(run_dir) == "unfinished":
+        return (f"interrupted by {signal.Signals(exit_code - 128).name} (exit code {exit_code}); its checkpoint is kept: "
+                "run the sweep again to resume it")
     if exit_code != 0:
         return f"failed (exit code {exit_code}; see {Path(run_dir) / 'sweep.log'})"
     if run_status(run_dir) != "finished":
@@ -360,6 +477,11 @@ def execute(runs, runs_dir="runs", command_builder=None, launcher="local", clust
 
 def _execute_local(runs, runs_dir, command_builder, jobs: int) -> dict:
     """Run up to `jobs` runs at once, in the listed order, each as soon as its dependency has finished."""
+    with CHILDREN.forwarding_signals():
+        return _run_local(runs, runs_dir, command_builder, jobs)
+
+
+def _run_local(runs, runs_dir, command_builder, jobs: int) -> dict:
     outcomes, waiting, running = {}, [], {}
     for run in runs:
         if run_status(Path(runs_dir) / run.run_id) == "finished":
@@ -371,7 +493,7 @@ def _execute_local(runs, runs_dir, command_builder, jobs: int) -> dict:
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         while waiting or running:
             for run in list(waiting):
-                if len(running) >= jobs:
+                if len(running) >= jobs or CHILDREN.stopped_by:
                     break
                 if run.depends_on in pending_ids:  # its pretraining run is still to come or running
                     continue
@@ -390,6 +512,10 @@ def _execute_local(runs, runs_dir, command_builder, jobs: int) -> dict:
                     continue
                 running[pool.submit(execute_command, argv, log)] = run
             if not running:
+                if CHILDREN.stopped_by:
+                    for run in waiting:
+                        outcomes[run.run_id] = f"not started (the sweep was stopped by {CHILDREN.stopped_by})"
+                    waiting.clear()
                 continue  # only blocked runs were left; the loop ends
             done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
@@ -432,15 +558,21 @@ def _execute_submitit(runs, runs_dir, command_builder, cluster, slurm):
 
 
 def aggregate(runs_dir="runs") -> dict:
-    """Collect every `runs_dir/*/results.csv` into `results_segmentation.csv` and
+    """Collect the `runs_dir/*/results.csv` of finished runs into `results_segmentation.csv` and
     `results_restoration.csv` in runs_dir (rewritten atomically); returns {path: rows}.
 
-    These are the raw rows of every run (with run_id and seed), for other tools;
-    nothing is pooled here. Means over seeds come from `summarize`."""
+    These are the raw rows of every finished run (with run_id and seed), for other tools;
+    nothing is pooled here. Means over seeds come from `summarize`. A run without
+    summary.json (interrupted, diverged, running) is left out, and a line says how many."""
     runs_dir = Path(runs_dir)
     schemas = {"results_segmentation.csv": SEGMENTATION_COLUMNS, "results_restoration.csv": RESTORATION_COLUMNS}
     collected = {name: [] for name in schemas}
-    for path in sorted(runs_dir.glob("*/results.csv")):
+    paths = sorted(runs_dir.glob("*/results.csv"))
+    unfinished = [path.parent.name for path in paths if run_status(path.parent) != "finished"]
+    if unfinished:
+        print(f"aggregate: left out {len(unfinished)} unfinished run(s) (no summary.json): {', '.join(unfinished[:5])}"
+              f"{' ...' if len(unfinished) > 5 else ''}", file=sys.stderr)
+    for path in (p for p in paths if p.parent.name not in unfinished):
         with open(path, newline="") as f:
             header = next(csv.reader(f), [])
         name = next((n for n, columns in schemas.items() if header == columns), None)
@@ -592,12 +724,29 @@ def export_packages(runs_dir) -> list:
 def main(args) -> int:
     spec = load_spec(args.spec)
     runs_dir = Path(args.runs_dir or spec.get("runs_dir", "runs"))
-    runs = select(expand_grid(spec, toy=args.toy, runs_dir=runs_dir), args.only, runs_dir)
+    try:
+        runs = select(expand_grid(spec, toy=args.toy, runs_dir=runs_dir), args.only, runs_dir)
+    except (TypeError, KeyError, AttributeError) as err:  # a section of the wrong shape, a missing key
+        raise ValueError(f"sweep spec {args.spec} is malformed ({type(err).__name__}: {err}); see experiments/paper.yaml") from None
     jobs = args.jobs or spec.get("jobs", 1)
     print(format_listing(runs, runs_dir, toy=args.toy, hardware=spec.get("hardware", "GPU"), jobs=jobs))
+    to_run = runs if args.dry_run else [run for run in runs if run_status(runs_dir / run.run_id) != "finished"]
+    errors, missing = check_configs(to_run, toy=args.toy)
+    for data_root, run_ids in missing.items():
+        print(f"{'warning' if args.dry_run else 'error'}: data_root {data_root} not found here ({len(run_ids)} run(s), "
+              f"e.g. {run_ids[0]})", file=sys.stderr)
+    if errors:
+        raise ValueError(f"sweep spec {args.spec}: {len(errors)} run(s) would fail at their start: "
+                         + "; ".join(errors[:5]) + (" ..." if len(errors) > 5 else ""))
     if args.dry_run:
         return 0
+    if missing:
+        raise FileNotFoundError(f"sweep spec {args.spec}: data_root not found: {', '.join(missing)}")
+    with run_folder.lock_run_folder(runs_dir, holder="sweep"):
+        return _run_sweep(args, spec, runs, runs_dir, jobs)
 
+
+def _run_sweep(args, spec, runs, runs_dir, jobs) -> int:
     def command_builder(run, run_dir, resume):
         return build_command(run, run_dir, resume, toy=args.toy, runner=args.runner)
 
@@ -605,6 +754,11 @@ def main(args) -> int:
     start = time.time()
     outcomes = execute(runs, runs_dir, command_builder, launcher=args.launcher, cluster=args.submitit_cluster, slurm=slurm,
                        jobs=jobs)
+    if CHILDREN.stopped_by:
+        stopped = [f"  {run_id}: {outcome}" for run_id, outcome in outcomes.items() if outcome.startswith(("interrupted", "not"))]
+        print(f"sweep stopped by {CHILDREN.stopped_by} after {time.time() - start:.0f} s; run the same command again "
+              "to resume (finished runs are skipped, interrupted ones resume from their checkpoints)\n" + "\n".join(stopped))
+        return 128 + signal.Signals[CHILDREN.stopped_by].value
     for path, n in aggregate(runs_dir).items():
         print(f"aggregated {n} rows into {path}")
     if spec.get("scores"):

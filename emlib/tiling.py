@@ -106,7 +106,12 @@ def _as_float_image(image) -> torch.Tensor:
         image = image[0]
     if image.dim() != 2:
         raise ValueError(f"image must be 2-D (H, W), got shape {tuple(image.shape)}")
-    return image.detach().float().cpu()
+    if image.numel() == 0:
+        raise ValueError(f"image is empty: shape {tuple(image.shape)}")
+    image = image.detach().float().cpu()
+    if not torch.isfinite(image).all():  # one NaN would spread through every convolution to the whole map
+        raise ValueError(f"image has {int((~torch.isfinite(image)).sum())} NaN or Inf pixel(s)")
+    return image
 
 
 # ----------------------------------------------------------------------------- reach

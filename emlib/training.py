@@ -6,7 +6,8 @@ Nothing here knows about GANs or datasets. Top to bottom:
   and optional `torch.compile`, and the way back to the plain module;
 - a resumable DistributedSampler (the sampler position is part of a checkpoint)
   and per-sample seeding (`SeededSamples`);
-- a SIGINT/SIGTERM handler that asks the loop to checkpoint and stop;
+- a SIGINT/SIGTERM handler that asks the loop to checkpoint and stop, and a
+  `worker_init_fn` under which loader workers ignore both (the main process decides);
 - throughput, and the learning rate a resumed run may change.
 
 The rest of a run lives beside it: `emlib.session` (device, seeds, RNG state,
@@ -313,6 +314,38 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+def worker_init(init_fn=None):
+    """A DataLoader `worker_init_fn` under which loader workers ignore SIGINT and SIGTERM,
+    then run `init_fn` (any existing one). A scheduler's SIGTERM (SLURM, docker stop,
+    systemd) goes to the whole process group: the workers would die first (torch's own
+    handler) and take the run with them before it checkpoints. This way the main process
+    alone decides (StopRequest), and the loader stops its workers when it is done."""
+    return functools.partial(_ignore_stop_signals, init_fn)
+
+
+def _ignore_stop_signals(init_fn, worker_id: int) -> None:
+    for sig in StopRequest.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked by start_workers until now: a pending one is dropped
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, StopRequest.SIGNALS)
+    if init_fn is not None:
+        init_fn(worker_id)
+
+
+def start_workers(loader):
+    """`iter(loader)` with SIGINT/SIGTERM blocked while its workers start: they inherit the
+    block and unblock only once they ignore both (`worker_init`), so a signal to the process
+    group in that window cannot kill a worker that torch's handler still guards. The main
+    process gets its signal as soon as the workers are up."""
+    if not hasattr(signal, "pthread_sigmask") or loader.num_workers == 0:
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, StopRequest.SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ----------------------------------------------------------------------------- throughput, the learning rate on resume

@@ -225,7 +225,7 @@ def test_non_finite_weights_are_refused(segmentation_run, tmp_path):
     state = load_file(path)
     state["head.bias"] = torch.full_like(state["head.bias"], float("nan"))
     save_file(state, path, metadata=metadata)  # emlib's own save_weights refuses NaN
-    with pytest.raises(NonFiniteWeightsError, match=re.escape(f"head.bias holds 1 NaN/inf value(s) of 1; {folder}: the run diverged")):
+    with pytest.raises(NonFiniteWeightsError, match=re.escape(f"head.bias holds 1 NaN/inf value(s) of 1; refusing to load {path} (weights from a run that diverged)")):
         export(folder, tmp_path / "x.zip")
 
 

@@ -1,4 +1,4 @@
-"""Faults and bad input (issue 13): each test is a probe of the fault-injection pass.
+"""Faults and bad input (issues 13 and 22): each test is a probe of a fault-injection pass.
 
 A refused resume leaves the run folder as it was; no NaN/inf weights reach a file;
 a corrupt checkpoint is one clear error; resume refuses other data; the CLI prints
@@ -6,7 +6,8 @@ a corrupt checkpoint is one clear error; resume refuses other data; the CLI prin
 the culprit; run folders are locked, not silently overwritten, and keep the umask.
 
 Pretraining runs use a tiny TIFF folder (24 images of 40 x 40 px), 32 px crops and
-a few steps, so that each run takes about a second on a CPU.
+a few steps, so that each run takes about a second on a CPU. The signal tests start
+real processes (a run with loader workers, a sweep and its run) and take seconds each.
 """
 import errno
 import hashlib
@@ -476,3 +477,408 @@ def test_disk_full_during_a_checkpoint_says_so_and_keeps_the_previous_one(cem_fo
     monkeypatch.setattr(torch, "save", real_save)
     assert run_folder.load_checkpoint(path)["position"]["step"] == 1
     assert not list(tmp_path.glob(".checkpoint.pt.*"))
+
+
+# ============================================================================= issue 22: faults, round two
+
+# ----------------------------------------------------------------------------- 1. only finished runs are aggregated
+
+
+def write_results(run_dir, dice, finished):
+    from emlib.results import SEGMENTATION_COLUMNS
+
+    run_dir.mkdir(parents=True)
+    run_folder.write_rows(run_dir / "results.csv", [{"dataset": "emps", "model": "U-Net_2_44", "init": "random", "epoch": 1,
+                                                     "dice_percent": dice, "run_id": run_dir.name}], SEGMENTATION_COLUMNS)
+    if finished:
+        (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
+
+
+def test_aggregate_leaves_out_unfinished_runs_and_says_so(tmp_path, capsys):
+    from emlib import sweep
+    from emlib.results import read_rows
+
+    write_results(tmp_path / "seg-done", 80.0, finished=True)
+    write_results(tmp_path / "seg-diverged", 39.5, finished=False)
+    assert sweep.aggregate(tmp_path) == {str(tmp_path / "results_segmentation.csv"): 1}
+    assert [r["run_id"] for r in read_rows(tmp_path / "results_segmentation.csv")] == ["seg-done"]
+    assert "left out 1 unfinished run(s) (no summary.json): seg-diverged" in capsys.readouterr().err
+
+
+def test_a_finetune_run_diverging_in_epoch_1_scores_nothing(temimagenet, tmp_path, monkeypatch):
+    """The losses stay finite; the update of step 2 (the epoch's last) makes a BatchNorm running_var inf."""
+    from emlib import finetune
+
+    real_optimizer, calls = finetune.make_optimizer, {"n": 0}
+
+    def optimizer_that_diverges(config, model):
+        optimizer = real_optimizer(config, model)
+        real_step = optimizer.step
+
+        def step(*args, **kwargs):
+            result = real_step(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == 2:
+                bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+                bn.running_var.fill_(float("inf"))
+            return result
+
+        optimizer.step = step
+        return optimizer
+
+    monkeypatch.setattr(finetune, "make_optimizer", optimizer_that_diverges)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match="running_var.*diverged in epoch 1: it is not scored.*there is no earlier checkpoint"):
+        run(tiny_finetune(temimagenet, out, test=True))
+    assert not (out / "validation.csv").exists() and not (out / "results.csv").exists()
+    assert not (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
+
+
+def test_a_non_finite_checkpoint_write_says_when_there_is_no_earlier_one(tmp_path):
+    with pytest.raises(FloatingPointError, match="there is no earlier checkpoint"):
+        run_folder.save_checkpoint(tmp_path / "checkpoint.pt", {"model": {"w": torch.tensor([float("nan")])}})
+
+
+# ----------------------------------------------------------------------------- 2. split lists cannot leak
+
+
+def write_segmentation_folder(root, stems, suffix=".png"):
+    from PIL import Image
+
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for stem in stems:
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(root / "images" / f"{stem}{suffix}")
+        Image.fromarray(((rng.random((16, 16)) > 0.5) * 255).astype(np.uint8)).save(root / "masks" / f"{stem}.png")
+    return root
+
+
+@pytest.mark.parametrize("train, test, match", [
+    ("im0\nim1\nim2\nim3\n", "im3\nim4\n", r"1 id\(s\) are listed in both .*train.csv and .*test.csv.*\['im3'\]"),
+    ("im0\nim1\nim2\nim2\n", "im4\n", r"train.csv lists 1 id\(s\) more than once: \['im2'\]"),
+])
+def test_split_lists_that_overlap_or_repeat_ids_are_refused(tmp_path, train, test, match):
+    from emlib.data import SegmentationFolder
+
+    root = write_segmentation_folder(tmp_path, [f"im{i}" for i in range(5)])
+    (root / "train.csv").write_text(train)
+    (root / "test.csv").write_text(test)
+    with pytest.raises(ValueError, match=match):
+        SegmentationFolder(root, split="train")
+
+
+def test_images_sharing_a_stem_are_named(tmp_path):
+    from emlib.data import SegmentationFolder
+
+    root = write_segmentation_folder(tmp_path, ["im0", "im1"])
+    write_segmentation_folder(tmp_path, ["im0"], suffix=".tif")
+    with pytest.raises(ValueError, match=r"images share a file stem.*\['im0.png', 'im0.tif'\]"):
+        SegmentationFolder(root, split="train")
+
+
+# ----------------------------------------------------------------------------- 3, 4. signals: loader workers, the sweep
+
+
+def python_env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def wait_for_rows(path, n, process, timeout=120):
+    """Wait until the CSV file `path` has n data rows (the run is training)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the process ended early with {process.returncode}"
+        if path.is_file() and len(path.read_text().splitlines()) > n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} did not get {n} rows in {timeout} s")
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_checkpoints(cem_folder, tmp_path):
+    """What SLURM, docker stop and systemd do: SIGTERM to every process of the group, workers included."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "emlib", *map(str, tiny_cli(cem_folder, out, max_steps=100_000)),
+            "--epochs", "1000", "--workers", "2"]
+    process = subprocess.Popen(argv, start_new_session=True, env=python_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_rows(out / "log.csv", 15, process)  # past the first epoch's end: fresh workers
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=120)[0]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, output[-2000:]
+    assert "stopped by SIGTERM" in output and "killed by signal" not in output
+    assert run_folder.load_checkpoint(out / "checkpoint.pt")["position"]["step"] >= 15
+
+
+def test_loader_workers_ignore_stop_signals_and_run_the_given_init():
+    seen = []
+    init = training.worker_init(seen.append)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        init(3)
+        assert [signal.getsignal(sig) for sig in previous] == [signal.SIG_IGN, signal.SIG_IGN] and seen == [3]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def write_sweep_spec(path, cem_folder, runs_dir, **config):
+    import yaml
+
+    fields = dict(data_root=str(cem_folder), image_size=32, batch_size=2, epochs=1000, val_limit=2, device="cpu",
+                  amp=False, channels_last=False, workers=0, checkpoint_every=0, deterministic=True, **config)
+    spec = {"runs_dir": str(runs_dir), "pretrain": {"models": ["unet_2_44"], "subsets": {"all": None}, "config": fields}}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_sigterm_to_the_sweep_reaches_its_run_which_checkpoints(cem_folder, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from emlib import sweep
+
+    runs_dir = tmp_path / "runs"
+    spec = write_sweep_spec(tmp_path / "spec.yaml", cem_folder, runs_dir)
+    process = subprocess.Popen([sys.executable, "-m", "emlib", "sweep", str(spec)], env=python_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = runs_dir / "pretrain-unet_2_44-all"
+    try:
+        wait_for_rows(run_dir / "log.csv", 3, process)
+        process.send_signal(signal.SIGTERM)  # to the sweep only: it passes the signal on
+        output = process.communicate(timeout=120)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, output[-2000:]
+    assert "sweep stopped by SIGTERM" in output and "interrupted by SIGTERM (exit code 143)" in output
+    rows = len((run_dir / "log.csv").read_text().splitlines())
+    time.sleep(1.5)
+    assert len((run_dir / "log.csv").read_text().splitlines()) == rows  # the run is not training on, orphaned
+    assert not (run_dir / ".lock").exists() and not (runs_dir / ".lock").exists()
+    assert run_folder.load_checkpoint(run_dir / "checkpoint.pt")["position"]["step"] >= 3
+    assert sweep.run_status(run_dir) == "unfinished"  # a rerun resumes it
+    assert "stopped by SIGTERM" in (run_dir / "sweep.log").read_text()
+
+
+def test_a_second_sweep_on_the_same_runs_folder_says_so_and_stops(tmp_path, monkeypatch, capsys):
+    from emlib import sweep
+
+    runs_dir = tmp_path / "runs"
+    monkeypatch.setattr(sweep, "build_command", lambda *args, **kwargs: [])
+    with run_folder.lock_run_folder(runs_dir, holder="sweep"):
+        code, err = run_cli(capsys, "sweep", REPO / "experiments" / "paper.yaml", "--toy", "--runs-dir", runs_dir)
+    assert code == 1 and f"{runs_dir} is in use by another sweep (process {os.getpid()}" in err
+    assert not runs_dir.exists()  # nothing was run or written
+
+
+# ----------------------------------------------------------------------------- 5. the sweep's config.json
+
+
+def test_the_sweep_rewrites_a_torn_config_json_of_an_unfinished_run(tmp_path):
+    from emlib import sweep
+
+    run = sweep.expand_grid(sweep.load_spec(REPO / "experiments" / "paper.yaml"), toy=True)[0]
+    run_dir = tmp_path / run.run_id
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"model": "unet_2')  # torn by a crash
+    argv, log = sweep.prepare(run, tmp_path, lambda run, run_dir, resume: ["true"])
+    assert json.loads((run_dir / "config.json").read_text()) == run.config
+    assert "did not parse" in Path(log).read_text()
+
+
+# ----------------------------------------------------------------------------- 6. weights files
+
+
+def broken_weights(path, kind):
+    model = models.create("unet_2_44")
+    if kind == "a pickle renamed":
+        torch.save(model.state_dict(), path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        models.save_weights(model, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "a malformed emlib field":
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+                  metadata={"name": "unet_2_44", "emlib": "{not json"})
+    return path
+
+
+@pytest.mark.parametrize("kind", ["a pickle renamed", "empty", "truncated", "a malformed emlib field"])
+def test_a_broken_weights_file_is_one_error_naming_it(tmp_path, capsys, kind):
+    path = broken_weights(tmp_path / "generator.safetensors", kind)
+    with pytest.raises(models.WeightsFileError, match=re.escape(str(path))):
+        models.load(path)
+    code, err = run_cli(capsys, "finetune", "--toy", "--task", "denoising", "--init", path, "--output-dir", tmp_path / "run")
+    assert code == 2 and str(path) in err and "Traceback" not in err and "SafetensorError" not in err
+
+
+def test_export_of_a_run_with_a_broken_weights_file_names_it(temimagenet, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(tiny_finetune(temimagenet, out, test=True))
+    weights = broken_weights(out / "best_model.safetensors", "truncated")
+    code, err = run_cli(capsys, "export", "bioimageio", out, "--out", tmp_path / "model.zip")
+    assert code == 2 and str(weights) in err and "not a readable safetensors file" in err
+
+
+def test_models_load_refuses_non_finite_tensors(tmp_path):
+    state = {k: v.clone().contiguous() for k, v in models.create("unet_2_44").state_dict().items()}
+    key = next(k for k in state if k.endswith("weight"))
+    state[key].view(-1)[0] = float("nan")
+    path = tmp_path / "generator.safetensors"
+    save_file(state, str(path), metadata={"name": "unet_2_44", "emlib": "{}"})
+    with pytest.raises(FloatingPointError, match=rf"{re.escape(key)}.*{re.escape(str(path))}"):
+        models.load(path)
+
+
+# ----------------------------------------------------------------------------- 7. a NaN checkpoint is refused on load
+
+
+def test_resume_refuses_a_checkpoint_with_nan_tensors_before_anything_changes(cem_folder, finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path / "run")
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    key = next(iter(state["generator"]))
+    state["generator"][key].view(-1)[0] = float("nan")
+    torch.save(state, out / "checkpoint.pt")  # another writer: save_checkpoint would refuse it
+    before = snapshot(out)
+    with pytest.raises(run_folder.CheckpointError, match=rf"holds NaN/inf: generator\.{re.escape(key)}"):
+        pretrain.run(tiny(cem_folder, out, max_steps=3), resume=True)
+    assert snapshot(out) == before
+
+
+# ----------------------------------------------------------------------------- 8. sweep specs
+
+
+@pytest.mark.parametrize("text, match", [
+    (b"pretrain:\n  models: [unet_2_44\n  subsets: {a: 1}\n", r"invalid YAML at line \d+, column \d+"),
+    (b"- pretrain: {}\n- toy: {}\n", r"expected a mapping of sections .* got a list"),
+    (b"pretrain:\n  models: [caf\xe9]\n", r"is not a UTF-8 text file"),
+])
+def test_a_malformed_sweep_spec_is_one_line_naming_the_file(tmp_path, capsys, text, match):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(text)
+    code, err = run_cli(capsys, "sweep", path, "--dry-run")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(path) in err
+    assert re.search(match, err), err
+
+
+def test_dry_run_builds_every_run_config(cem_folder, tmp_path, capsys):
+    import yaml
+
+    spec = yaml.safe_load(write_sweep_spec(tmp_path / "spec.yaml", cem_folder, tmp_path / "runs").read_text())
+    finetune = {"datasets": ["emps"], "models": ["unet_2_44"], "inits": ["random", "all"],
+                "config": {"data_root": str(tmp_path / "no-such-data")}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**spec, "segmentation": finetune}))
+    code, err = run_cli(capsys, "sweep", path, "--dry-run")  # a missing data_root: a warning in a dry run
+    assert code == 0 and f"warning: data_root {tmp_path / 'no-such-data'} not found here (2 run(s)" in err
+    code, err = run_cli(capsys, "sweep", path)  # and an error before anything runs
+    assert code == 2 and "data_root not found" in err and not (tmp_path / "runs").exists()
+    for section in ({**finetune, "config": {"bogus_field": 1}}, {**finetune, "datasets": ["NoSuchSet"], "config": {}}):
+        path.write_text(yaml.safe_dump({**spec, "segmentation": section}))
+        code, err = run_cli(capsys, "sweep", path, "--dry-run")
+        assert code == 2 and "2 run(s) would fail at their start" in err
+        assert "seg-" in err and ("bogus_field" in err or "NoSuchSet" in err)
+
+
+# ----------------------------------------------------------------------------- 9. predict refuses NaN / empty images
+
+
+@pytest.mark.parametrize("bad, match", [(float("nan"), "1 NaN or Inf pixel"), (float("inf"), "1 NaN or Inf pixel"), (None, "empty")])
+def test_predict_refuses_non_finite_and_empty_images(bad, match):
+    import emlib
+
+    image = np.zeros((0, 0), np.float32) if bad is None else np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    if bad is not None:
+        image[5, 7] = bad
+    with pytest.raises(ValueError, match=match):
+        emlib.predict(models.create("unet_2_44"), image)
+
+
+# ----------------------------------------------------------------------------- 10. a TIFF memory bomb is never decoded
+
+
+def test_a_tiff_whose_header_is_over_the_pixel_cap_is_not_decoded(tmp_path, monkeypatch):
+    from emlib.data import images
+
+    path = tmp_path / "bomb.tif"
+    tifffile.imwrite(path, np.zeros((64, 64), np.uint8))
+    monkeypatch.setattr(images, "MAX_PIXELS", 64 * 63)  # a 20000 x 20000 header against the real cap, in miniature
+
+    def decode(*args, **kwargs):
+        raise AssertionError("decoded before the size check")
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", decode)
+    with pytest.raises(ValueError, match=re.escape(f"image {path} claims a shape of 64 x 64 = 4,096 values, over the limit")):
+        images.read_raw(path)
+
+
+# ----------------------------------------------------------------------------- 11. smaller faults
+
+
+@pytest.mark.parametrize("change", ["data_root", "split_seed"])
+def test_overwrite_replaces_a_finished_run_on_other_data(cem_folder, finished_run, tmp_path, capsys, change):
+    out = copy_run(finished_run, tmp_path / "run")
+    data_root = write_cem_folder(tmp_path / "other", n=12, seed=1) if change == "data_root" else cem_folder
+    argv = [*tiny_cli(data_root, out), "--overwrite"] + (["--split-seed", 1] if change == "split_seed" else [])
+    code, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n_files"] == (12 if change == "data_root" else 24) and manifest["seed"] == (1 if change == "split_seed" else 0)
+
+
+def test_output_dir_naming_a_file_is_bad_input(cem_folder, tmp_path, capsys):
+    path = tmp_path / "a_file"
+    path.write_text("mine")
+    code, err = run_cli(capsys, *tiny_cli(cem_folder, path))
+    assert code == 2 and f"{path} is a file, not a folder" in err and path.read_text() == "mine"
+
+
+def test_export_refuses_an_existing_out_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "model.zip"
+    out.write_bytes(b"an earlier package")
+    code, err = run_cli(capsys, "export", "bioimageio", tmp_path / "run", "--out", out)
+    assert code == 2 and f"--out {out} exists" in err and "--overwrite" in err
+    code, err = run_cli(capsys, "export", "bioimageio", tmp_path / "run", "--out", out, "--overwrite")
+    assert code == 2 and "run folder not found" in err  # past the check: the run folder is the next problem
+    assert out.read_bytes() == b"an earlier package"
+
+
+def test_a_full_disk_at_start_names_the_file(cem_folder, tmp_path, monkeypatch):
+    real_write = os.write
+
+    def write_on_a_full_disk(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(run_folder.LOCK_NAME):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write_on_a_full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(OSError, match=re.escape(f"no space left on device while writing {out / run_folder.LOCK_NAME}; "
+                                                "the run did not start")):
+        pretrain.run(tiny(cem_folder, out))
+    assert not (out / run_folder.LOCK_NAME).exists()
+
+
+def test_resume_on_data_with_the_same_names_but_other_pixels_is_refused(tmp_path):
+    data_root = write_cem_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    pretrain.run(tiny(data_root, out))
+    size = (data_root / "patch005.tif").stat().st_size
+    write_cem_folder(tmp_path / "data", seed=1)  # the same names and sizes, other pixels
+    assert (data_root / "patch005.tif").stat().st_size == size
+    before = snapshot(out)
+    with pytest.raises(ValueError, match="the data differs"):
+        pretrain.run(tiny(data_root, out, max_steps=3), resume=True)
+    assert snapshot(out) == before

@@ -16,6 +16,7 @@ evenly before and after; larger images are cropped at a random place (torch RNG,
 so the per-sample seeding of `emlib.training.SeededSamples` makes it
 reproducible) or at the centre.
 """
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,9 @@ from PIL import Image
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".bmp")
+# The most pixels (values) an image file may hold: PIL's own limit for PNG and BMP
+# (DecompressionBombError), applied to a TIFF's header before its pixels are decoded.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 
 def find_images(root, suffixes=IMAGE_SUFFIXES, what="image"):
@@ -51,16 +55,30 @@ def read_raw(path) -> np.ndarray:
     path = Path(path)
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            array = tifffile.imread(path)
+            array = _read_tiff(path)
         else:
             with Image.open(path) as image:
                 image.load()  # decode now, so that a truncated file fails here
                 array = np.asarray(image)
-    except FileNotFoundError:
+    except (FileNotFoundError, ImageTooLargeError):
         raise
     except Exception as err:  # PIL and tifffile raise many types for broken files
         raise ValueError(f"cannot read image {path}: {err}") from err
     return _to_2d(array, path)
+
+
+class ImageTooLargeError(ValueError):
+    """An image file whose header claims more than MAX_PIXELS values (a memory bomb)."""
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A TIFF's pixels, once its header's shape is within MAX_PIXELS (checked before decoding)."""
+    with tifffile.TiffFile(path) as tif:
+        shape = tuple(tif.series[0].shape)
+        if math.prod(shape) > MAX_PIXELS:
+            raise ImageTooLargeError(f"image {path} claims a shape of {' x '.join(map(str, shape))} = "
+                                     f"{math.prod(shape):,} values, over the limit of {MAX_PIXELS:,}; not decoded")
+        return tif.asarray()
 
 
 def _to_2d(array: np.ndarray, path) -> np.ndarray:

@@ -84,6 +84,11 @@ def pair_files(images: list, masks: list, by: str = "stem", where="") -> list:
         if len(images) != len(masks):
             raise ValueError(f"{where}: {len(images)} images but {len(masks)} masks; pairing by index needs equal counts")
         return list(zip(sorted(images), sorted(masks)))
+    for files, what in ((images, "images"), (masks, "masks")):
+        shared = _shared_stems(files)
+        if shared:
+            raise ValueError(f"{where}: {what} share a file stem, so they cannot be paired or listed by id: "
+                             f"{shared[:5]}; keep one file per stem")
     for key in (_stem, lambda f: WORD_PREFIX.sub("", _stem(f))):
         image_keys, mask_keys = _keyed(images, key), _keyed(masks, key)
         if image_keys is not None and mask_keys is not None and image_keys.keys() == mask_keys.keys():
@@ -96,6 +101,14 @@ def pair_files(images: list, masks: list, by: str = "stem", where="") -> list:
 
 def _stem(relative: str) -> str:
     return Path(relative).stem
+
+
+def _shared_stems(files) -> list:
+    """[[file, file, ...]] of the files that share a stem (im0.png and im0.tif)."""
+    by_stem = {}
+    for f in files:
+        by_stem.setdefault(_stem(f), []).append(f)
+    return [group for group in by_stem.values() if len(group) > 1]
 
 
 def _keyed(files, key) -> dict | None:
@@ -135,12 +148,21 @@ def find_layout(root: Path, pair_by: str) -> dict:
     if not lists:
         return {"all": pairs}
     by_stem = {_stem(image): (image, mask) for image, mask in pairs}
-    out = {}
+    out, listed = {}, {}
     for split, path in lists.items():
         ids = read_id_list(path)
         unknown = [i for i in ids if i not in by_stem]
         if unknown:
             raise ValueError(f"{path} lists {len(unknown)} id(s) with no image/mask pair in {root}: {unknown[:10]}")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:  # a repeat could land in train and in the validation set carved from it
+            raise ValueError(f"{path} lists {len(repeated)} id(s) more than once: {repeated[:10]}")
+        for other, other_ids in listed.items():
+            both = sorted(set(ids) & other_ids)
+            if both:
+                raise ValueError(f"{len(both)} id(s) are listed in both {lists[other]} and {path}, so they would be in "
+                                 f"both splits: {both[:10]}")
+        listed[split] = set(ids)
         out[split] = [by_stem[i] for i in ids]
     return out
 

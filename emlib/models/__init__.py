@@ -16,12 +16,14 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from emlib.finite import check_finite_weights
+
 from .hrnet import HRNet, WIDTHS as _HRNET_WIDTHS
 from .patchgan import PatchGAN
 from .receptive_field import input_channels, input_gradient, measure_receptive_field, receptive_field
 from .unet import DILATIONS, UNet
-from .weights import (HEAD_MODES, TransferReport, init_weights, load_weights, output_head_prefix, read_metadata, save_weights,
-                      transfer_weights)
+from .weights import (HEAD_MODES, TransferReport, WeightsFileError, init_weights, load_weights, output_head_prefix,
+                      read_metadata, save_weights, transfer_weights)
 
 _BUILDERS = {
     **{name: partial(UNet, dilations) for name, dilations in DILATIONS.items()},
@@ -68,6 +70,7 @@ def load(path, expected_name: str | None = None) -> nn.Module:
     it: call `.eval()` for inference.
     """
     state, metadata = load_weights(path, expected_name)
+    check_finite_weights(state, f"refusing to load {path} (weights from a run that diverged)")
     name = metadata.get("name")
     if name not in _BUILDERS:
         raise ValueError(f"{path} holds weights of {name or 'an unnamed architecture'}, not of a registry model; "
@@ -103,5 +106,6 @@ def flops(name_or_model, size: int = 224) -> int:
 __all__ = [
     "create", "load", "names", "generator_names", "receptive_field", "measure_receptive_field", "input_gradient",
     "init_weights", "save_weights", "load_weights", "read_metadata", "transfer_weights", "TransferReport", "HEAD_MODES", "flops",
+    "WeightsFileError",
     "UNet", "HRNet", "PatchGAN", "DILATIONS",
 ]

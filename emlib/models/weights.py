@@ -7,13 +7,14 @@ architecture with `transfer_weights`. The downstream task may need another
 number of output channels (e.g. 2 segmentation classes); the output head (the
 last convolution) then keeps the downstream model's fresh initialisation.
 """
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from emlib.atomic import atomic_write
@@ -61,20 +62,47 @@ def save_weights(model: nn.Module, path, metadata: dict | None = None) -> Path:
     return path
 
 
+class WeightsFileError(ValueError):
+    """A weights file that is not a readable safetensors file: empty, truncated, another format, a bad header."""
+
+
 def read_metadata(path) -> dict:
     """The metadata of a safetensors file, without reading its tensors: `name` (the
     registry architecture `save_weights` stores in the header) and what the writer
-    added as `metadata`; keys of files from other tools as they are."""
+    added as `metadata`; keys of files from other tools as they are. A file that is
+    not safetensors, or whose `emlib` field is not a JSON object, raises WeightsFileError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
+    with _readable(path):
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
     metadata = {key: value for key, value in header.items() if key != "emlib"}  # files from other tools
-    metadata.update(json.loads(header.get("emlib", "{}")))
+    try:
+        extra = json.loads(header.get("emlib", "{}"))
+    except json.JSONDecodeError as err:
+        raise WeightsFileError(f"weights file {path}: its header's 'emlib' field is not valid JSON ({err})") from None
+    if not isinstance(extra, dict):
+        raise WeightsFileError(f"weights file {path}: its header's 'emlib' field is not a JSON object")
+    metadata.update(extra)
     if "name" in header:
         metadata["name"] = header["name"]
     return metadata
+
+
+@contextlib.contextmanager
+def _readable(path: Path):
+    """Turn safetensors' errors for a broken file into one WeightsFileError naming it."""
+    if path.stat().st_size == 0:
+        raise WeightsFileError(f"weights file {path} is empty (0 bytes): export it again")
+    try:
+        yield
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        if isinstance(err, (FileNotFoundError, PermissionError)):
+            raise
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise WeightsFileError(f"weights file {path} is not a readable safetensors file (truncated, corrupt or "
+                               f"another format; {reason}): export it again") from None
 
 
 def load_weights(path, expected_name: str | None = None) -> tuple[dict, dict]:
@@ -84,10 +112,12 @@ def load_weights(path, expected_name: str | None = None) -> tuple[dict, dict]:
     ValueError (unet_2_44 and unet_2_84 have the same tensor shapes, so
     `load_state_dict` alone would accept one for the other).
     """
+    path = Path(path)
     metadata = read_metadata(path)
     if expected_name is not None and metadata.get("name") != expected_name:
         raise ValueError(f"{path} holds weights of {metadata.get('name', 'an unnamed architecture')}, not {expected_name}")
-    return load_file(str(path)), metadata
+    with _readable(path):
+        return load_file(str(path)), metadata
 
 
 HEAD_MODES = ("reinit", "transfer")  # what transfer_weights does with the output head
