@@ -114,7 +114,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import emlib
-from emlib import finetune, paper, pretrain, results
+from emlib import finetune, paper, pretrain, results, runs
 from emlib.figures import markdown_table
 from emlib.metrics import dice_scores
 
@@ -223,7 +223,7 @@ plt.show()
 # The output is the logit map, thresholded at 0.
 
 # %%
-best = {name: finetune.load_finetuned(c.output_dir)[0] for name, c in configs.items()}
+best = {name: runs.load_finetuned(c.output_dir)[0] for name, c in configs.items()}
 n_show = min(2, len(splits["test"]))
 fig, axes = plt.subplots(n_show, 2 + len(best), figsize=(2.6 * (2 + len(best)), 2.6 * n_show), squeeze=False)
 for row in range(n_show):
@@ -299,7 +299,7 @@ if packages:  # a real model of the study, on a real test image of its dataset
 else:  # the model trained above
     package = emlib_bioimageio.export(config.output_dir, Path(f"{output_dir}-bioimageio.zip"))
     run_folder = Path(config.output_dir)
-net, run_config = finetune.load_finetuned(run_folder)
+net, run_config = runs.load_finetuned(run_folder)
 # A run's data_root is relative to where it ran (the repository root); find it from here.
 found = results.results_folders(run_config.data_root) if run_config.data_root else []
 run_config = dataclasses.replace(run_config, data_root=str(found[0]) if found else run_config.data_root)

@@ -1,4 +1,5 @@
 """The book's explorers: fixed corruptions, their static grids, the ipywidgets, and a pretrained run read back."""
+import json
 
 import matplotlib
 import numpy as np
@@ -88,6 +89,8 @@ def run_folder(tmp_path_factory):
     torch.manual_seed(0)
     G = models.init_weights(models.create("unet_2_44"))
     pretrain.export_generator(G, config, run, {"source": "real", "steps": 0})
+    (run / "config.json").write_text(json.dumps(config.to_dict()))  # what a finished run holds too
+    (run / "summary.json").write_text(json.dumps({"status": "finished", "source": "real"}))
     return base, run
 
 
@@ -97,10 +100,10 @@ def test_load_pretraining_run_resolves_a_relative_data_root_under_base(run_folde
     with pytest.raises(FileNotFoundError, match="data_root"):
         explorers.load_pretraining_run(run)
     loaded = explorers.load_pretraining_run(run / "generator.safetensors", base=base)
-    assert loaded.folder == run and loaded.source == "real" and loaded.name == "unet_2_44"
+    assert loaded.folder == run and loaded.source == "real" and loaded.config.model == "unet_2_44"
     assert loaded.config.data_root == str(base / "shared/cells") and loaded.config.output_dir == str(run)
-    assert not loaded.generator.training
-    with pytest.raises(FileNotFoundError, match="not a finished pretraining run"):
+    assert not loaded.network.training
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
         explorers.load_pretraining_run(tmp_path)
 
 

@@ -1,5 +1,6 @@
 """Fine-tuning: learning really works on synthetic data, best-model selection,
 pretrained initialisation, resume, results files and clear errors."""
+import dataclasses
 import json
 import re
 import shutil
@@ -11,8 +12,9 @@ import torch
 from emlib import cli, models, results
 from emlib.data import TEMImageNet, catalog
 from emlib.data.augment import CentreCropped
-from emlib.finetune import (BestModel, FinetuneConfig, build_model, init_tag, is_evaluation_epoch,
-                            load_finetuned, registry_model, run)
+from emlib.finetune import BestModel, FinetuneConfig, build_model, is_evaluation_epoch, registry_model, run
+from emlib.inits import tag as init_tag
+from emlib.runs import load_finetuned
 from emlib.metrics import l1_errors
 from emlib.tiling import predict
 from emlib.run_folder import read_log
@@ -189,7 +191,7 @@ def test_a_finished_run_folder_copied_elsewhere_loads_without_its_data_and_init(
     shutil.rmtree(data_copy)
     shutil.rmtree(export)
     model, loaded = load_finetuned(moved)
-    assert loaded == config and not Path(loaded.data_root).exists() and not Path(loaded.init).exists()
+    assert loaded == dataclasses.replace(config, output_dir=str(moved)) and not Path(loaded.data_root).exists() and not Path(loaded.init).exists()
     weights, _ = models.load_weights(moved / "best_model.safetensors")
     assert all(torch.equal(registry_model(model).state_dict()[k], v) for k, v in weights.items())
     image = torch.rand(1, 1, 32, 32)
