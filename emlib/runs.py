@@ -56,7 +56,8 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return (self.summary or {}).get("status") == "finished"
+        """summary.json is there (a run writes it last) and names no other status than finished."""
+        return self.summary is not None and self.summary.get("status", "finished") == "finished"
 
     @property
     def seed(self):
