@@ -256,6 +256,14 @@ class Repeated(Dataset):
         return self.dataset[index % len(self.dataset)]
 
 
+def augmented_batch(train, seed: int, size: int = 8, epoch: int = 0) -> list:
+    """`size` (image, target) training items as epoch `epoch` of a run with `seed` draws them: augmented
+    crops cycling over the train split, each under its own seed (seed, epoch, index)."""
+    items = training.SeededSamples(Repeated(train, size), seed)
+    items.epoch = epoch
+    return [items[i] for i in range(size)]
+
+
 def resolve_data_root(config: FinetuneConfig):
     """(folder of the dataset, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
     return data.dataset_folder(config.dataset, config.data_root)

@@ -156,10 +156,7 @@ plt.show()
 # index), so a batch is reproducible and a resumed run sees the same crops.
 
 # %%
-from emlib.training import SeededSamples
-
-train = SeededSamples(finetune.Repeated(splits["train"], 8), seed)  # 8 items, cycling over the train images
-batch = [train[i] for i in range(8)]
+batch = finetune.augmented_batch(splits["train"], seed, size=8)  # 8 items, cycling over the train images
 fig, axes = plt.subplots(2, 8, figsize=(13, 3.5))
 for i, (image, mask) in enumerate(batch):
     axes[0, i].imshow(image[0], cmap="gray")
