@@ -42,6 +42,7 @@ from PIL import Image
 
 from emlib import __version__, finetune, pretrain, runs
 from emlib.data import Corruption
+from emlib.data.registry import DATASETS
 from emlib.finite import check_finite_weights
 from emlib.intensity import FROM_CENTERED, TO_CENTERED
 from emlib.results import paper_model_name
@@ -53,25 +54,6 @@ LICENSE = "MIT"  # emlib's licence, for the weights it trained; the data keep th
 SCALE_LABELS = {"synthetic": "toy run on synthetic data, not for use", "real": "small CPU run on real data"}
 PAPER = ("Kazimi B, Ruzaeva K, Sandfeld S (2024). Self-Supervised Learning in Electron Microscopy: Towards a "
          "Foundation Model for Advanced Image Analysis. arXiv:2402.18286", "10.48550/arXiv.2402.18286")
-SYTWU = [("Sytwu K, Groschner C, Scott MC (2022). Understanding the Influence of Receptive Field and Network "
-          "Complexity in Neural Network-Guided TEM Image Analysis. Microscopy and Microanalysis 28(6)",
-          "10.48550/arXiv.2204.04250"),
-         ("Sytwu K et al. Au nanoparticle HRTEM images and labels (Zenodo record 6419024)", "10.5281/zenodo.6419024")]
-GROSCHNER = [("Groschner CK, Choi C, Scott MC (2021). Machine Learning Pipeline for Segmentation and Defect "
-              "Identification from High-Resolution Transmission Electron Microscopy Data. Microscopy and "
-              "Microanalysis 27(3). Data: Zenodo record 3755011", "10.5281/zenodo.3755011")]
-DATASET_CITATIONS = {
-    **{name: SYTWU for name in ("Au2.2nm", "Au5nm", "Au10nm", "Au20nm")},
-    "Au5nmV1": GROSCHNER,
-    "TEMImageNet": [("Lin R, Zhang R, Wang C, Yang X-Q, Xin HL (2021). TEMImageNet training library and AtomSegNet "
-                     "deep-learning models for high-precision atom segmentation, localization, denoising, and "
-                     "deblurring of atomic-resolution images. Scientific Reports 11, 5386",
-                     "10.1038/s41598-021-84499-w")],
-    "emps": [("Yildirim B, Cole JM (2021). Bayesian Particle Instance Segmentation for Electron Microscopy Image "
-              "Quantification. J. Chem. Inf. Model. 61 (EMPS dataset)", "10.1021/acs.jcim.0c01455")],
-    "CEM500K": [("Conrad R, Narayan K (2021). CEM500K, a large-scale heterogeneous unlabeled cellular electron "
-                 "microscopy image dataset for deep learning. eLife 10, e65894 (EMPIAR-10592)", "10.7554/eLife.65894")],
-}
 
 
 # ----------------------------------------------------------------------------- reading a run folder
@@ -309,10 +291,10 @@ def data_citations(run: runs.Run) -> list:
     name; pretraining data only when its folder is CEM500K's (real substitutes are other sources)."""
     cites = []
     if run.kind == "finetune" and run.summary["source"] == "real":
-        cites += DATASET_CITATIONS.get(run.config.dataset, [])
+        cites += DATASETS[run.config.dataset].citations if run.config.dataset in DATASETS else []
     card = run.card or {}
     if card.get("source") == "real" and "cem500k" in str(card.get("data_root", "")).lower():
-        cites += DATASET_CITATIONS["CEM500K"]
+        cites += DATASETS["CEM500K"].citations
     return cites
 
 

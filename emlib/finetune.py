@@ -59,7 +59,6 @@ SEGMENTATION = "segmentation"
 RESTORATION_TASKS = tuple(TEMIMAGENET_TASKS)  # denoising, noise_background_removal, super_resolution
 TASKS = (SEGMENTATION,) + RESTORATION_TASKS
 OPTIMIZERS = ("adam", "adamw")
-PAPER_TABLES = {"Au5nmV1": 2, "Au2.2nm": 3, "Au5nm": 4, "Au10nm": 5, "Au20nm": 6, RESTORATION_DATASET: 7}
 # Defaults that depend on the task: the paper's GPU settings.
 TASK_DEFAULTS = {
     SEGMENTATION: dict(model="unet_4_424", dataset="Au5nmV1", crop=448, batch_size=16, head="reinit"),
@@ -412,7 +411,7 @@ def results_columns(config: FinetuneConfig) -> list:
 
 def result_row(config: FinetuneConfig, epoch: int, scores: dict, init: str, source: str) -> dict:
     """One row of results.csv / validation.csv in the schema of emlib.results."""
-    common = dict(table=PAPER_TABLES.get(config.dataset, ""), dataset=config.dataset, model=results.paper_model_name(config.model),
+    common = dict(table=paper.table_numbers().get(config.dataset, ""), dataset=config.dataset, model=results.paper_model_name(config.model),
                   init=init, epoch=epoch, seed=config.seed, source=source, run_id=Path(config.output_dir).name)
     if config.is_segmentation:
         blocks, receptive_field = "", ""

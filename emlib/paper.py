@@ -7,6 +7,7 @@ the README there): each fact of the paper has that one home. Rows are plain dict
 `emlib.results`, so `emlib.claims` summarises the paper's rows and the rows our runs write alike.
 """
 import csv
+from functools import cache
 from pathlib import Path
 
 from emlib.results import parse_row, read_rows
@@ -59,6 +60,12 @@ def load_splits() -> list:
 def table1() -> dict:
     """Table 1 by dataset name: {dataset: {"train": (n, ...), "validation": n, "test": n, "note": ...}}."""
     return {row["dataset"]: row for row in load_splits()}
+
+
+@cache
+def table_numbers() -> dict:
+    """{dataset: the number of the paper's table of its results} (Tables 2-7)."""
+    return {row["dataset"]: row["table"] for row in load_segmentation() + load_restoration()}
 
 
 def train_images(dataset: str) -> int | None:

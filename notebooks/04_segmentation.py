@@ -256,13 +256,13 @@ epochs_ours = sorted({e for r in ours.values() for e in r}, key=int)
 display(Markdown(f"**Ours: test Dice (%) of the best model so far** ({dataset}, {run_label})\n\n"
                  + markdown_table(ours, row_names=list(ours), column_names=epochs_ours, fmt="{:.1f}", corner="epoch")))
 
-if dataset in finetune.PAPER_TABLES:
+if dataset in paper.table_numbers():
     theirs = {}
     for row in paper.load_segmentation():
         if row["dataset"] == dataset and row["model"] == results.paper_model_name(model):
             theirs.setdefault(f"{row['model']} {row['init']}", {})[str(row["epoch"])] = row["dice_percent"]
     epochs_paper = sorted({e for r in theirs.values() for e in r}, key=int)
-    display(Markdown(f"**Paper, Table {finetune.PAPER_TABLES[dataset]}: test Dice (%)** ({dataset}, 60 epochs on the real data)\n\n"
+    display(Markdown(f"**Paper, Table {paper.table_numbers()[dataset]}: test Dice (%)** ({dataset}, 60 epochs on the real data)\n\n"
                      + markdown_table(theirs, row_names=list(theirs), column_names=epochs_paper, fmt="{:.1f}", corner="epoch")))
 
 # %% [markdown]
