@@ -34,19 +34,17 @@ import json
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from emlib import __version__, finetune, models, pretrain
-from emlib.config import upgrade
-from emlib.data import CEM500K, Corruption
+from emlib import __version__, finetune, pretrain, runs
+from emlib.data import Corruption
+from emlib.data.registry import DATASETS
 from emlib.finite import check_finite_weights
 from emlib.intensity import FROM_CENTERED, TO_CENTERED
-from emlib.pretrain import PretrainConfig
 from emlib.results import paper_model_name
 from emlib import tiling
 from emlib.tiling import standardize_image
@@ -56,135 +54,40 @@ LICENSE = "MIT"  # emlib's licence, for the weights it trained; the data keep th
 SCALE_LABELS = {"synthetic": "toy run on synthetic data, not for use", "real": "small CPU run on real data"}
 PAPER = ("Kazimi B, Ruzaeva K, Sandfeld S (2024). Self-Supervised Learning in Electron Microscopy: Towards a "
          "Foundation Model for Advanced Image Analysis. arXiv:2402.18286", "10.48550/arXiv.2402.18286")
-SYTWU = [("Sytwu K, Groschner C, Scott MC (2022). Understanding the Influence of Receptive Field and Network "
-          "Complexity in Neural Network-Guided TEM Image Analysis. Microscopy and Microanalysis 28(6)",
-          "10.48550/arXiv.2204.04250"),
-         ("Sytwu K et al. Au nanoparticle HRTEM images and labels (Zenodo record 6419024)", "10.5281/zenodo.6419024")]
-GROSCHNER = [("Groschner CK, Choi C, Scott MC (2021). Machine Learning Pipeline for Segmentation and Defect "
-              "Identification from High-Resolution Transmission Electron Microscopy Data. Microscopy and "
-              "Microanalysis 27(3). Data: Zenodo record 3755011", "10.5281/zenodo.3755011")]
-DATASET_CITATIONS = {
-    **{name: SYTWU for name in ("Au2.2nm", "Au5nm", "Au10nm", "Au20nm")},
-    "Au5nmV1": GROSCHNER,
-    "TEMImageNet": [("Lin R, Zhang R, Wang C, Yang X-Q, Xin HL (2021). TEMImageNet training library and AtomSegNet "
-                     "deep-learning models for high-precision atom segmentation, localization, denoising, and "
-                     "deblurring of atomic-resolution images. Scientific Reports 11, 5386",
-                     "10.1038/s41598-021-84499-w")],
-    "emps": [("Yildirim B, Cole JM (2021). Bayesian Particle Instance Segmentation for Electron Microscopy Image "
-              "Quantification. J. Chem. Inf. Model. 61 (EMPS dataset)", "10.1021/acs.jcim.0c01455")],
-    "CEM500K": [("Conrad R, Narayan K (2021). CEM500K, a large-scale heterogeneous unlabeled cellular electron "
-                 "microscopy image dataset for deep learning. eLife 10, e65894 (EMPIAR-10592)", "10.7554/eLife.65894")],
-}
 
 
 # ----------------------------------------------------------------------------- reading a run folder
 
 
-@dataclass
-class Run:
-    """A finished run folder, read and checked: what a package is made from."""
-
-    folder: Path
-    kind: str  # "finetune" or "pretrain"
-    task: str  # "segmentation", a restoration task, or "pretraining"
-    config: object  # FinetuneConfig or PretrainConfig
-    summary: dict
-    network: torch.nn.Module  # the registry model, eval mode, CPU
-    init: str  # fine-tuning: the run's `init` as given ("random" or a generator export); pretraining: "random"
-    card: dict | None  # the pretraining model card: this run's, or the fine-tuning init's (None if random / gone)
-    centered: bool  # the network works on [-1, 1] intensities
-    halo: int = 0  # output pixels a consumer drops at each inner tile edge (set by `export`, see `output_halo`)
-
-    @property
-    def segmentation(self) -> bool:
-        return self.task == "segmentation"
-
-    @property
-    def model_name(self) -> str:
-        return self.config.model
-
-    @property
-    def dataset(self) -> str:
-        return self.config.dataset if self.kind == "finetune" else "CEM500K"
-
-    @property
-    def scale_label(self) -> str:
-        """How far to trust the model, read from the run: a toy (synthetic data) or a small run on real data."""
-        gpu = self.summary.get("machine", {}).get("gpu")  # runs record their hardware (emlib.provenance)
-        if self.summary["source"] == "real" and gpu:
-            return f"run on real data on a GPU ({gpu}); see Data and Training for its size"
-        return SCALE_LABELS[self.summary["source"]]
-
-
-def read_run(run_dir) -> Run:
-    """Read a finished fine-tuning or pretraining run folder; one clear error naming the
-    folder and what is missing when it is unfinished, of an unknown format or diverged."""
-    folder = Path(run_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"run folder not found: {folder}")
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not an emlib run folder: config.json is missing")
-    if not (folder / "summary.json").is_file():
-        raise FileNotFoundError(f"{folder} is an unfinished run: summary.json is missing (a run writes it last, "
-                                "when training completes; finish it with --resume)")
-    raw = upgrade(json.loads((folder / "config.json").read_text()))  # renamed fields under their new names
-    summary = json.loads((folder / "summary.json").read_text())
-    if summary.get("status") != "finished":
-        raise ValueError(f"{folder} is not a finished run: summary.json has status {summary.get('status')!r}")
-    if summary.get("source") not in SCALE_LABELS:
-        raise ValueError(f"{folder}/summary.json has no data source ('source': one of {list(SCALE_LABELS)}): "
+def read_run(run_dir) -> runs.Run:
+    """A finished fine-tuning or pretraining run folder (`emlib.runs.read`) with what a package needs:
+    its data source, its weights and finite values; one clear error naming the folder and what is wrong."""
+    run = runs.read(run_dir)
+    if run.summary.get("source") not in SCALE_LABELS:
+        raise ValueError(f"{run.folder}/summary.json has no data source ('source': one of {list(SCALE_LABELS)}): "
                          "a run from an older emlib format")
-    if "task" in raw:
-        run = _read_finetune(folder, raw, summary)
-    elif "model" in raw:
-        run = _read_pretrain(folder, raw, summary)
-    else:
-        raise ValueError(f"{folder}/config.json is neither a fine-tuning config (no 'task') nor a pretraining "
-                         "config (no 'model'): an older or unknown run format")
-    check_finite(run.network, folder)
+    if run.kind == "pretrain" and not (run.folder / "model_card.json").is_file():
+        raise FileNotFoundError(f"{run.folder}: model_card.json is missing (a pretraining run from an older emlib format?)")
+    run.config  # noqa: B018 (config.json must fit this emlib: ValueError naming the folder)
+    check_finite(run.network, run.folder)
     return run
 
 
-def _read_finetune(folder: Path, raw: dict, summary: dict) -> Run:
-    if not (folder / "best_model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder}: best_model.safetensors is missing (a fine-tuning run from an older "
-                                "emlib format?)")
-    try:
-        model, config = finetune.load_finetuned(folder)
-    except models.WeightsFileError:
-        raise  # it names the file and what is wrong with it
-    except ValueError as err:
-        raise ValueError(f"{folder}/config.json does not fit this emlib's FinetuneConfig (an older or unknown run "
-                         f"format): {err}") from None
-    init = raw.get("init", "random")
-    return Run(folder, "finetune", config.task, config, summary, finetune.registry_model(model), init,
-               init_card(init), centered=not config.is_segmentation)
+def segmentation(run: runs.Run) -> bool:
+    return run.task == finetune.SEGMENTATION
 
 
-def _read_pretrain(folder: Path, raw: dict, summary: dict) -> Run:
-    weights, card_path = folder / "generator.safetensors", folder / "model_card.json"
-    for path in (weights, card_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder}: {path.name} is missing (a pretraining run from an older emlib format?)")
-    try:
-        config = PretrainConfig.from_dict(raw)
-        network = models.load(weights, expected_name=config.model)
-    except models.WeightsFileError:
-        raise  # it names the file and what is wrong with it
-    except (ValueError, RuntimeError) as err:
-        raise ValueError(f"{folder}: config.json and generator.safetensors do not fit this emlib (an older or "
-                         f"unknown run format): {err}") from None
-    card = upgrade(json.loads(card_path.read_text()))
-    return Run(folder, "pretrain", "pretraining", config, summary, network.eval(), "random", card, config.centered)
+def centered(run: runs.Run) -> bool:
+    """The network works on [-1, 1] intensities (restoration fine-tuning; pretraining unless centered=False)."""
+    return run.config.centered if run.kind == "pretrain" else not segmentation(run)
 
 
-def init_card(init: str) -> dict | None:
-    """The model card of a fine-tuning run's pretrained init (None for random init or when it is gone)."""
-    if init == "random":
-        return None
-    path = Path(init)
-    card = (path if path.is_dir() else path.parent) / "model_card.json"
-    return upgrade(json.loads(card.read_text())) if card.is_file() else None
+def scale_label(run: runs.Run) -> str:
+    """How far to trust the model, read from the run: a toy (synthetic data) or a small run on real data."""
+    gpu = run.summary.get("machine", {}).get("gpu")  # runs record their hardware (emlib.provenance)
+    if run.summary["source"] == "real" and gpu:
+        return f"run on real data on a GPU ({gpu}); see Data and Training for its size"
+    return SCALE_LABELS[run.summary["source"]]
 
 
 def check_finite(network: torch.nn.Module, folder: Path) -> None:
@@ -195,9 +98,10 @@ def check_finite(network: torch.nn.Module, folder: Path) -> None:
 # ----------------------------------------------------------------------------- the test image and emlib's output
 
 
-def held_out_inputs(run: Run) -> tuple:
+def held_out_inputs(run: runs.Run) -> tuple:
     """(iterator over the input images (1, H, W) of the run's test split, as emlib's datasets give
-    them, the split's name). A pretraining run's CEM500K test images come corrupted as in pretraining."""
+    them, the split's name). A pretraining run's test images (its own split, `Run.images`) come
+    corrupted as in pretraining."""
     if run.kind == "finetune":
         folder, _ = finetune.resolve_data_root(run.config)
         datasets = finetune.build_datasets(run.config, folder)
@@ -205,9 +109,7 @@ def held_out_inputs(run: Run) -> tuple:
         return (datasets[split][i][0] for i in range(len(datasets[split]))), split
 
     config = run.config
-    folder, _ = pretrain.resolve_data_root(config)
-    clean = CEM500K(folder, split="test", image_size=config.image_size, seed=config.split_seed,
-                    manifest_path=config.manifest_path)
+    clean = run.images("test")
     # Always corrupted (noise and blur from the run's ranges), so that the example shows a restoration.
     corruption = Corruption(noise_std=config.noise_std, blur_sigma=config.blur_sigma, p_noise=1.0, p_blur=1.0,
                             flip=False, rot90=False)
@@ -215,7 +117,7 @@ def held_out_inputs(run: Run) -> tuple:
     return (corruption(clean[i][None], generator)[0][0] for i in range(len(clean))), "test"
 
 
-def example_pair(run: Run) -> tuple:
+def example_pair(run: runs.Run) -> tuple:
     """(package input (1, 1, H, W), emlib's output for it, "image <i> of the <split> split"): the first
     image whose output is not all zero (the format cannot check an all-zero output, e.g. an empty mask)."""
     images, split = held_out_inputs(run)
@@ -238,32 +140,32 @@ def crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     return image[..., top:top + new_h, left:left + new_w]
 
 
-def package_input(run: Run, image: torch.Tensor) -> torch.Tensor:
+def package_input(run: runs.Run, image: torch.Tensor) -> torch.Tensor:
     """What a consumer feeds the package, on the 0..255 scale of an 8-bit image. Restoration: the
     image x 255 (emlib reads 8-bit images / 255). Segmentation: emlib's datasets give the image
     standardised, so it is min-max scaled to 0..255; the package standardises it again, and the
     test checks that step too."""
-    if run.segmentation:
+    if segmentation(run):
         return (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8) * EIGHT_BIT
     return image * EIGHT_BIT
 
 
 @torch.no_grad()
-def emlib_output(run: Run, raw: torch.Tensor) -> torch.Tensor:
+def emlib_output(run: runs.Run, raw: torch.Tensor) -> torch.Tensor:
     """emlib's own output for a package input batch (B, 1, H, W): the mask (uint8, logit > 0) or the restored image."""
-    if run.segmentation:
+    if segmentation(run):
         standardised = torch.stack([standardize_image(x, "per_image") for x in raw])
         return (run.network(standardised) > 0).to(torch.uint8)
     images = raw / EIGHT_BIT
     if run.kind == "finetune":
         return finetune.for_task(run.network, run.task)(images)
-    return pretrain.restore_images(run.network, images, run.centered)
+    return pretrain.restore_images(run.network, images, centered(run))
 
 
 # ----------------------------------------------------------------------------- the files of the package
 
 
-def save_weights(run: Run, example: torch.Tensor, folder: Path) -> tuple:
+def save_weights(run: runs.Run, example: torch.Tensor, folder: Path) -> tuple:
     """(state dict .pt, TorchScript .pt) in `folder`; the traced model is checked against the eager one."""
     state_path, script_path = folder / "weights.pt", folder / "weights_torchscript.pt"
     torch.save(run.network.state_dict(), state_path)
@@ -273,7 +175,7 @@ def save_weights(run: Run, example: torch.Tensor, folder: Path) -> tuple:
     with torch.no_grad():
         error = (traced(example) - run.network(example)).abs().max().item()
     if not error <= 1e-4:
-        raise RuntimeError(f"TorchScript of {run.model_name} differs from the model by {error:.3g} on the test input")
+        raise RuntimeError(f"TorchScript of {run.config.model} differs from the model by {error:.3g} on the test input")
     traced.save(str(script_path))
     return state_path, script_path
 
@@ -284,9 +186,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return ((image - low) / max(high - low, 1e-8) * 255).round().astype(np.uint8)
 
 
-def save_cover(raw: np.ndarray, output: np.ndarray, run: Run, path: Path, height: int = 256) -> Path:
+def save_cover(raw: np.ndarray, output: np.ndarray, run: runs.Run, path: Path, height: int = 256) -> Path:
     """input | prediction side by side (2:1), `height` pixels high."""
-    shown = output * 255 if run.segmentation else np.clip(output, 0, 1) * 255
+    shown = output * 255 if segmentation(run) else np.clip(output, 0, 1) * 255
     halves = [to_uint8(raw), shown.round().astype(np.uint8)]
     width = round(height * raw.shape[1] / raw.shape[0])
     images = [Image.fromarray(h).resize((width, height), Image.NEAREST if i else Image.BILINEAR)
@@ -301,21 +203,21 @@ def save_cover(raw: np.ndarray, output: np.ndarray, run: Run, path: Path, height
 # ----------------------------------------------------------------------------- the description
 
 
-def processing(run: Run) -> tuple:
+def processing(run: runs.Run) -> tuple:
     """(preprocessing, postprocessing) as BioImage.IO steps, exactly what emlib applies."""
     from bioimageio.spec.model import v0_5 as spec
 
     def scale(gain, offset=0.0):
         return spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=gain, offset=offset))
 
-    if run.segmentation:
+    if segmentation(run):
         pre = [spec.ZeroMeanUnitVarianceDescr(kwargs=spec.ZeroMeanUnitVarianceKwargs(axes=[spec.AxisId("y"),
                                                                                            spec.AxisId("x")]))]
         post = [spec.SigmoidDescr(), spec.BinarizeDescr(kwargs=spec.BinarizeKwargs(threshold=0.5)),
                 spec.EnsureDtypeDescr(kwargs=spec.EnsureDtypeKwargs(dtype="uint8"))]
         return pre, post
     pre, post = [scale(1 / EIGHT_BIT)], []
-    if run.centered:
+    if centered(run):
         pre.append(scale(*TO_CENTERED))
         post.append(scale(*FROM_CENTERED))
     return pre, post
@@ -340,14 +242,14 @@ def min_size(multiple: int, halo: int) -> int:
     return multiple * (2 * halo // multiple + 1)
 
 
-def tensors(run: Run, input_path: Path, output_path: Path) -> tuple:
+def tensors(run: runs.Run, input_path: Path, output_path: Path, halo: int) -> tuple:
     """(input, output) tensor descriptions: axes, sizes, data, processing, test tensors."""
     from bioimageio.spec.model import v0_5 as spec
 
     multiple = getattr(run.network, "size_multiple", 1)
-    size = spec.ParameterizedSize(min=min_size(multiple, run.halo), step=multiple)
+    size = spec.ParameterizedSize(min=min_size(multiple, halo), step=multiple)
     pre, post = processing(run)
-    if run.segmentation:
+    if segmentation(run):
         in_data = spec.IntervalOrRatioDataDescr(type="float32")
         in_text = "TEM image, one channel, any intensity scale; standardised per image by the package"
         out_data = spec.NominalOrOrdinalDataDescr(values=[0, 1], type="uint8")
@@ -360,7 +262,7 @@ def tensors(run: Run, input_path: Path, output_path: Path) -> tuple:
     input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("intensity")]),
                   spec.SpaceInputAxis(id=spec.AxisId("y"), size=size), spec.SpaceInputAxis(id=spec.AxisId("x"), size=size)]
     output_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(channel)])] + [
-        spec.SpaceOutputAxisWithHalo(id=spec.AxisId(a), halo=run.halo,
+        spec.SpaceOutputAxisWithHalo(id=spec.AxisId(a), halo=halo,
                                      size=spec.SizeReference(tensor_id=spec.TensorId("input"), axis_id=spec.AxisId(a)))
         for a in ("y", "x")]
     inputs = spec.InputTensorDescr(id=spec.TensorId("input"), description=in_text, axes=input_axes, data=in_data,
@@ -370,13 +272,13 @@ def tensors(run: Run, input_path: Path, output_path: Path) -> tuple:
     return inputs, outputs
 
 
-def weights_description(run: Run, state_path: Path, script_path: Path):
+def weights_description(run: runs.Run, state_path: Path, script_path: Path):
     from bioimageio.spec.model import v0_5 as spec
 
     version = spec.Version(torch.__version__.split("+")[0])
     architecture = spec.ArchitectureFromLibraryDescr(
         import_from="emlib.models", callable=spec.Identifier("create"),
-        kwargs={"name": run.model_name, "in_channels": 1, "out_channels": 1})
+        kwargs={"name": run.config.model, "in_channels": 1, "out_channels": 1})
     return spec.WeightsDescr(
         pytorch_state_dict=spec.PytorchStateDictWeightsDescr(source=state_path, architecture=architecture,
                                                              pytorch_version=version),
@@ -384,48 +286,48 @@ def weights_description(run: Run, state_path: Path, script_path: Path):
                                                  parent="pytorch_state_dict"))
 
 
-def data_citations(run: Run) -> list:
+def data_citations(run: runs.Run) -> list:
     """(text, doi) of the real data the run used, when emlib knows them: the fine-tuning dataset by
     name; pretraining data only when its folder is CEM500K's (real substitutes are other sources)."""
     cites = []
     if run.kind == "finetune" and run.summary["source"] == "real":
-        cites += DATASET_CITATIONS.get(run.dataset, [])
+        cites += DATASETS[run.config.dataset].citations if run.config.dataset in DATASETS else []
     card = run.card or {}
     if card.get("source") == "real" and "cem500k" in str(card.get("data_root", "")).lower():
-        cites += DATASET_CITATIONS["CEM500K"]
+        cites += DATASETS["CEM500K"].citations
     return cites
 
 
-def citations(run: Run) -> list:
+def citations(run: runs.Run) -> list:
     """(text, doi) of the paper and of the data."""
     return list(dict.fromkeys([PAPER] + data_citations(run)))
 
 
-def model_title(run: Run) -> str:
+def model_title(run: runs.Run) -> str:
     """The package's name (letters, digits, `_+- ()` only)."""
-    what = "pretrained generator (restoration)" if run.kind == "pretrain" else f"{run.dataset} {run.task}"
+    what = "pretrained generator (restoration)" if run.kind == "pretrain" else f"{run.config.dataset} {run.task}"
     toy = " (toy)" if run.summary["source"] == "synthetic" else ""
-    return re.sub(r"[^A-Za-z0-9_+\- ()]", "-", f"emlib {paper_model_name(run.model_name)} {what}{toy}")[:128]
+    return re.sub(r"[^A-Za-z0-9_+\- ()]", "-", f"emlib {paper_model_name(run.config.model)} {what}{toy}")[:128]
 
 
-def describe(run: Run, files: dict, authors: list):
+def describe(run: runs.Run, files: dict, authors: list, halo: int):
     """The BioImage.IO ModelDescr of a run; `files` maps input, output, cover, readme, weights, torchscript to paths."""
     from bioimageio.spec.model import v0_5 as spec
 
-    inputs, outputs = tensors(run, files["input"], files["output"])
-    kind = "segmentation" if run.segmentation else "restoration"
+    inputs, outputs = tensors(run, files["input"], files["output"], halo)
+    kind = "segmentation" if segmentation(run) else "restoration"
     training = spec.TrainingDetails(**training_details(run))
     bioimageio = spec.BioimageioConfig(
         training=training, model_parameter_count=sum(p.numel() for p in run.network.parameters()),
-        architecture_type=run.model_name, task=kind, modality="electron microscopy")
+        architecture_type=run.config.model, task=kind, modality="electron microscopy")
     return spec.ModelDescr(
         name=model_title(run),
-        description=f"{model_title(run)}: {run.scale_label}. emlib reproduction of arXiv 2402.18286.",
+        description=f"{model_title(run)}: {scale_label(run)}. emlib reproduction of arXiv 2402.18286.",
         authors=[spec.Author(name=name) for name in authors],
         cite=[spec.CiteEntry(text=text, doi=spec.Doi(doi)) for text, doi in citations(run)],
         license=spec.LicenseId(LICENSE),
         documentation=spec.FileDescr(source=files["readme"]), covers=[spec.FileDescr(source=files["cover"])],
-        tags=["emlib", "electron-microscopy", "pytorch", "2d", kind, run.model_name.split("_")[0],
+        tags=["emlib", "electron-microscopy", "pytorch", "2d", kind, run.config.model.split("_")[0],
               "toy" if run.summary["source"] == "synthetic" else "real-data"],
         inputs=[inputs], outputs=[outputs],
         weights=weights_description(run, files["weights"], files["torchscript"]),
@@ -433,21 +335,21 @@ def describe(run: Run, files: dict, authors: list):
     )
 
 
-def training_details(run: Run) -> dict:
+def training_details(run: runs.Run) -> dict:
     c = run.config
     if run.kind == "pretrain":
         return dict(training_epochs=run.summary.get("epochs"), training_batch_size=c.batch_size,
                     initial_learning_rate=c.lr, optimizer="Adam",
                     loss_function=f"LSGAN (adversarial weight {c.adv_weight}) + {c.l1_weight} x L1")
-    loss = "binary cross-entropy with logits" if run.segmentation else "L1 + L2"
+    loss = "binary cross-entropy with logits" if segmentation(run) else "L1 + L2"
     return dict(training_epochs=run.summary.get("epochs"), training_batch_size=c.batch_size,
                 initial_learning_rate=c.lr, optimizer=c.optimizer, loss_function=loss)
 
 
-def provenance(run: Run) -> dict:
+def provenance(run: runs.Run) -> dict:
     """Machine-readable origin of the package: emlib version, run config and summary, scale label."""
     summary = {k: v for k, v in run.summary.items() if k not in ("val_history", "val_l1")}
-    return {"emlib_version": __version__, "scale": run.scale_label, "run_kind": run.kind,
+    return {"emlib_version": __version__, "scale": scale_label(run), "run_kind": run.kind,
             "run_config": run.config.to_dict(), "run_summary": summary,
             "init": run.init, "init_model_card": strip_card(run.card) if run.kind == "finetune" else None}
 
@@ -459,13 +361,13 @@ def strip_card(card: dict | None) -> dict | None:
 # ----------------------------------------------------------------------------- the README
 
 
-def _score_lines(run: Run) -> list:
+def _score_lines(run: runs.Run) -> list:
     s = run.summary
     if run.kind == "pretrain":
         baseline = f" (the identity, output = input: {s['identity_val_l1']:.4f})" if "identity_val_l1" in s else ""
         return [f"- validation L1 (corrupted -> clean validation images, [0, 1] scale) after the last step: "
                 f"{s['final_val_l1']:.4f}{baseline}"]
-    if run.segmentation:
+    if segmentation(run):
         return [f"- best validation Dice: {s['best_val_dice_percent']:.2f} % (epoch {s['best_epoch']})",
                 f"- test Dice of that model: {s['test_dice_percent']:.2f} %" if "test_dice_percent" in s else
                 "- no test score (the run was made with test=False)"]
@@ -476,19 +378,19 @@ def _score_lines(run: Run) -> list:
     return lines
 
 
-def _data_lines(run: Run) -> list:
+def _data_lines(run: runs.Run) -> list:
     s, c = run.summary, run.config
     where = f"`{s.get('data_root', c.data_root)}` ({s['source']} data)"
     if run.kind == "pretrain":
-        return [f"Pretext task on {run.dataset}-format images from {where}: {s['subset']} training images of "
+        return [f"Pretext task on the EM images from {where}: {s['subset']} training images of "
                 f"{c.image_size} px, corrupted on the fly (Gaussian noise std in {list(c.noise_std)}, blur sigma in "
                 f"{list(c.blur_sigma)}, flips and 90-degree rotations); the generator learns to return the clean image."]
-    task = "nanoparticle segmentation" if run.segmentation else run.task.replace("_", " ")
-    return [f"{task.capitalize()} on {run.dataset} from {where}: {s['train_images']} training images (label fraction "
+    task = "nanoparticle segmentation" if segmentation(run) else run.task.replace("_", " ")
+    return [f"{task.capitalize()} on {run.config.dataset} from {where}: {s['train_images']} training images (label fraction "
             f"{c.label_fraction}), crops of {c.crop} px; seeded train/validation/test split (split seed {c.split_seed})."]
 
 
-def _training_lines(run: Run) -> list:
+def _training_lines(run: runs.Run) -> list:
     s, c = run.summary, run.config
     if run.kind == "pretrain":
         return [f"Pix2Pix with a least-squares GAN loss (adversarial weight {c.adv_weight}) + {c.l1_weight} x L1, "
@@ -501,30 +403,30 @@ def _training_lines(run: Run) -> list:
     else:
         card = run.card
         init = (f"the pretrained generator `{run.init}` ({card.get('model')}, Pix2Pix pretraining for "
-                f"{card.get('steps')} steps on {card.get('subset')} {card.get('source')} CEM500K-format images from "
+                f"{card.get('steps')} steps on {card.get('subset')} {card.get('source')} EM images from "
                 f"`{card.get('data_root')}`)")
     return [f"Fine-tuned from {init} (`{s['init']}`), {c.optimizer} lr {c.lr}, batch {c.batch_size}, "
             f"{s['epochs']} epochs ({s['steps']} steps), seed {c.seed}; the model kept is the best on the validation "
             f"split (evaluated every {c.eval_every} epochs)."]
 
 
-def readme(run: Run, example: str, title: str) -> str:
+def readme(run: runs.Run, example: str, title: str, halo: int) -> str:
     """The package's README.md, from the run's config, summary and (pretraining) model card."""
     multiple = getattr(run.network, "size_multiple", 1)
-    if run.segmentation:
+    if segmentation(run):
         io = ("Input: one-channel TEM image; the package standardises it per image (mean 0, std 1, as emlib's "
               "segmentation loaders do). Output: mask, 1 = particle (sigmoid of the logits > 0.5).")
     else:
         io = ("Input: one-channel EM image with 8-bit intensities 0..255 (convert 16-bit or float images to 8 bit "
               "first); the package divides by 255 as emlib's loaders do" +
-              (" and maps [0, 1] to [-1, 1], the range the network was trained in" if run.centered else "") +
+              (" and maps [0, 1] to [-1, 1], the range the network was trained in" if centered(run) else "") +
               ". Output: the restored image on the [0, 1] scale.")
     cites = "\n".join(f"- {text}. doi:{doi}" for text, doi in citations(run))
     missing = []
     if run.summary["source"] == "real" and not data_citations(run):
         missing = [f"- The data: cite the sources of `{run.summary.get('data_root')}` (no citation known to emlib)."]
     lines = [
-        f"# {title}", "", f"**Scale: {run.scale_label}.** Made by emlib {__version__} from the run folder "
+        f"# {title}", "", f"**Scale: {scale_label(run)}.** Made by emlib {__version__} from the run folder "
         f"`{run.folder.name}`.", "",
         "A reproduction of Kazimi, Ruzaeva, Sandfeld, *Self-Supervised Learning in Electron Microscopy: Towards a "
         "Foundation Model for Advanced Image Analysis* (arXiv 2402.18286) with emlib.", "",
@@ -533,14 +435,14 @@ def readme(run: Run, example: str, title: str) -> str:
         "## Validation", "", *_score_lines(run), "",
         f"The package's test input is {example}"
         f"{' (corrupted as in pretraining)' if run.kind == 'pretrain' else ''}, the first with an output that is "
-        f"not all zero{', on a 0..255 scale' if run.segmentation else ''}; the expected output was computed by "
+        f"not all zero{', on a 0..255 scale' if segmentation(run) else ''}; the expected output was computed by "
         "emlib itself, and `bioimageio.core`'s model test reproduces it from the declared processing.", "",
         "## Inputs and outputs", "", io, "",
         f"Axes (batch, channel, y, x). Height and width: multiples of {multiple} (the network's size multiple), "
-        f"at least {min_size(multiple, run.halo)}; for large images, predict in tiles and drop {run.halo} px at each "
+        f"at least {min_size(multiple, halo)}; for large images, predict in tiles and drop {halo} px at each "
         "inner tile edge (the output halo), as bioimageio.core and deepImageJ do"
         + (", which then equals one whole-image pass (the halo covers the network's reach)."
-           if run.halo >= tiling.reach(run.network) else
+           if halo >= tiling.reach(run.network) else
            f"; the network's reach is {tiling.reach(run.network)} px, more than this halo, so tiles are approximate "
            "near their edges: predict whole images where memory allows."), "",
         "## Use it", "",
@@ -572,7 +474,7 @@ def export(run_dir, out, authors=("emlib contributors",), overwrite: bool = True
         raise ValueError(f"--out {out} exists: replace it with --overwrite, or choose another file")
     run = read_run(run_dir)
     raw, expected, example = example_pair(run)
-    run.halo = output_halo(run.network, min(raw.shape[-2:]))
+    halo = output_halo(run.network, min(raw.shape[-2:]))
     title = model_title(run)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -581,9 +483,9 @@ def export(run_dir, out, authors=("emlib contributors",), overwrite: bool = True
         np.save(files["input"], raw.numpy())
         np.save(files["output"], expected.numpy())
         save_cover(raw[0, 0].numpy(), expected[0, 0].float().numpy(), run, files["cover"])
-        files["readme"].write_text(readme(run, example, title))
+        files["readme"].write_text(readme(run, example, title, halo))
         files["weights"], files["torchscript"] = save_weights(run, raw, tmp)
-        description = describe(run, files, list(authors))
+        description = describe(run, files, list(authors), halo)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_bioimageio_package(description, output_path=out)
     return out

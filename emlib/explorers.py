@@ -7,8 +7,7 @@ frozen at its first setting in the book).
     fixed_corruption       one deterministic corruption: a given noise std and blur sigma, optional flip / rot90
     corruption_grid        figure: the corrupted input A over a grid of noise x blur settings, and the flips
     corruption_explorer    widget: sliders for noise and blur, toggles for flip and rot90 -> A beside the target B
-    PretrainingRun         a finished pretraining run folder: its generator, config and model card
-    load_pretraining_run   reads one (the folder or its generator.safetensors)
+    load_pretraining_run   a finished pretraining run (emlib.runs.Run) whose held-out images are here
     held_out_images        the clean validation images of a run's own split
     restore                A, G(A), B and the L1 of G(A) and of A (the identity) for a corruption strength
     restoration_grid       figure: A and G(A) for a few strengths, with both L1s
@@ -25,16 +24,13 @@ The noise of every setting comes from one seed: moving one slider changes only
 its own setting, not the noise pattern. ipywidgets is imported only by the widget
 functions (it is part of emlib's `book` extra).
 """
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
-from emlib import data, models, pretrain
+from emlib import pretrain, runs
 from emlib.data import Corruption
-from emlib.pretrain import PretrainConfig
 
 DIHEDRAL = ((False, False), (True, False), (False, True), (True, True))  # (flip, rot90)
 
@@ -125,70 +121,34 @@ def corruption_explorer(image, label, noise_max=0.3, blur_max=4.0, seed=0):
 # ----------------------------------------------------------------------------- a pretrained generator
 
 
-@dataclass
-class PretrainingRun:
-    """A finished pretraining run: its folder, config (data_root resolved), model card, the generator
-    (eval mode) and its registry name (from the weights file)."""
-
-    folder: Path
-    config: object  # emlib.pretrain.PretrainConfig
-    card: dict
-    generator: torch.nn.Module
-    name: str
-
-    @property
-    def source(self) -> str:
-        """"synthetic" or "real": the data the generator was pretrained on."""
-        return self.card.get("source", "synthetic")
-
-
-def load_pretraining_run(path, base=None) -> PretrainingRun:
-    """Read a pretraining run from its folder or its `generator.safetensors` (with model_card.json beside it).
-
-    A relative data_root in the run's config that does not exist from here is
-    looked up under `base` (e.g. the repository root, where the sweep ran); a
-    data_root found nowhere raises FileNotFoundError (its held-out images are needed).
-    """
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    weights, card_path = folder / "generator.safetensors", folder / "model_card.json"
-    for needed in (weights, card_path):
-        if not needed.is_file():
-            raise FileNotFoundError(f"{needed} not found: not a finished pretraining run folder")
-    card = json.loads(card_path.read_text())
-    fields = dict(card["config"], output_dir=str(folder))
-    for key in ("data_root", "manifest_path"):
-        value = fields.get(key)
-        if value and not Path(value).is_absolute() and base is not None and not Path(value).exists():
-            if (Path(base) / value).exists():
-                fields[key] = str(Path(base) / value)
-    if fields.get("data_root") and not Path(fields["data_root"]).is_dir():
-        raise FileNotFoundError(f"{folder}: the run's data_root folder {fields['data_root']} is not here"
+def load_pretraining_run(path, base=None) -> runs.Run:
+    """A finished pretraining run (`emlib.runs.read`: the folder or its generator.safetensors) whose
+    held-out images are here. A relative data_root is also looked up under `base` (e.g. the repository
+    root, where the sweep ran); FileNotFoundError when the run's data_root is found nowhere."""
+    run = runs.read(path, base=base)
+    if run.kind != "pretrain":
+        raise ValueError(f"{run.folder} is a fine-tuning run, not a pretraining run")
+    data_root = run.config.data_root
+    if data_root and not Path(data_root).is_dir():
+        raise FileNotFoundError(f"{run.folder}: the run's data_root folder {data_root} is not here"
                                 + (f" (nor under {base})" if base is not None else ""))
-    config = PretrainConfig.from_dict(fields)
-    generator = models.load(weights)  # the file names its architecture
-    return PretrainingRun(folder, config, card, generator.eval(), generator.name)
+    return run
 
 
-def held_out_images(run: PretrainingRun, limit=None) -> torch.Tensor:
-    """The clean validation images (N, 1, S, S) of the run's own split (the run folder's manifest;
-    when it is not there, the same seeded split drawn anew in the user cache)."""
-    folder, _ = data.pretraining_folder(run.config.data_root, verbose=False)
-    manifest = pretrain.manifest_path(run.config)
-    val = data.ImageFolder(folder, split="val", image_size=run.config.image_size, seed=run.config.split_seed,
-                           manifest_path=manifest if manifest.is_file() else None,
-                           tiles_per_image=run.config.tiles_per_image)
+def held_out_images(run: runs.Run, limit=None) -> torch.Tensor:
+    """The clean validation images (N, 1, S, S) of the run's own split (`emlib.runs.Run.images`)."""
+    val = run.images("val")
     count = len(val) if limit is None else min(limit, len(val))
     return torch.stack([val[i] for i in range(count)])
 
 
-def strength_settings(run: PretrainingRun, strength: float) -> tuple:
+def strength_settings(run: runs.Run, strength: float) -> tuple:
     """(noise std, blur sigma) of a strength: the run's largest noise and blur, times strength."""
     return strength * run.config.noise_std[1], strength * run.config.blur_sigma[1]
 
 
 @torch.no_grad()
-def restore(run: PretrainingRun, images, strength, seed=0) -> dict:
+def restore(run: runs.Run, images, strength, seed=0) -> dict:
     """Corrupt images (N, 1, H, W) at `strength`, restore them with the run's generator.
 
     Returns {"input": A, "restored": G(A), "target": B, "l1_g": |G(A) - B| and
@@ -196,12 +156,12 @@ def restore(run: PretrainingRun, images, strength, seed=0) -> dict:
     """
     noise, blur = strength_settings(run, strength)
     corrupted, target = fixed_corruption(images, noise, blur, seed=seed)
-    restored = pretrain.restore_images(run.generator, corrupted, run.config.centered)
+    restored = pretrain.restore_images(run.network, corrupted, run.config.centered)
     return {"input": corrupted, "restored": restored, "target": target,
             "l1_g": (restored - target).abs().mean(dim=(1, 2, 3)), "l1_identity": (corrupted - target).abs().mean(dim=(1, 2, 3))}
 
 
-def restoration_grid(run: PretrainingRun, images, label, strengths=(0.25, 0.5, 1.0), seed=0):
+def restoration_grid(run: runs.Run, images, label, strengths=(0.25, 0.5, 1.0), seed=0):
     """Figure: per image (rows) the clean B, then A and G(A) for each strength, with their L1 to B."""
     columns = 1 + 2 * len(strengths)
     fig, axes = plt.subplots(len(images), columns, figsize=(1.75 * columns, 1.9 * len(images)), squeeze=False)
@@ -216,7 +176,7 @@ def restoration_grid(run: PretrainingRun, images, label, strengths=(0.25, 0.5, 1
     return fig
 
 
-def restoration_curve(run: PretrainingRun, images, strengths=(0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5), seed=0) -> dict:
+def restoration_curve(run: runs.Run, images, strengths=(0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5), seed=0) -> dict:
     """Mean L1 to B over `images` of G(A) and of A itself (the identity), per strength:
     {"strength": [...], "l1_g": [...], "l1_identity": [...], "n_images": N}."""
     outs = [restore(run, images, s, seed) for s in strengths]
@@ -238,7 +198,7 @@ def plot_restoration_curve(curve: dict, label, ax=None):
     return ax.figure
 
 
-def restoration_explorer(run: PretrainingRun, images, label, max_strength=1.5, seed=0):
+def restoration_explorer(run: runs.Run, images, label, max_strength=1.5, seed=0):
     """Widget: a slider over the held-out images and one for the strength; draws A, G(A), B with both L1s."""
     import ipywidgets as widgets
 

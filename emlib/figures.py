@@ -2,7 +2,7 @@
 
 Every plot marks the source of each line: the paper (solid), our runs on real
 data (dashed) and our toy runs on synthetic data (dotted); titles say so too.
-Inputs are rows as returned by `emlib.paper.load_*` and `load_our_results`;
+Inputs are rows as returned by `emlib.paper.load_*` and `emlib.results.load_our_results`;
 `plot_log` draws a run's own log (loss curves of log.csv, validation.csv, ...).
 """
 import json
@@ -12,7 +12,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from emlib.paper import INITS, MODELS, RESTORATION_TASKS, SEGMENTATION_DATASETS, TASK_ABBREVIATIONS, curves, is_pretrained
+from emlib.claims import curves
+from emlib.inits import is_pretrained
+from emlib.paper import INITS, MODELS, RESTORATION_TASKS, SEGMENTATION_DATASETS, TASK_ABBREVIATIONS
 from emlib.run_folder import read_log, run_file
 
 INIT_COLORS = {"random": "0.35", "P50k": "tab:blue", "P100k": "tab:orange", "P200k": "tab:green", "pretrained": "tab:purple"}
@@ -202,13 +204,6 @@ STUDY_INIT_COLORS = {"random": "0.35", "GAN": "tab:blue", "L1-only": "tab:red"}
 REAL_SMALL_LABEL = "ours, real data, small scale (CPU)"
 
 
-def init_kind(tag: str) -> str:
-    """A results row's init tag as the study names it: random, GAN (pretrained) or L1-only (pretrained, adv_weight 0)."""
-    if tag == "random":
-        return "random"
-    return "L1-only" if str(tag).endswith("-L1") else "GAN"
-
-
 def plot_pretraining_curves(run_folders: dict, ax=None, title: str | None = None):
     """Validation L1 against step for pretraining runs {label: run folder}, with each run's identity baseline.
 
@@ -232,12 +227,7 @@ def plot_pretraining_curves(run_folders: dict, ax=None, title: str | None = None
     return ax
 
 
-def group_init_kind(group) -> str:
-    """random, GAN or L1-only: the init of a group's runs (from the `init` tag its results rows carry)."""
-    return init_kind(group.init_tag)
-
-
-def plot_group_curves(groups, ax, label=group_init_kind, colors=STUDY_INIT_COLORS, metric=None):
+def plot_group_curves(groups, ax, label=lambda group: group.init_kind, colors=STUDY_INIT_COLORS, metric=None):
     """Mean over seeds of each group's curve (test metric of the best-by-validation model per epoch), 95% band."""
     for group in groups:
         curve = group.curve(metric)

@@ -33,11 +33,10 @@ Files in `output_dir` (the run contract of `emlib.run_folder`):
                          columns `emlib.results.SEGMENTATION_COLUMNS` / `RESTORATION_COLUMNS`)
     validation.csv       per evaluated epoch, the VALIDATION score (same columns; the
                          curves of Figs. 6-9, 11). A separate file, so that readers of
-                         results*.csv (emlib.paper.load_our_results) see test rows only.
-    best_model.safetensors  the best model's weights (load with `load_finetuned`)
+                         results*.csv (emlib.results.load_our_results) see test rows only.
+    best_model.safetensors  the best model's weights (read the run with `emlib.runs.read`)
     summary.json         written last, at successful completion
 """
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from emlib import cli, data, finite, models, paper, pretrained, provenance, results, run_folder, session, training
+from emlib import cli, data, finite, inits, models, paper, provenance, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
@@ -60,8 +59,6 @@ SEGMENTATION = "segmentation"
 RESTORATION_TASKS = tuple(TEMIMAGENET_TASKS)  # denoising, noise_background_removal, super_resolution
 TASKS = (SEGMENTATION,) + RESTORATION_TASKS
 OPTIMIZERS = ("adam", "adamw")
-PAPER_TABLES = {"Au5nmV1": 2, "Au2.2nm": 3, "Au5nm": 4, "Au10nm": 5, "Au20nm": 6, RESTORATION_DATASET: 7}
-PRETRAINED_TAGS = {50_000: "P50k", 100_000: "P100k", 200_000: "P200k"}  # pretraining subset -> paper's name
 # Defaults that depend on the task: the paper's GPU settings.
 TASK_DEFAULTS = {
     SEGMENTATION: dict(model="unet_4_424", dataset="Au5nmV1", crop=448, batch_size=16, head="reinit"),
@@ -134,7 +131,7 @@ class FinetuneConfig:
             self.epoch_size = int(self.epoch_size)
         self.task = canonical_task(self.task)
         if self.model is None and self.init != "random":
-            self.model = export_model(self.init)  # the weights name their architecture
+            self.model = inits.export_model(self.init)  # the weights name their architecture
         defaults = TASK_DEFAULTS[SEGMENTATION if self.task == SEGMENTATION else "restoration"]
         for name, value in defaults.items():
             if getattr(self, name) is None:
@@ -178,7 +175,7 @@ class FinetuneConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first bad field. Values only: the run checks
         that data_root and init exist when it starts (so a finished run folder
-        loads with `load_finetuned` on a machine without its data)."""
+        loads with `emlib.runs.read` on a machine without its data)."""
         self.task = canonical_task(self.task)
         check_config_types(self)
         if self.model not in models.generator_names():
@@ -217,41 +214,6 @@ class FinetuneConfig:
 # ----------------------------------------------------------------------------- initialisation
 
 
-def pretrained_path(init) -> Path:
-    """The generator.safetensors named by `init`: the file, the folder holding it, or a name of
-    `emlib.pretrained.PRETRAINED` (the real-data study's generators, e.g. "real_small/unet_2_44")."""
-    path = pretrained.path_of(init) or Path(init)
-    if path.is_dir():
-        path = path / "generator.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"init={str(init)!r}: no pretrained weights file {path} (use 'random' or a generator export)")
-    return path
-
-
-def export_model(init) -> str:
-    """The registry name of the generator export `init` names (from its file's header)."""
-    path = pretrained_path(init)
-    name = models.read_metadata(path).get("name")
-    if name not in models.generator_names():
-        raise ValueError(f"init={str(init)!r}: {path} names no registry generator ({name!r}); give model explicitly")
-    return name
-
-
-def init_tag(init) -> str:
-    """The `init` column of results: `random`, the paper's P50k / P100k / P200k when the
-    model card's pretraining subset is one of those sizes, else `pretrained`; with
-    `-L1` appended for a generator pretrained without the adversarial loss (adv_weight 0)."""
-    if init == "random":
-        return "random"
-    card_path = pretrained_path(init).parent / "model_card.json"
-    if not card_path.is_file():
-        return "pretrained"
-    card = json.loads(card_path.read_text())
-    subset = card.get("subset", card.get("config", {}).get("subset"))
-    l1_only = card.get("config", {}).get("adv_weight", 1.0) == 0
-    return PRETRAINED_TAGS.get(subset, "pretrained") + ("-L1" if l1_only else "")
-
-
 def for_task(model, task: str):
     """The network as the task trains it: as is (segmentation) or, for restoration, in
     `emlib.intensity.CenteredIntensities` ([0, 1] in and out, [-1, 1] inside)."""
@@ -269,7 +231,7 @@ def build_model(config: FinetuneConfig):
     model = models.create(config.model, in_channels=1, out_channels=1)
     report = None
     if config.init != "random":
-        path = pretrained_path(config.init)
+        path = inits.weights_path(config.init)
         try:
             report = models.transfer_weights(model, path, head=config.head)
         except models.WeightsFileError:
@@ -293,6 +255,14 @@ class Repeated(Dataset):
 
     def __getitem__(self, index):
         return self.dataset[index % len(self.dataset)]
+
+
+def augmented_batch(train, seed: int, size: int = 8, epoch: int = 0) -> list:
+    """`size` (image, target) training items as epoch `epoch` of a run with `seed` draws them: augmented
+    crops cycling over the train split, each under its own seed (seed, epoch, index)."""
+    items = training.SeededSamples(Repeated(train, size), seed)
+    items.epoch = epoch
+    return [items[i] for i in range(size)]
 
 
 def resolve_data_root(config: FinetuneConfig):
@@ -443,7 +413,7 @@ def results_columns(config: FinetuneConfig) -> list:
 
 def result_row(config: FinetuneConfig, epoch: int, scores: dict, init: str, source: str) -> dict:
     """One row of results.csv / validation.csv in the schema of emlib.results."""
-    common = dict(table=PAPER_TABLES.get(config.dataset, ""), dataset=config.dataset, model=results.paper_model_name(config.model),
+    common = dict(table=paper.table_numbers().get(config.dataset, ""), dataset=config.dataset, model=results.paper_model_name(config.model),
                   init=init, epoch=epoch, seed=config.seed, source=source, run_id=Path(config.output_dir).name)
     if config.is_segmentation:
         blocks, receptive_field = "", ""
@@ -535,7 +505,7 @@ def run(config: FinetuneConfig, resume: bool = False, overwrite: bool = True) ->
     config.validate()
     data.check_data_root(config.data_root)  # the config holds values; the run checks the files they name
     if config.init != "random":
-        pretrained_path(config.init)
+        inits.weights_path(config.init)
     with session.run_session(config.device, config.deterministic) as ctx:
         with run_folder.lock_run_folder(config.output_dir, enabled=ctx.is_main):
             return _run(config, ctx, resume, overwrite)
@@ -553,7 +523,7 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
     folder, source = resolve_data_root(config)
     datasets = build_datasets(config, folder)
     model, report = build_model(config)
-    tag = init_tag(config.init)
+    tag = inits.tag(config.init)
     n_train = len(datasets["train"])
     n_items = epoch_items(config, n_train)
     train_items = datasets["train"] if n_items == n_train else Repeated(datasets["train"], n_items)
@@ -689,22 +659,6 @@ def check_weights_after_epoch(model, epoch: int, checkpoint_path: Path) -> None:
             else "there is no earlier checkpoint (start again with a lower lr)")
     finite.check_finite_weights(training.unwrap_model(model).state_dict(),
                                 f"the model diverged in epoch {epoch}: it is not scored or saved; {kept}")
-
-
-def load_finetuned(output_dir):
-    """The best model of a finished run (eval mode, CPU) and its FinetuneConfig.
-
-    Restoration models come wrapped in CenteredIntensities: [0, 1] in, [0, 1] out.
-    The weights file must hold the architecture config.json names (ValueError if not).
-    """
-    output_dir = Path(output_dir)
-    config_path, weights_path = output_dir / "config.json", output_dir / "best_model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: is {output_dir} a finished fine-tuning run?")
-    config = FinetuneConfig.from_dict(json.loads(config_path.read_text()))
-    model = models.load(weights_path, expected_name=config.model)
-    return for_task(model, config.task).eval(), config
 
 
 # ----------------------------------------------------------------------------- command line

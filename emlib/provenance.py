@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 
 from emlib import __version__
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from emlib.paths import REPO_ROOT
 
 
 def git_commit(folder=REPO_ROOT) -> str | None:

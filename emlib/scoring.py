@@ -15,7 +15,7 @@ test splits the runs report, so the numbers sit beside the runs' own.
 import numpy as np
 import torch
 
-from emlib import finetune, training
+from emlib import finetune, runs, training
 from emlib.data import catalog
 from emlib.metrics import dice_scores
 
@@ -83,7 +83,7 @@ def baselines(dataset: str, folder, split_seed: int = 0) -> list:
 
 def cross_dataset_score(run_dir, dataset: str, folder, split_seed: int = 0, amp="auto") -> float:
     """Test Dice (percent) of a finished fine-tuning run's best model on another dataset's test split."""
-    model, config = finetune.load_finetuned(run_dir)
+    model, config = runs.load_finetuned(run_dir)
     test = catalog.segmentation_dataset(dataset, folder, "test", split_seed)
     device = torch.device("cpu")
     channels_last = training.use_channels_last(device, amp, finetune.registry_model(model)) if amp == "auto" else False

@@ -1,6 +1,6 @@
 """Our small real-data study (results/real_small): what its runs say about the paper's claims.
 
-The runs are grouped by `emlib.results.group_runs` (pooled over seeds only when
+The runs are grouped by `emlib.pooling.group_runs` (pooled over seeds only when
 everything else agrees). Two groups that differ only in their initialisation
 ran the same seeds, so they are compared seed by seed: the mean of the paired
 differences and its 95% Student t interval. A verdict is
@@ -24,7 +24,7 @@ import math
 import statistics
 from pathlib import Path
 
-from emlib import figures, results
+from emlib import pooling, results, runs
 from emlib.paper import CLAIMS
 from emlib.run_folder import read_log, run_file
 
@@ -32,16 +32,16 @@ SUPPORTS, CONTRADICTS, CANNOT_TELL = "supports", "contradicts", "cannot tell"
 
 
 def load_groups(results_dir) -> list:
-    """The finished runs under `results_dir`, grouped (see emlib.results.group_runs); [] when absent."""
+    """The finished runs under `results_dir`, grouped (see emlib.pooling.group_runs); [] when absent."""
     folders = results.results_folders(results_dir)
-    return results.group_runs(results.load_runs(folders)) if folders else []
+    return pooling.group_runs(pooling.load_runs(folders)) if folders else []
 
 
 def describe(group) -> dict:
     """The axes of a fine-tuning group: dataset, model, init kind (random, GAN, L1-only), label fraction, and
     the output head of a pretrained init (reinit, transfer; None for runs that predate the choice)."""
-    config = group.runs[0].config
-    return {"dataset": config.get("dataset"), "model": config.get("model"), "init": figures.group_init_kind(group),
+    config = group.runs[0].fields
+    return {"dataset": config.get("dataset"), "model": config.get("model"), "init": group.init_kind,
             "label_fraction": config.get("label_fraction", 1.0), "head": config.get("head")}
 
 
@@ -74,7 +74,7 @@ def paired_difference(a: dict, b: dict) -> tuple:
     seeds = sorted(set(a) & set(b))
     if not seeds:
         raise ValueError("the two groups share no seed: they cannot be compared seed by seed")
-    mean, half = results.mean_ci95([a[s] - b[s] for s in seeds])
+    mean, half = pooling.mean_ci95([a[s] - b[s] for s in seeds])
     return mean, half if len(seeds) > 1 else math.inf, len(seeds)
 
 
@@ -110,7 +110,7 @@ def detectable_difference(differences) -> float:
     sd = statistics.stdev(differences)
     df = n - 1
     t80 = _T80[df - 1] if df <= len(_T80) else 0.8416 + (0.8416 ** 3 + 0.8416) / (4 * df)
-    return (results.t_quantile_975(df) + t80) * sd / math.sqrt(n)
+    return (pooling.t_quantile_975(df) + t80) * sd / math.sqrt(n)
 
 
 def load_baselines(results_dir) -> dict:
@@ -127,7 +127,7 @@ def load_baselines(results_dir) -> dict:
 def against_baseline(group, baseline: float, when: str = "last") -> str:
     """"beats Otsu", "does not beat Otsu" or "ties with Otsu": the group's 95 % interval over seeds of its
     test Dice at `when`, wholly above, wholly below or around the baseline's score."""
-    mean, half = results.mean_ci95(list(per_seed(group, when).values()))
+    mean, half = pooling.mean_ci95(list(per_seed(group, when).values()))
     if mean - half > baseline:
         return "beats Otsu"
     if mean + half < baseline:
@@ -233,13 +233,8 @@ def claims_evidence(groups) -> list:
 
 def pretraining_runs(results_dir) -> dict:
     """{label: run folder} of the finished pretraining runs of the study (those with a generator export)."""
-    out = {}
-    for folder in results.results_folders(results_dir):
-        for card in sorted(Path(folder).glob("pretrain-*/model_card.json")):
-            run = card.parent
-            if (run / "summary.json").is_file():
-                out[run.name.removeprefix("pretrain-")] = run
-    return out
+    return {run.folder.name.removeprefix("pretrain-"): run.folder for folder in results.results_folders(results_dir)
+            for run in runs.finished_runs(folder, kind="pretrain") if run.weights.is_file()}
 
 
 def val_improvement(run_folder) -> dict:
@@ -261,18 +256,15 @@ def val_improvement(run_folder) -> dict:
 def provenance_summary(results_dir) -> dict:
     """What ran, where and from which code: counts, total and per-kind wall time, commits and machines of the
     finished runs under `results_dir` (from their summary.json files)."""
-    runs = []
-    for folder in results.results_folders(results_dir):
-        for path in sorted(Path(folder).glob("*/summary.json")):
-            summary = json.loads(path.read_text())
-            kind = "pretraining" if (path.parent / "generator.safetensors").is_file() else "fine-tuning"
-            runs.append((kind, summary))
+    names = {"pretrain": "pretraining", "finetune": "fine-tuning"}
+    finished = [(names[run.kind], run.summary) for folder in results.results_folders(results_dir)
+                for run in runs.finished_runs(folder)]
     machines = {(s.get("machine") or {}).get("cpu", "unknown") + (f", GPU {s['machine']['gpu']}" if (s.get("machine") or {}).get("gpu") else "")
-                for _, s in runs}
+                for _, s in finished}
     return {
-        "runs": {kind: sum(k == kind for k, _ in runs) for kind in ("pretraining", "fine-tuning")},
-        "wall_hours": {kind: sum(s.get("wall_s", 0) for k, s in runs if k == kind) / 3600 for kind in ("pretraining", "fine-tuning")},
-        "commits": sorted({s.get("commit") or "unknown" for _, s in runs}),
+        "runs": {kind: sum(k == kind for k, _ in finished) for kind in ("pretraining", "fine-tuning")},
+        "wall_hours": {kind: sum(s.get("wall_s", 0) for k, s in finished if k == kind) / 3600 for kind in ("pretraining", "fine-tuning")},
+        "commits": sorted({s.get("commit") or "unknown" for _, s in finished}),
         "machines": sorted(machines),
-        "threads": sorted({(s.get("machine") or {}).get("torch_threads") for _, s in runs} - {None}),
+        "threads": sorted({(s.get("machine") or {}).get("torch_threads") for _, s in finished} - {None}),
     }

@@ -15,7 +15,7 @@ pretraining runs go before the fine-tuning runs that load their generator. A
 failing run is reported and does not stop the others. At the end the results
 CSVs of the finished runs are concatenated into `runs/results_segmentation.csv` and
 `runs/results_restoration.csv`, and a summary pools the finished runs over seeds
-only where their configs agree (`emlib.results.group_runs`).
+only where their configs agree (`emlib.pooling.group_runs`).
 
 Before anything runs, every run's full config is built by the CLI's own code
 (`check_configs`), so a bad field, dataset or data_root stops the sweep at once.
@@ -44,10 +44,11 @@ import yaml
 from tqdm.auto import tqdm
 
 from emlib import atomic, bioimageio, cli, data, finetune, paper, pretrain, run_folder
-from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, group_runs, load_runs, read_rows, summary_table
+from emlib.paths import REPO_ROOT
+from emlib.pooling import group_runs, load_runs, summary_table
+from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, read_rows
 from emlib.run_folder import write_rows
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from emlib.runs import finished_runs
 NOTEBOOKS = {"pretrain": "notebooks/03_pretraining.ipynb", "segmentation": "notebooks/04_segmentation.ipynb",
              "restoration": "notebooks/05_restoration.ipynb"}
 
@@ -637,7 +638,7 @@ def score(spec: dict, runs_dir, toy: bool = False) -> dict:
 
 def summarize(runs_dir="runs") -> str:
     """The finished runs under runs_dir, pooled over seeds only where their configs agree
-    (`emlib.results.group_runs`): one line per configuration, per kind of task."""
+    (`emlib.pooling.group_runs`): one line per configuration, per kind of task."""
     groups = group_runs(load_runs(runs_dir))
     parts = []
     for kind, metric in (("segmentation", "dice_percent"), ("restoration", "l1")):
@@ -694,19 +695,18 @@ def best_runs(runs_dir) -> dict:
     """{dataset: run folder}: the finished full-label fine-tuning run with the best validation score per dataset
     (chosen on validation, never on test), and {run id: folder} of every finished pretraining run."""
     best, scores = {}, {}
-    for summary_path in sorted(Path(runs_dir).glob("*/summary.json")):
-        summary, config = json.loads(summary_path.read_text()), json.loads((summary_path.parent / "config.json").read_text())
-        if summary.get("status") != "finished":
+    for run in finished_runs(runs_dir):
+        if run.kind == "pretrain":
+            if run.weights.is_file():
+                best[run.folder.name] = run.folder
             continue
-        if (summary_path.parent / "generator.safetensors").is_file():  # a pretraining run
-            best[summary_path.parent.name] = summary_path.parent
+        if run.fields.get("label_fraction", 1.0) != 1.0:
             continue
-        if config.get("label_fraction", 1.0) != 1.0:
-            continue
-        metric = summary["metric"]
-        score = summary[f"best_val_{metric}"] * (1 if metric == "dice_percent" else -1)
-        if score > scores.get(config["dataset"], -float("inf")):
-            best[config["dataset"]], scores[config["dataset"]] = summary_path.parent, score
+        metric = run.summary["metric"]
+        score = run.summary[f"best_val_{metric}"] * (1 if metric == "dice_percent" else -1)
+        dataset = run.fields["dataset"]
+        if score > scores.get(dataset, -float("inf")):
+            best[dataset], scores[dataset] = run.folder, score
     return best
 
 

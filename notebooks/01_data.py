@@ -123,12 +123,7 @@ def show_row(axes, images, titles, cmap="gray"):
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (the output depends on whether the real data files are present)
-PROVENANCE = {  # from ../shared/data/real/PROVENANCE.md
-    "cellular_em": "mussel, CREMI: HeracleBT/vEMstitch (CC0); ISBI 2012: zhixuhao/unet (challenge data, research use); "
-                   "CEM500K: volume-em/cem-dataset (BSD-3-Clause)",
-    "msa_segtrack": "msa-em/microscopy-seg-track (CC-BY-4.0)",
-    "emps": "by256/emps (MIT; pixels from published figures: cite EMPS and the sources), Yildirim & Cole 2021",
-}
+PROVENANCE = {name: data.registry.DATASETS[name].licence for name in ("cellular_em", "msa_segtrack", "emps")}
 
 
 def size_range(folder):

@@ -90,12 +90,11 @@ show_widgets = True  # the ipywidgets explorer (False for batch runs: papermill,
 
 # %%
 import dataclasses
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from emlib import explorers, figures, models, pretrain
+from emlib import explorers, figures, models, pretrain, runs
 
 config = pretrain.PretrainConfig(**{f.name: globals()[f.name] for f in dataclasses.fields(pretrain.PretrainConfig)})
 configs = {model: config}
@@ -326,9 +325,9 @@ else:
 own = run.folder.resolve() == own_path.parent.resolve()
 held_out = "synthetic stand-in" if run.source == "synthetic" else f"real data ({Path(run.config.data_root).name})"
 kind = "toy generator" if own and run_label.startswith("toy") else "generator"
-explorer_label = f"{kind} {run.name}, {run.card['steps']} steps; held-out images: {held_out}"
+explorer_label = f"{kind} {run.config.model}, {run.card['steps']} steps; held-out images: {held_out}"
 where = "this chapter's run" if own else run.folder.relative_to(repo) if run.folder.is_relative_to(repo) else run.folder
-print(f"explorer: {kind} {run.name} from {where} ({run.card['steps']} steps on {run.source} data)")
+print(f"explorer: {kind} {run.config.model} from {where} ({run.card['steps']} steps on {run.source} data)")
 images = explorers.held_out_images(run, limit=explorer_images)
 print(f"{len(images)} held-out images of {images.shape[-1]} px from the run's validation split")
 
@@ -376,5 +375,5 @@ explorers.restoration_explorer(run, images, explorer_label, seed=seed) if show_w
 # and its final validation L1.
 
 # %%
-card = json.loads((Path(config.output_dir) / "model_card.json").read_text())
+card = runs.read(config.output_dir).card
 print({k: card[k] for k in ("model", "source", "subset", "steps", "epochs")}, "final val L1:", round(card["final_val_l1"], 3))

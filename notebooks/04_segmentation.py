@@ -114,7 +114,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import emlib
-from emlib import finetune, paper, pretrain, results
+from emlib import finetune, paper, pretrain, results, runs
 from emlib.figures import markdown_table
 from emlib.metrics import dice_scores
 
@@ -156,10 +156,7 @@ plt.show()
 # index), so a batch is reproducible and a resumed run sees the same crops.
 
 # %%
-from emlib.training import SeededSamples
-
-train = SeededSamples(finetune.Repeated(splits["train"], 8), seed)  # 8 items, cycling over the train images
-batch = [train[i] for i in range(8)]
+batch = finetune.augmented_batch(splits["train"], seed, size=8)  # 8 items, cycling over the train images
 fig, axes = plt.subplots(2, 8, figsize=(13, 3.5))
 for i, (image, mask) in enumerate(batch):
     axes[0, i].imshow(image[0], cmap="gray")
@@ -223,7 +220,7 @@ plt.show()
 # The output is the logit map, thresholded at 0.
 
 # %%
-best = {name: finetune.load_finetuned(c.output_dir)[0] for name, c in configs.items()}
+best = {name: runs.load_finetuned(c.output_dir)[0] for name, c in configs.items()}
 n_show = min(2, len(splits["test"]))
 fig, axes = plt.subplots(n_show, 2 + len(best), figsize=(2.6 * (2 + len(best)), 2.6 * n_show), squeeze=False)
 for row in range(n_show):
@@ -259,13 +256,13 @@ epochs_ours = sorted({e for r in ours.values() for e in r}, key=int)
 display(Markdown(f"**Ours: test Dice (%) of the best model so far** ({dataset}, {run_label})\n\n"
                  + markdown_table(ours, row_names=list(ours), column_names=epochs_ours, fmt="{:.1f}", corner="epoch")))
 
-if dataset in finetune.PAPER_TABLES:
+if dataset in paper.table_numbers():
     theirs = {}
     for row in paper.load_segmentation():
         if row["dataset"] == dataset and row["model"] == results.paper_model_name(model):
             theirs.setdefault(f"{row['model']} {row['init']}", {})[str(row["epoch"])] = row["dice_percent"]
     epochs_paper = sorted({e for r in theirs.values() for e in r}, key=int)
-    display(Markdown(f"**Paper, Table {finetune.PAPER_TABLES[dataset]}: test Dice (%)** ({dataset}, 60 epochs on the real data)\n\n"
+    display(Markdown(f"**Paper, Table {paper.table_numbers()[dataset]}: test Dice (%)** ({dataset}, 60 epochs on the real data)\n\n"
                      + markdown_table(theirs, row_names=list(theirs), column_names=epochs_paper, fmt="{:.1f}", corner="epoch")))
 
 # %% [markdown]
@@ -299,7 +296,7 @@ if packages:  # a real model of the study, on a real test image of its dataset
 else:  # the model trained above
     package = emlib_bioimageio.export(config.output_dir, Path(f"{output_dir}-bioimageio.zip"))
     run_folder = Path(config.output_dir)
-net, run_config = finetune.load_finetuned(run_folder)
+net, run_config = runs.load_finetuned(run_folder)
 # A run's data_root is relative to where it ran (the repository root); find it from here.
 found = results.results_folders(run_config.data_root) if run_config.data_root else []
 run_config = dataclasses.replace(run_config, data_root=str(found[0]) if found else run_config.data_root)

@@ -99,7 +99,7 @@ from IPython.display import Markdown, display
 from PIL import Image
 
 import emlib
-from emlib import finetune, paper, pretrain, results
+from emlib import finetune, paper, pretrain, results, runs
 from emlib.figures import markdown_table
 from emlib.metrics import l1_errors
 
@@ -201,7 +201,7 @@ plt.show()
 # random and pretrained models of each task on a test crop.
 
 # %%
-best = {key: finetune.load_finetuned(config.output_dir)[0] for key, config in configs.items()}
+best = {key: runs.load_finetuned(config.output_dir)[0] for key, config in configs.items()}
 fig, axes = plt.subplots(len(tasks), 4, figsize=(10, 2.6 * len(tasks)), squeeze=False)
 for row, task in enumerate(tasks):
     inputs, target = test_sets[task][0]

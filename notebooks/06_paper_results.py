@@ -40,7 +40,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from emlib import figures, paper, results
+from emlib import claims, figures, paper, pooling, results
 
 plt.rcParams["figure.dpi"] = figure_dpi
 segmentation, restoration = paper.load_segmentation(), paper.load_restoration()
@@ -78,7 +78,7 @@ display(Markdown("**Images per split (paper, Table 1)**\n\n" + figures.markdown_
 # pretrained on 50k, 100k or 200k CEM500K images.
 
 # %%
-final = paper.final_table(segmentation, "dice_percent")
+final = claims.final_table(segmentation, "dice_percent")
 for table_number, dataset in enumerate(paper.SEGMENTATION_DATASETS, start=2):
     display(Markdown(f"**{dataset}: test Dice (%) at epoch 60 (paper, Table {table_number})**\n\n"
                      + figures.markdown_table(final[dataset])))
@@ -96,8 +96,8 @@ for table_number, dataset in enumerate(paper.SEGMENTATION_DATASETS, start=2):
 # %% [markdown]
 # Our runs are read one run folder at a time: each `results.csv` with the
 # `config.json` beside it. Runs are pooled only when their configs are
-# identical apart from the seed (`emlib.results.group_runs`; what does not count
-# is listed in `emlib.results.EXECUTION_FIELDS`: output folder, device, workers and
+# identical apart from the seed (`emlib.pooling.group_runs`; what does not count
+# is listed in `emlib.pooling.EXECUTION_FIELDS`: output folder, device, workers and
 # the like), so that a mean over seeds is never a mean over label fractions,
 # epochs or pretrainings. A figure can draw one *setting* per source and task
 # (runs that differ only in dataset, model and initialisation): the one with
@@ -105,11 +105,11 @@ for table_number, dataset in enumerate(paper.SEGMENTATION_DATASETS, start=2):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-our_groups = results.group_runs(results.load_runs(results.results_folders(results_dir)))
+our_groups = pooling.group_runs(pooling.load_runs(results.results_folders(results_dir)))
 drawn = {}  # (source, metric) -> (setting, groups) drawn in the figures
 for source in sorted({g.source for g in our_groups}):
     for metric in ("dice_percent", "l1"):
-        split = results.settings([g for g in our_groups if g.source == source and g.metric == metric])
+        split = pooling.settings([g for g in our_groups if g.source == source and g.metric == metric])
         if split:
             drawn[source, metric] = max(split.items(), key=lambda item: sum(len(g.runs) for g in item[1]))
 for (source, metric), (setting, members) in drawn.items():
@@ -143,7 +143,7 @@ plt.show()
 # background removal (N&BGR), and super-resolution (SR). Lower L1 is better.
 
 # %%
-final_l1 = {task: models["HRNet"] for task, models in paper.final_table(restoration, "l1", group="task").items()}
+final_l1 = {task: models["HRNet"] for task, models in claims.final_table(restoration, "l1", group="task").items()}
 display(Markdown("**TEMImageNet: test L1 of HRNet at epoch 60 (paper, Table 7)**\n\n" + figures.markdown_table(
     final_l1, row_names=paper.RESTORATION_TASKS, fmt="{:.5f}", corner="task")))
 figures.plot_restoration_curves(restoration, our_restoration)
@@ -160,7 +160,7 @@ plt.show()
 # is about validation curves, which it shows only as figures).
 
 # %%
-paper_claims = paper.check_claims(segmentation, restoration)
+paper_claims = claims.check_claims(segmentation, restoration)
 for number, claim in enumerate(paper_claims, start=1):
     print(f"{number}. {claim['claim']}\n   paper's numbers: {claim['evidence']}\n")
 
@@ -179,7 +179,7 @@ for number, claim in enumerate(paper_claims, start=1):
 # %%
 variants = {v["variant"]: {"first evaluation (epoch 5)": f"{v['first']}/{v['datasets']}",
                            "last evaluation (epoch 60)": f"{v['last']}/{v['datasets']}"}
-            for v in paper.small_vs_large_variants(segmentation)}
+            for v in claims.small_vs_large_variants(segmentation)}
 display(Markdown("**Datasets where the small pretrained U-Nets match the large random ones (paper's numbers)**\n\n"
                  + figures.markdown_table(variants, row_names=list(variants), fmt="{}", corner="comparison",
                                           column_names=("first evaluation (epoch 5)", "last evaluation (epoch 60)"))))
@@ -211,19 +211,19 @@ if not our_groups:
 for source in sorted({g.source for g in our_groups}):
     label = figures.SOURCE_LABELS.get(source, source)
     for metric in ("dice_percent", "l1"):
-        for setting, members in results.settings([g for g in our_groups if g.source == source and g.metric == metric]).items():
+        for setting, members in pooling.settings([g for g in our_groups if g.source == source and g.metric == metric]).items():
             display(Markdown(f"**{label}, setting {setting}**: {len(members)} configurations, "
-                             f"{sum(len(g.runs) for g in members)} runs\n\n" + results.summary_table(members, markdown=True)))
+                             f"{sum(len(g.runs) for g in members)} runs\n\n" + pooling.summary_table(members, markdown=True)))
             rows = [row for g in members for row in g.rows()]
             seg, res = (rows, []) if metric == "dice_percent" else ([], rows)
-            for dataset, table in paper.final_table(seg, "dice_percent", with_ci=True).items():
+            for dataset, table in claims.final_table(seg, "dice_percent", with_ci=True).items():
                 display(Markdown(f"**{dataset}: test Dice (%) at the last epoch ({label}, {setting})**\n\n"
                                  + figures.markdown_table(table, fmt=figures.mean_ci_cell)))
-            for task, table in paper.final_table(res, "l1", group="task", with_ci=True).items():
+            for task, table in claims.final_table(res, "l1", group="task", with_ci=True).items():
                 display(Markdown(f"**{task}: test L1 at the last epoch ({label}, {setting})**\n\n"
                                  + figures.markdown_table(table, fmt=lambda cell: figures.mean_ci_cell(cell, 4))))
-            for claim, mine in zip(paper_claims, paper.check_claims(seg, res)):
-                if mine["evidence"] != paper.NOT_MEASURED:
+            for claim, mine in zip(paper_claims, claims.check_claims(seg, res)):
+                if mine["evidence"] != claims.NOT_MEASURED:
                     print(f"- {claim['claim']}\n    paper: {claim['evidence']}\n    {label}, {setting}: {mine['evidence']}")
 
 # %% [markdown]
@@ -274,7 +274,7 @@ if full_labels:
             ax = axes[row, col]
             members = [g for g in full_labels if study.describe(g)["dataset"] == dataset_name
                        and study.describe(g)["model"] == model_name]
-            figures.plot_group_curves(sorted(members, key=figures.group_init_kind), ax)
+            figures.plot_group_curves(sorted(members, key=lambda group: group.init_kind), ax)
             source_label = figures.REAL_SMALL_LABEL if members and members[0].source == "real" else "ours, synthetic toy run"
             ax.set_title(f"{dataset_name}, {model_name}\n({source_label})", fontsize=9)
             ax.set_ylabel("test Dice (%)")

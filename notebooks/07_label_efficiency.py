@@ -99,7 +99,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from emlib import figures, finetune, pretrain, results
+from emlib import figures, finetune, pooling, pretrain, results
 from emlib.figures import INIT_COLORS, markdown_table
 
 if device == "cpu":
@@ -174,18 +174,18 @@ for f in fractions:
 
 # %% [markdown]
 # The runs' results are read back from their folders and grouped by
-# `emlib.results.group_runs`, the rule every results table of the book uses:
+# `emlib.pooling.group_runs`, the rule every results table of the book uses:
 # runs are pooled only when their configs agree apart from the seed, so each
 # (initialisation, fraction) below is its own group, and `n` counts its distinct
 # seeds (one here).
 
 # %%
-groups = results.group_runs(results.load_runs([s["output_dir"] for s in summaries.values()]))
+groups = pooling.group_runs(pooling.load_runs([s["output_dir"] for s in summaries.values()]))
 group_of = {("random" if g.experiment["init"] == "random" else "pretrained", g.experiment["label_fraction"]): g
             for g in groups}
 assert sorted(group_of) == sorted(summaries), "one group per initialisation and label fraction"
 test_dice = {key: g.final()[0] for key, g in group_of.items()}
-display(Markdown(results.summary_table(groups, markdown=True)))
+display(Markdown(pooling.summary_table(groups, markdown=True)))
 for (name, f), s in summaries.items():
     print(f"{name:>10}, {s['train_images']} tiles: best epoch {s['best_epoch']}, "
           f"val Dice {s['best_val_dice_percent']:.3g}%, test Dice {test_dice[name, f]:.3g}% (n={group_of[name, f].n})")

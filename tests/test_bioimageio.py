@@ -25,7 +25,8 @@ from emlib import bioimageio as export_module
 from emlib import cli, models, pretrain
 from emlib.bioimageio import export, read_run
 from emlib.tiling import reach
-from emlib.finetune import FinetuneConfig, load_finetuned, run
+from emlib.finetune import FinetuneConfig, run
+from emlib.runs import load_finetuned
 from emlib.pretrain import PretrainConfig
 from emlib.tiling import predict
 from emlib.finite import NonFiniteWeightsError
@@ -256,9 +257,9 @@ def test_older_or_unknown_formats_are_refused(segmentation_run, pretrain_run, tm
 
 def test_scale_label_is_read_from_the_run(pretrain_run, tmp_path):
     folder = copy_run(pretrain_run, tmp_path)
-    assert read_run(folder).scale_label == "toy run on synthetic data, not for use"
+    assert export_module.scale_label(read_run(folder)) == "toy run on synthetic data, not for use"
     summary = json.loads((folder / "summary.json").read_text())
     (folder / "summary.json").write_text(json.dumps({**summary, "source": "real", "machine": {"cpu": "x"}}))
-    assert read_run(folder).scale_label == "small CPU run on real data"
+    assert export_module.scale_label(read_run(folder)) == "small CPU run on real data"
     (folder / "summary.json").write_text(json.dumps({**summary, "source": "real", "machine": {"gpu": "NVIDIA H100"}}))
-    assert read_run(folder).scale_label.startswith("run on real data on a GPU (NVIDIA H100)")
+    assert export_module.scale_label(read_run(folder)).startswith("run on real data on a GPU (NVIDIA H100)")

@@ -351,3 +351,13 @@ def test_cli_synth_writes_the_synthetic_tree(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path / "syn"), "--scale", "tiny"]) == 0
     assert {p.name for p in (tmp_path / "syn").iterdir()} >= {"cem500k", "au", "temimagenet"}
     assert "tiny" in capsys.readouterr().out
+
+
+def test_every_dataset_row_names_a_download_recipe_and_its_paper_table():
+    from emlib.data import download
+    from emlib.data.registry import DATASETS
+
+    for row in DATASETS.values():
+        assert row.download is None or row.download in download.SOURCES, row.name
+    assert {name: row.paper_table for name, row in DATASETS.items() if row.paper_table} == {
+        "Au5nmV1": 2, "Au2.2nm": 3, "Au5nm": 4, "Au10nm": 5, "Au20nm": 6, "TEMImageNet": 7}  # the paper's Tables 2-7

@@ -1,4 +1,7 @@
 """The book's explorers: fixed corruptions, their static grids, the ipywidgets, and a pretrained run read back."""
+import json
+import shutil
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -88,19 +91,24 @@ def run_folder(tmp_path_factory):
     torch.manual_seed(0)
     G = models.init_weights(models.create("unet_2_44"))
     pretrain.export_generator(G, config, run, {"source": "real", "steps": 0})
+    (run / "config.json").write_text(json.dumps(config.to_dict()))  # what a finished run holds too
+    (run / "summary.json").write_text(json.dumps({"status": "finished", "source": "real"}))
     return base, run
 
 
-def test_load_pretraining_run_resolves_a_relative_data_root_under_base(run_folder, monkeypatch, tmp_path):
+def test_load_pretraining_run_resolves_a_relative_data_root_above_the_run_or_under_base(run_folder, monkeypatch, tmp_path):
     base, run = run_folder
     monkeypatch.chdir(tmp_path)
+    found = explorers.load_pretraining_run(run)  # under a folder above the run: the repository root
+    assert found.config.data_root == str(base / "shared/cells")
+    moved = Path(shutil.copytree(run, tmp_path / "elsewhere" / run.name))
     with pytest.raises(FileNotFoundError, match="data_root"):
-        explorers.load_pretraining_run(run)
-    loaded = explorers.load_pretraining_run(run / "generator.safetensors", base=base)
-    assert loaded.folder == run and loaded.source == "real" and loaded.name == "unet_2_44"
-    assert loaded.config.data_root == str(base / "shared/cells") and loaded.config.output_dir == str(run)
-    assert not loaded.generator.training
-    with pytest.raises(FileNotFoundError, match="not a finished pretraining run"):
+        explorers.load_pretraining_run(moved)
+    loaded = explorers.load_pretraining_run(moved / "generator.safetensors", base=base)
+    assert loaded.folder == moved and loaded.source == "real" and loaded.config.model == "unet_2_44"
+    assert loaded.config.data_root == str(base / "shared/cells") and loaded.config.output_dir == str(moved)
+    assert not loaded.network.training
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
         explorers.load_pretraining_run(tmp_path)
 
 

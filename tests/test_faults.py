@@ -28,7 +28,8 @@ from torch.utils.data import Subset
 
 from emlib import cli, finite, models, pretrain, run_folder, training
 from emlib.data import ensure_synthetic
-from emlib.finetune import FinetuneConfig, load_finetuned, registry_model, run
+from emlib.finetune import FinetuneConfig, registry_model, run
+from emlib.runs import load_finetuned
 
 REPO = Path(__file__).resolve().parents[1]
 

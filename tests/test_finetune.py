@@ -1,5 +1,6 @@
 """Fine-tuning: learning really works on synthetic data, best-model selection,
 pretrained initialisation, resume, results files and clear errors."""
+import dataclasses
 import json
 import re
 import shutil
@@ -11,8 +12,9 @@ import torch
 from emlib import cli, models, results
 from emlib.data import TEMImageNet, catalog
 from emlib.data.augment import CentreCropped
-from emlib.finetune import (BestModel, FinetuneConfig, build_model, init_tag, is_evaluation_epoch,
-                            load_finetuned, registry_model, run)
+from emlib.finetune import BestModel, FinetuneConfig, build_model, is_evaluation_epoch, registry_model, run
+from emlib.inits import tag as init_tag
+from emlib.runs import load_finetuned
 from emlib.metrics import l1_errors
 from emlib.tiling import predict
 from emlib.run_folder import read_log
@@ -189,7 +191,7 @@ def test_a_finished_run_folder_copied_elsewhere_loads_without_its_data_and_init(
     shutil.rmtree(data_copy)
     shutil.rmtree(export)
     model, loaded = load_finetuned(moved)
-    assert loaded == config and not Path(loaded.data_root).exists() and not Path(loaded.init).exists()
+    assert loaded == dataclasses.replace(config, output_dir=str(moved)) and not Path(loaded.data_root).exists() and not Path(loaded.init).exists()
     weights, _ = models.load_weights(moved / "best_model.safetensors")
     assert all(torch.equal(registry_model(model).state_dict()[k], v) for k, v in weights.items())
     image = torch.rand(1, 1, 32, 32)
@@ -293,10 +295,10 @@ def test_a_transferred_head_copies_its_input_and_a_fresh_one_does_not():
     bright pixels particle: on dark particles (msa_segtrack) it starts at the wrong polarity. The
     penultimate features still encode intensity, so a fresh head's output is correlated with the input
     too, but with a sign drawn by its seed: BCE then fixes one linear layer instead of unlearning a map."""
-    from emlib import pretrained
+    from emlib import inits
 
-    names = [name for name in pretrained.PRETRAINED if "unet_2_44" in name and "l1" not in name]
-    generator = pretrained.path_of(names[0])
+    names = [name for name in inits.PRETRAINED if "unet_2_44" in name and "l1" not in name]
+    generator = inits.path_of(names[0])
     image, _ = catalog.segmentation_dataset("msa_segtrack", REAL_NANO / "msa_segtrack", "test", 0)[0]
     correlation = {"transfer": [], "reinit": []}
     for head in correlation:
@@ -308,3 +310,17 @@ def test_a_transferred_head_copies_its_input_and_a_fresh_one_does_not():
             correlation[head].append(torch.corrcoef(torch.stack([output.flatten(), image[0].flatten()]))[0, 1].item())
     assert min(correlation["transfer"]) > 0.9, correlation  # a copy of the input, seed after seed
     assert min(correlation["reinit"]) < 0 < max(correlation["reinit"]), correlation  # polarity by chance
+
+
+def test_augmented_batch_is_what_an_epoch_draws_and_is_seeded(data_root):
+    from emlib.finetune import augmented_batch, build_datasets, resolve_data_root
+    from emlib.training import SeededSamples
+
+    config = FinetuneConfig.toy(data_root=data_root, test=False)
+    train = build_datasets(config, resolve_data_root(config)[0])["train"]
+    batch = augmented_batch(train, seed=3, size=5, epoch=1)
+    drawn = SeededSamples(train, 3)  # how finetune.run draws its train items
+    drawn.epoch = 1
+    assert len(batch) == 5 and all(torch.equal(a, b) for i, pair in enumerate(batch) for a, b in zip(pair, drawn[i % len(train)]))
+    assert batch[0][0].shape[-1] == config.crop and set(batch[0][1].unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(augmented_batch(train, seed=4, size=1)[0][0], augmented_batch(train, seed=3, size=1)[0][0])

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from emlib import paper
+from emlib import claims, paper, pooling, results
 from emlib.data.image_folder import eval_split_size
 from emlib.data.temimagenet import split_counts
 from emlib.results import SEGMENTATION_COLUMNS, append_rows
@@ -85,7 +85,7 @@ def test_every_table_cell_matches_the_paper_text(paper_text):
 
 
 def test_final_table_is_the_paper_layout_at_epoch_60(paper_text):
-    table = paper.final_table(paper.load_segmentation(), "dice_percent")
+    table = claims.final_table(paper.load_segmentation(), "dice_percent")
     parsed = parse_paper_tables(paper_text)
     assert table["Au5nm"]["U-Net_3_96"]["P200k"] == parsed[(4, "Au5nm", "U-Net_3_96", "P200k")][-1]
     assert set(table) == set(paper.SEGMENTATION_DATASETS)
@@ -94,19 +94,19 @@ def test_final_table_is_the_paper_layout_at_epoch_60(paper_text):
 
 def test_claims_on_the_paper_numbers_agree_with_a_direct_count(paper_text):
     parsed = parse_paper_tables(paper_text)
-    claims = paper.check_claims(paper.load_segmentation(), paper.load_restoration())
-    helps = claims[0]["segmentation"]
+    found = claims.check_claims(paper.load_segmentation(), paper.load_restoration())
+    helps = found[0]["segmentation"]
     direct_last = sum(
         sum(parsed[(t, d, m, i)][-1] for i in paper.PRETRAINED_INITS) / 3 > parsed[(t, d, m, "random")][-1]
         for (t, d, m, i) in parsed if t < 7 and i == "random")
     assert helps["pairs"] == 50 and helps["last"] == direct_last
-    hrnet = claims[2]["segmentation"]
+    hrnet = found[2]["segmentation"]
     direct_hrnet = 0
     for t, dataset in zip(range(2, 7), paper.SEGMENTATION_DATASETS):
         best_other = max(v[-1] for (tt, d, m, i), v in parsed.items() if tt == t and (m != "HRNet" or i == "random"))
         direct_hrnet += min(parsed[(t, dataset, "HRNet", i)][-1] for i in paper.PRETRAINED_INITS) > best_other
     assert hrnet == {"last": direct_hrnet, "datasets": 5}
-    assert len(claims) == 4 and all(c["evidence"] for c in claims)
+    assert len(found) == 4 and all(c["evidence"] for c in found)
 
 
 def _row(model, init, epoch, dice, seed=0, dataset="Au5nm"):
@@ -119,22 +119,22 @@ def _row(model, init, epoch, dice, seed=0, dataset="Au5nm"):
 def test_claims_detect_when_pretraining_helps_and_when_not():
     helped = [_row(m, i, e, 60 + e + (10 if i != "random" else 0)) for m in ("U-Net_2_44", "HRNet")
               for i in ("random", "P50k") for e in (1, 2)]
-    claims = paper.check_claims([paper.parse_row(r) for r in helped], [])
-    assert claims[0]["segmentation"] == {"first": 2, "last": 2, "mean": 2, "pairs": 2}
-    assert claims[2]["segmentation"] == {"last": 0, "datasets": 1}  # pretrained U-Net ties pretrained HRNet's rank
+    found = claims.check_claims([results.parse_row(r) for r in helped], [])
+    assert found[0]["segmentation"] == {"first": 2, "last": 2, "mean": 2, "pairs": 2}
+    assert found[2]["segmentation"] == {"last": 0, "datasets": 1}  # pretrained U-Net ties pretrained HRNet's rank
     hurt = [_row("U-Net_2_44", i, e, 60 - (10 if i != "random" else 0)) for i in ("random", "pretrained") for e in (1, 2)]
     # "pretrained" (our toy runs' init tag) counts as pretrained too.
-    assert paper.check_claims([paper.parse_row(r) for r in hurt], [])[0]["segmentation"] == {"first": 0, "last": 0, "mean": 0, "pairs": 1}
-    assert paper.check_claims([], [])[1]["evidence"].startswith("not measured")
+    assert claims.check_claims([results.parse_row(r) for r in hurt], [])[0]["segmentation"] == {"first": 0, "last": 0, "mean": 0, "pairs": 1}
+    assert claims.check_claims([], [])[1]["evidence"].startswith("not measured")
 
 
 def test_our_results_are_read_once_and_averaged_over_seeds(tmp_path):
     rows = [_row("U-Net_2_44", "random", 10, dice, seed) for seed, dice in enumerate((70.0, 72.0, 74.0))]
     append_rows(tmp_path / "a" / "results.csv", rows, SEGMENTATION_COLUMNS)
     append_rows(tmp_path / "results_segmentation.csv", rows, SEGMENTATION_COLUMNS)  # the sweep's aggregate
-    seg, res = paper.load_our_results(tmp_path)
+    seg, res = results.load_our_results(tmp_path)
     assert len(seg) == 3 and res == []
-    curve = paper.curves(seg, "dice_percent")[("Au5nm", "U-Net_2_44", "random", "synthetic")]
+    curve = claims.curves(seg, "dice_percent")[("Au5nm", "U-Net_2_44", "random", "synthetic")]
     mean, half_width, n = curve[10]
     assert (mean, n) == (72.0, 3)
     assert half_width == pytest.approx(4.303 * 2.0 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2) * s / sqrt(n)
@@ -142,8 +142,8 @@ def test_our_results_are_read_once_and_averaged_over_seeds(tmp_path):
 
 def test_mean_ci95_rejects_empty_input():
     with pytest.raises(ValueError, match="empty"):
-        paper.mean_ci95([])
-    assert paper.mean_ci95([5.0]) == (5.0, 0.0)
+        pooling.mean_ci95([])
+    assert pooling.mean_ci95([5.0]) == (5.0, 0.0)
 
 
 def test_markdown_table_keeps_the_paper_order_and_extra_columns():
@@ -157,7 +157,7 @@ def test_markdown_table_keeps_the_paper_order_and_extra_columns():
 
 def test_small_vs_large_verdict_depends_on_the_comparison():
     """Claim 2 read four ways on the paper's own Tables 2-6 (issue: 1/5 datasets for best vs best at epoch 5)."""
-    variants = {v["variant"]: v for v in paper.small_vs_large_variants(paper.load_segmentation())}
+    variants = {v["variant"]: v for v in claims.small_vs_large_variants(paper.load_segmentation())}
     assert all(v["datasets"] == 5 for v in variants.values())
     assert variants["best pretrained 2-block vs best random 4-block"]["first"] == 1
     assert variants["best pretrained 2-block vs worst random 4-block"]["first"] >= 4

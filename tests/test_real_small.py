@@ -53,17 +53,17 @@ def test_the_study_command_runs_its_tiny_grid(tmp_path):
     assert (tmp_path / "results_segmentation.csv").is_file()
 
 
-@pytest.mark.parametrize("name", sorted(__import__("emlib.pretrained").pretrained.PRETRAINED))
+@pytest.mark.parametrize("name", sorted(__import__("emlib.inits").inits.PRETRAINED))
 def test_study_generators_are_usable_by_name(name):
-    from emlib import finetune, models, pretrained
+    from emlib import finetune, inits, models
 
-    folder = ROOT / pretrained.PRETRAINED[name]
+    folder = ROOT / inits.PRETRAINED[name]
     if not (folder / "generator.safetensors").is_file():
         with pytest.raises(FileNotFoundError, match="does not hold"):
-            finetune.pretrained_path(name)
+            inits.weights_path(name)
         pytest.skip(f"{folder} is not committed yet")
-    assert finetune.pretrained_path(name) == folder / "generator.safetensors"
-    assert "small scale, real data" in pretrained.describe(folder)
+    assert inits.weights_path(name) == folder / "generator.safetensors"
+    assert "small scale, real data" in inits.describe(folder)
     config = finetune.FinetuneConfig(dataset="emps", init=name)  # the model comes from the export
     assert config.model == name.split("/")[1].removesuffix("-l1")
     assert type(models.load(folder / "generator.safetensors")).__name__ == type(models.create(config.model)).__name__

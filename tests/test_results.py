@@ -1,6 +1,6 @@
 import pytest
 
-from emlib import results
+from emlib import pooling, results
 
 
 def test_append_rows_writes_header_once_and_keeps_schema(tmp_path):
@@ -80,7 +80,7 @@ def mixed_runs(tmp_path):
 
 
 def test_only_runs_identical_but_for_the_seed_are_pooled(mixed_runs):
-    groups = results.group_runs(results.load_runs(mixed_runs))
+    groups = pooling.group_runs(pooling.load_runs(mixed_runs))
     by_fraction = {g.experiment["label_fraction"]: g for g in groups}
     assert len(groups) == 4 and sorted(by_fraction) == [0.1, 0.25, 0.5, 1.0]
     full = by_fraction[1.0]
@@ -105,10 +105,10 @@ def test_every_config_field_but_execution_ones_separates_groups(tmp_path):
     write_run(tmp_path / "f", 85.0, augment_blur=True)  # a field an older config.json lacks
     write_run(tmp_path / "g", 86.0, dataset="folder", data_root="/data/mine")  # a user's folder: its location names the data
     write_run(tmp_path / "h", 87.0, dataset="folder", data_root="/data/other", seed=1)
-    groups = results.group_runs(results.load_runs(tmp_path))
+    groups = pooling.group_runs(pooling.load_runs(tmp_path))
     assert sorted(g.n for g in groups) == [1, 1, 1, 1, 1, 1, 2]
-    assert results.varying_fields(groups) == ["augment_blur", "augment_noise", "crop", "data_root", "dataset", "epochs"]
-    assert results.SEED_FIELD not in results.EXECUTION_FIELDS
+    assert pooling.varying_fields(groups) == ["augment_blur", "augment_noise", "crop", "data_root", "dataset", "epochs"]
+    assert pooling.SEED_FIELD not in pooling.EXECUTION_FIELDS
 
 
 def test_pretrained_inits_are_told_apart_by_their_pretraining(tmp_path):
@@ -125,44 +125,44 @@ def test_pretrained_inits_are_told_apart_by_their_pretraining(tmp_path):
     write_run(runs / "2", 82.0, init=str(tmp_path / "pre-a"), seed=1)  # the same pretraining, another spelling
     write_run(runs / "3", 84.0, init="pre-b")
     write_run(runs / "4", 70.0)
-    groups = results.group_runs(results.load_runs(runs))
+    groups = pooling.group_runs(pooling.load_runs(runs))
     assert sorted(g.n for g in groups) == [1, 1, 2]
-    assert "init.pretraining.subset" in results.varying_fields(groups)
-    assert "init.pretraining.device" not in results.varying_fields(groups)  # execution fields of the pretraining too
+    assert "init.pretraining.subset" in pooling.varying_fields(groups)
+    assert "init.pretraining.device" not in pooling.varying_fields(groups)  # execution fields of the pretraining too
     pooled = next(g for g in groups if g.n == 2)
     assert pooled.experiment["init"]["pretraining"]["subset"] == 50_000
 
 
 def test_settings_split_label_fractions_and_summary_names_them(mixed_runs):
-    groups = results.group_runs(results.load_runs(mixed_runs))
-    split = results.settings(groups)
+    groups = pooling.group_runs(pooling.load_runs(mixed_runs))
+    split = pooling.settings(groups)
     assert sorted(split) == [f"label_fraction={f}" for f in ("0.1", "0.25", "0.5", "1.0")]
     assert all(len(members) == 1 for members in split.values())
-    table = results.summary_table(groups)
+    table = pooling.summary_table(groups)
     header, *lines = table.splitlines()
     assert header.split()[:3] == ["label_fraction", "runs", "n"]
     assert lines[-1].split()[:6] == ["1.0", "4", "3", "0", "1", "2"]
     assert "93 ± 9" in lines[-1]
-    assert results.summary_table(groups, markdown=True).startswith("| label_fraction | runs | n |")
+    assert pooling.summary_table(groups, markdown=True).startswith("| label_fraction | runs | n |")
 
 
 def test_results_without_config_are_left_out_with_a_warning(tmp_path):
     write_run(tmp_path / "a", 80.0)
     (tmp_path / "a" / "config.json").unlink()
     with pytest.warns(UserWarning, match="no config.json"):
-        assert results.load_runs(tmp_path) == []
+        assert pooling.load_runs(tmp_path) == []
 
 
 def test_the_same_folder_reached_twice_is_one_run(mixed_runs):
-    assert len(results.load_runs([mixed_runs, mixed_runs / "label_efficiency"])) == len(results.load_runs(mixed_runs))
+    assert len(pooling.load_runs([mixed_runs, mixed_runs / "label_efficiency"])) == len(pooling.load_runs(mixed_runs))
 
 
 def test_t_quantiles_match_scipy():
     stats = pytest.importorskip("scipy.stats")
     for df in list(range(1, 41)) + [60, 120]:
-        assert results.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4), df
+        assert pooling.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4), df
     with pytest.raises(ValueError, match="empty"):
-        results.mean_ci95([])
+        pooling.mean_ci95([])
 
 
 def test_sweep_summary_pools_by_config_not_by_folder(mixed_runs, capsys):
@@ -182,5 +182,5 @@ def test_execution_fields_are_fields_of_the_run_configs():
     from emlib.pretrain import PretrainConfig
 
     names = {f.name for cls in (FinetuneConfig, PretrainConfig) for f in dataclasses.fields(cls)}
-    assert set(results.EXECUTION_FIELDS) <= names
-    assert results.SEED_FIELD in names and set(results.TABLE_AXES) <= names | {"task"}
+    assert set(pooling.EXECUTION_FIELDS) <= names
+    assert pooling.SEED_FIELD in names and set(pooling.TABLE_AXES) <= names | {"task"}

@@ -29,20 +29,10 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from emlib.data.images import standardize
+from emlib.data.registry import read_by
 from emlib.data.subsets import check_fraction, labelled
 
-AU_DATASETS = {
-    "Au2.2nm": dict(source="sytwu", tag="Au_2p2nm_330kx_423e", spike_threshold=1500),
-    "Au5nm": dict(source="sytwu", tag="Au_5nm_330kx_423e", spike_threshold=1500),
-    "Au10nm": dict(source="sytwu", tag="Au_10nm_330kx_425e", spike_threshold=1500),
-    "Au20nm": dict(source="sytwu", tag="Au_20nm_87kx_16e", spike_threshold=400),
-    "Au5nmV1": dict(
-        source="groschner",
-        images_file="Au_Bal_MedFilt_cutimages_20190726.h5",
-        maps_file="Au_Bal_unFilt_cutimages_20190423_maps.h5",
-        spike_threshold=None,
-    ),
-}
+AU_DATASETS = read_by("au")  # name -> the HDF5 files and spike threshold (emlib.data.registry)
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 

@@ -1,4 +1,4 @@
-"""Datasets by name: where a run's `data_root` points, and which class reads it.
+"""Datasets by name: where a run's `data_root` points, and which class reads it (the facts: emlib.data.registry).
 
     pretraining   any folder of EM images (ImageFolder), used as given: never narrowed
                   to a sub-folder, so a root of several sources (cellular_em/: mussel,
@@ -16,6 +16,7 @@ synthetic or real data.
 from pathlib import Path
 
 from emlib.data.au import AU_DATASETS, AuSegmentation
+from emlib.data.registry import DATASETS
 from emlib.data.segmentation_folder import NANOPARTICLE_DATASETS, SegmentationFolder
 from emlib.data.synthetic import ensure_synthetic, is_synthetic
 from emlib.data.temimagenet import TEMImageNet
@@ -24,8 +25,7 @@ USER_FOLDER = "folder"
 SEGMENTATION_DATASETS = (*AU_DATASETS, *NANOPARTICLE_DATASETS, USER_FOLDER)
 RESTORATION_DATASET = "TEMImageNet"
 # The sub-folder of a data root (and of the synthetic set) that holds each dataset.
-FOLDER_NAMES = {**{name: "au" for name in AU_DATASETS}, **{name: f"nanoparticles/{name}" for name in NANOPARTICLE_DATASETS},
-                RESTORATION_DATASET: "temimagenet"}
+FOLDER_NAMES = {d.name: d.folder for d in DATASETS.values() if d.task != "pretraining"}
 
 
 def check_data_root(data_root) -> Path | None:

@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emlib.data.images import IMAGE_SUFFIXES, find_images, read_raw, read_unit, standardize
+from emlib.data.registry import read_by
 from emlib.data.subsets import check_fraction, labelled
 
 SPLITS = ("train", "val", "test")
@@ -50,10 +51,7 @@ SOURCES_FILE = "sources.csv"
 WORD_PREFIX = re.compile(r"^[A-Za-z]+[_-]")
 
 # The real nanoparticle sets, by name (see emlib.data.download for their sources).
-NANOPARTICLE_DATASETS = {
-    "msa_segtrack": dict(masks="binary"),  # 40 bright-field TEM images, train/ and test/ folders
-    "emps": dict(masks="instances"),  # 465 TEM/SEM images, 16-bit instance maps, train.csv / test.csv
-}
+NANOPARTICLE_DATASETS = read_by("segmentation_folder")  # name -> the mask kind (emlib.data.registry)
 
 
 # ----------------------------------------------------------------------------- masks
