@@ -74,10 +74,12 @@ def random_generator_run(pretrain_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def segmentation_run(data_root, pretrain_run, tmp_path_factory):
-    """Three short toy epochs (enough for particles in the test mask), from the toy generator."""
+    """Three short toy epochs from the toy generator, its output head carried (head="transfer"): then the
+    mask depends on the input's intensities from the first step, which the processing checks below need
+    (with a fresh head, three toy epochs can end on a constant mask)."""
     output_dir = tmp_path_factory.mktemp("segmentation") / "run"
     run(FinetuneConfig.toy(data_root=data_root, output_dir=str(output_dir), epochs=3, epoch_size=24,
-                           init=str(pretrain_run)))
+                           init=str(pretrain_run), head="transfer"))
     return output_dir
 
 
