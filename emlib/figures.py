@@ -68,25 +68,30 @@ def _sources(curve_map):
     return sorted({key[3] for key in curve_map}, key=list(SOURCE_STYLES).index)
 
 
-def plot_dice_grid(paper_rows, our_rows=(), datasets=SEGMENTATION_DATASETS, models=MODELS):
-    """Dice (%) versus epoch: one panel per (dataset, model), one line per init and source."""
+def plot_dice_grid(paper_rows, our_rows=(), dataset=SEGMENTATION_DATASETS[0], models=MODELS, columns=5):
+    """Dice (%) versus epoch on one dataset: one panel per model (`columns` a row, so that the panels
+    stay readable at a book's width), one line per init and source."""
     curve_map = curves(list(paper_rows) + list(our_rows), "dice_percent", "dataset")
-    fig, axes = plt.subplots(len(datasets), len(models), figsize=(1.9 * len(models), 1.6 * len(datasets) + 0.8),
-                             sharex=True, sharey="row", squeeze=False)
-    for (dataset, model, init, source), curve in curve_map.items():
-        if dataset in datasets and model in models:
-            _plot_curve(axes[datasets.index(dataset)][models.index(model)], curve, init, source)
-    for i, dataset in enumerate(datasets):
-        axes[i][0].set_ylabel(f"{dataset}\nDice %", fontsize=8)
-        for j, model in enumerate(models):
-            axes[i][j].tick_params(labelsize=6)
-            if i == 0:
-                axes[i][j].set_title(model, fontsize=8)
-            if i == len(datasets) - 1:
-                axes[i][j].set_xlabel("epoch", fontsize=8)
-    fig.legend(handles=_legend_handles(_sources(curve_map)), loc="lower center", ncol=8, fontsize=8, frameon=False)
-    fig.suptitle("Test Dice of the best checkpoint so far; " + _source_note(curve_map, "Tables 2-6"), fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    rows = -(-len(models) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.0 * rows + 0.9), sharex=True, sharey=True,
+                             squeeze=False)
+    panels = dict(zip(models, axes.flat))
+    for (name, model, init, source), curve in curve_map.items():
+        if name == dataset and model in panels:
+            _plot_curve(panels[model], curve, init, source)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for index, (model, ax) in enumerate(panels.items()):
+        ax.set_title(model, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if index % columns == 0:
+            ax.set_ylabel("Dice %", fontsize=8)
+        if index >= len(models) - columns:
+            ax.set_xlabel("epoch", fontsize=8)
+    sources = sorted({key[3] for key in curve_map if key[0] == dataset}, key=list(SOURCE_STYLES).index)
+    fig.legend(handles=_legend_handles(sources), loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.suptitle(f"{dataset}: test Dice of the best checkpoint so far; " + _source_note(curve_map, "Tables 2-6"), fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     return fig
 
 
@@ -227,8 +232,11 @@ def plot_pretraining_curves(run_folders: dict, ax=None, title: str | None = None
     return ax
 
 
-def plot_group_curves(groups, ax, label=lambda group: group.init_kind, colors=STUDY_INIT_COLORS, metric=None):
-    """Mean over seeds of each group's curve (test metric of the best-by-validation model per epoch), 95% band."""
+def plot_group_curves(groups, ax, label=lambda group: group.init_kind, colors=STUDY_INIT_COLORS, metric=None,
+                      baselines=None):
+    """Mean over seeds of each group's curve (test metric of the best-by-validation model per epoch), with its
+    95% band clipped to [0, 100] for Dice; the legend says how many seeds. `baselines` {name: score} are drawn as
+    horizontal lines (the training-free Otsu and all-foreground scores of the dataset)."""
     for group in groups:
         curve = group.curve(metric)
         epochs = sorted(curve)
@@ -236,9 +244,14 @@ def plot_group_curves(groups, ax, label=lambda group: group.init_kind, colors=ST
         color = colors.get(name, None)
         means = np.array([curve[e][0] for e in epochs])
         half = np.array([curve[e][1] for e in epochs])
-        ax.plot(epochs, means, marker="o", markersize=3, color=color, label=f"{name} (n={group.n})")
+        ax.plot(epochs, means, marker="o", markersize=3, color=color, label=f"{name} (n={group.n} seeds)")
         if group.n > 1:
-            ax.fill_between(epochs, means - half, means + half, color=color, alpha=0.2, linewidth=0)
+            low, high = means - half, means + half
+            if (metric or group.metric) == "dice_percent":
+                low, high = np.clip(low, 0, 100), np.clip(high, 0, 100)
+            ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
+    for (name, score), style in zip((baselines or {}).items(), ("--", ":")):
+        ax.axhline(score, color="k", linestyle=style, linewidth=1, label=f"{name.replace('_', '-')} (no training)")
     ax.set_xlabel("epoch")
     return ax
 
