@@ -4,10 +4,11 @@ statistics of a group (mean and 95% Student t interval per epoch).
 import json
 import math
 import warnings
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emlib import inits, runs
+from emlib import finetune, inits, pretrain, runs
 
 # A run folder holds config.json (written first), results.csv and, once finished,
 # summary.json (the run contract of emlib.training). Runs are pooled over seeds only
@@ -72,8 +73,23 @@ def source_of(run) -> str:
 
 
 def experiment_of(run) -> dict:
-    """Everything that defines a run but the seed: the key of its group."""
-    return {**_experiment_part(run.fields), "init": init_identity(run), "source": source_of(run)}
+    """Everything that defines a run but the seed: the key of its group. Fields a run's config.json
+    lacks (added to emlib after it ran) count with their default, as loading the config gives them,
+    so that a study continued by newer code still pools its seeds."""
+    return {**_experiment_part(complete_fields(run)), "init": init_identity(run), "source": source_of(run)}
+
+
+def complete_fields(run) -> dict:
+    """The run's config fields as written, plus the defaults of fields it lacks, as loading its known
+    fields gives them (the task's defaults resolved), or the config class's plain defaults where
+    this emlib cannot load them."""
+    cls = finetune.FinetuneConfig if run.kind == "finetune" else pretrain.PretrainConfig
+    known = {f.name for f in dataclasses.fields(cls)}
+    try:  # a field this emlib does not know (from a newer or older one) is kept as written, below
+        defaults = cls.from_dict({k: v for k, v in run.fields.items() if k in known}).to_dict()
+    except (ValueError, TypeError, FileNotFoundError):
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return {**{k: v for k, v in defaults.items() if k not in run.fields}, **run.fields}
 
 
 def load_runs(folders) -> list:

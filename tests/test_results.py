@@ -184,3 +184,19 @@ def test_execution_fields_are_fields_of_the_run_configs():
     names = {f.name for cls in (FinetuneConfig, PretrainConfig) for f in dataclasses.fields(cls)}
     assert set(pooling.EXECUTION_FIELDS) <= names
     assert pooling.SEED_FIELD in names and set(pooling.TABLE_AXES) <= names | {"task"}
+
+
+def test_a_field_added_after_a_run_counts_with_its_default(tmp_path):
+    """Seeds of a study continued by newer emlib still pool: a config.json without a field that emlib
+    added later groups with runs that wrote the field's default, not apart from them."""
+    import json
+
+    write_run(tmp_path / "a", 80.0, seed=0)
+    write_run(tmp_path / "b", 81.0, seed=1)
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    config.pop("eval_dense_epochs", None)
+    (tmp_path / "a" / "config.json").write_text(json.dumps(config))
+    config_b = json.loads((tmp_path / "b" / "config.json").read_text())
+    (tmp_path / "b" / "config.json").write_text(json.dumps({**config_b, "eval_dense_epochs": 0}))
+    groups = pooling.group_runs(pooling.load_runs(tmp_path))
+    assert len(groups) == 1 and groups[0].n == 2
