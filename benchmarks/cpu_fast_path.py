@@ -135,6 +135,11 @@ def time_alternated(case: Case, rounds: int, warmup: int = 2) -> dict:
     for step in steps.values():
         for _ in range(warmup):
             step()
+    return alternate(steps, rounds)
+
+
+def alternate(steps: dict, rounds: int) -> dict:
+    """{name: median seconds} of the `steps` called in turn, `rounds` times each."""
     times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
@@ -153,13 +158,8 @@ def compiled_speedup(case: Case, rounds: int, run_seconds: float = 600.0) -> tup
     steps["compiled"]()  # compiles forward and backward
     compile_s = time.perf_counter() - start
     steps["plain"]()
-    times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    plain_s, compiled_s = statistics.median(times["plain"]), statistics.median(times["compiled"])
+    seconds = alternate(steps, rounds)
+    plain_s, compiled_s = seconds["plain"], seconds["compiled"]
     steps_plain = run_seconds / plain_s
     steps_compiled = max(0.0, run_seconds - compile_s) / compiled_s
     return compile_s, plain_s / compiled_s, steps_compiled / steps_plain

@@ -83,19 +83,6 @@ def test_cli_flags_for_the_modes():
 # ----------------------------------------------------------------------------- numerics: bf16 against fp32
 
 
-@pytest.fixture(scope="module")
-def cem_folder(tmp_path_factory):
-    """Smooth uint8 TIFF patches (48 x 48), as tests/test_pretrain.py writes them."""
-    folder = tmp_path_factory.mktemp("cem")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:48, :48] / 48
-    for i in range(44):
-        fx, fy, phase = rng.uniform(1, 4, 2).tolist() + [rng.uniform(0, 6)]
-        image = 0.4 + 0.25 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase) + 0.05 * rng.standard_normal((48, 48))
-        tifffile.imwrite(folder / f"p{i:03d}.tif", (np.clip(image, 0, 1) * 255).astype(np.uint8))
-    return folder
-
-
 def pretraining(cem_folder, output_dir, **overrides):
     fields = dict(data_root=str(cem_folder), image_size=32, batch_size=4, epochs=3, steps_per_epoch=4, val_limit=4,
                   output_dir=str(output_dir), deterministic=True)

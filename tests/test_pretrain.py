@@ -19,19 +19,6 @@ import torch
 from emlib import cli, finite, models, pretrain, run_folder, session, training
 
 
-@pytest.fixture(scope="module")
-def cem_folder(tmp_path_factory):
-    """A CEM500K-like folder: dark smooth uint8 TIFF patches (36 train, 4 val, 4 test)."""
-    folder = tmp_path_factory.mktemp("cem500k")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:40, :40] / 40
-    for i in range(44):
-        fx, fy, phase = rng.uniform(1, 4, 2).tolist() + [rng.uniform(0, 6)]
-        image = 0.3 + 0.25 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase) + 0.05 * rng.standard_normal((40, 40))
-        tifffile.imwrite(folder / f"patch{i:03d}.tif", (np.clip(image, 0, 1) * 255).astype(np.uint8))
-    return folder
-
-
 def tiny_config(cem_folder, output_dir, **overrides):
     fields = dict(data_root=str(cem_folder), image_size=32, batch_size=2, epochs=2, steps_per_epoch=4, val_limit=4,
                   output_dir=str(output_dir), deterministic=True, log_every=1)
