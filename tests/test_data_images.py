@@ -4,7 +4,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from emlib.data.images import image_shape, read_raw, read_unit, to_unit_range
+from emlib.data.images import PERCENTILES, image_shape, read_raw, read_unit, to_unit_range
 
 
 def test_uint8_is_divided_by_255_and_wider_types_use_their_range(tmp_path):
@@ -27,7 +27,27 @@ def test_12_bit_camera_data_in_a_16_bit_tiff_spans_the_unit_range(tmp_path):
     twelve_bit[0, 0], twelve_bit[0, 1] = 0, 4095
     image = read_unit_of(tmp_path, twelve_bit)
     assert image.min() == 0 and image.max() == 1  # not 4095 / 65535 = 0.06
-    assert np.allclose(image, twelve_bit / 4095.0, atol=1e-6)
+    low, high = np.percentile(twelve_bit.astype(np.float32), PERCENTILES)
+    assert np.allclose(image, np.clip((twelve_bit - low) / (high - low), 0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("defect", ["hot", "dead", "saturated"])
+def test_a_few_bad_pixels_do_not_squeeze_the_contrast(tmp_path, defect):
+    rng = np.random.default_rng(1)
+    frame = rng.normal(2000, 300, (128, 128)).clip(0, 4095).astype(np.uint16)  # a 12-bit camera frame
+    clean_std = read_unit_of(tmp_path, frame).std()
+    bad = frame.copy()
+    spots = rng.choice(bad.size, 5, replace=False)
+    bad.flat[spots] = {"hot": 65535, "dead": 0, "saturated": 4095}[defect]
+    image = read_unit_of(tmp_path, bad)
+    assert image.std() == pytest.approx(clean_std, rel=0.05)  # min-max scaling: 15-fold smaller for a hot pixel
+    assert image.min() == 0 and image.max() == 1  # clipped
+
+
+def test_uint8_keeps_its_values_whatever_its_outliers(tmp_path):
+    frame = np.full((16, 16), 100, np.uint8)
+    frame[0, 0], frame[0, 1] = 255, 0
+    assert np.array_equal(read_unit_of(tmp_path, frame), frame / np.float32(255))
 
 
 def test_16_bit_png_and_float_tiff(tmp_path):

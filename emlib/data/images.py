@@ -6,9 +6,11 @@ not a grayscale micrograph: a ValueError names the file.
 
 Intensities to [0, 1] (`to_unit_range`), one rule for every loader:
 - uint8 is divided by 255: the value as stored;
-- any other integer type, and floats, are scaled by the range the image actually
-  uses, (x - min) / (max - min): a 12-bit camera image stored as uint16 (max 4095)
-  spans [0, 1], not [0, 0.06]; a constant image becomes 0;
+- any other integer type, and floats, are scaled per image between their 0.1 and
+  99.9 percentiles (PERCENTILES), then clipped to [0, 1]: a 12-bit camera image
+  stored as uint16 (max 4095) spans [0, 1], not [0, 0.06], and a few hot, dead or
+  saturated pixels (a 65535 in a 12-bit frame) cannot squeeze the contrast of the
+  rest (a min-max rule would); a constant image becomes 0;
 - NaN or Inf pixels raise a ValueError naming the file.
 
 Crops: a side shorter than the crop is mirror-padded (numpy "symmetric"), split
@@ -25,6 +27,7 @@ import torch
 from PIL import Image
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+PERCENTILES = (0.1, 99.9)  # the intensity range of non-8-bit images (BioImage.IO packages declare the same)
 IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".bmp")
 # The most pixels (values) an image file may hold: PIL's own limit for PNG and BMP
 # (DecompressionBombError), applied to a TIFF's header before its pixels are decoded.
@@ -98,7 +101,8 @@ def _to_2d(array: np.ndarray, path) -> np.ndarray:
 
 
 def to_unit_range(image: np.ndarray, path="image") -> np.ndarray:
-    """float32 in [0, 1] by the module's rule: uint8 / 255; other types by their min-max range."""
+    """float32 in [0, 1] by the module's rule: uint8 / 255; other types between their
+    PERCENTILES, clipped."""
     if image.dtype == np.bool_:
         return image.astype(np.float32)
     if image.dtype == np.uint8:
@@ -108,10 +112,12 @@ def to_unit_range(image: np.ndarray, path="image") -> np.ndarray:
     image = image.astype(np.float32)
     if not np.isfinite(image).all():
         raise ValueError(f"{path} has {int((~np.isfinite(image)).sum())} NaN or Inf pixel(s)")
-    low, high = float(image.min()), float(image.max())
+    low, high = (float(v) for v in np.percentile(image, PERCENTILES))
+    if high <= low:  # constant, or all but a few pixels equal: fall back to the full range
+        low, high = float(image.min()), float(image.max())
     if high == low:
         return np.zeros_like(image)
-    return (image - low) / (high - low)
+    return np.clip((image - low) / (high - low), 0.0, 1.0)
 
 
 def read_unit(path) -> np.ndarray:
