@@ -37,6 +37,7 @@ Files in `output_dir` (the run contract of `emlib.run_folder`):
     best_model.safetensors  the best model's weights (read the run with `emlib.runs.read`)
     summary.json         written last, at successful completion
 """
+import argparse
 import math
 import time
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ LOG_COLUMNS = ["epoch", "step", "train_loss", "val_metric", "lr", "images_per_s"
 RESUME_MAY_GROW = ("epochs",)
 # lr may change on resume (to continue a diverged run at a lower one); data_root may
 # move (the data fingerprint in the checkpoint decides whether the data is the same).
-RESUME_IGNORED = ("device", "workers", "output_dir", "compile", "data_root", "lr")
+RESUME_IGNORED = ("device", "workers", "output_dir", "compile", "data_root", "images_dir", "masks_dir", "lr")
 SMALLER_RUN_FLAGS = "--toy (a CPU preset), --epochs, --epoch-size, --crop or --batch-size"
 CHECKPOINT_KEYS = ("config", "model", "optimizer", "scaler", "rng", "position", "best", "history")
 
@@ -101,6 +102,8 @@ class FinetuneConfig:
     head: str | None = None  # the generator's output head: "reinit" (segmentation default) or "transfer" (restoration)
     dataset: str | None = None  # Au2.2nm | Au5nm | Au10nm | Au20nm | Au5nmV1 | msa_segtrack | emps | folder; TEMImageNet
     data_root: str | None = None  # folder of the dataset (or a root holding it, e.g. au/, nanoparticles/emps/); None = synthetic
+    images_dir: str | None = None  # dataset folder: a folder of images named outright, with masks_dir (instead of data_root)
+    masks_dir: str | None = None  # dataset folder: the folder of their masks
     crop: int | None = None  # train crop: 448 of the 512 tiles (segmentation), 256 = whole image (restoration)
     eval_crop: int | None = None  # centre crop for validation/test images; None = whole images (paper)
     batch_size: int | None = None  # per process: 16 (segmentation, not stated in the paper), 64 (restoration, paper)
@@ -183,6 +186,10 @@ class FinetuneConfig:
         datasets = list(SEGMENTATION_DATASETS) if self.is_segmentation else [RESTORATION_DATASET]
         if self.dataset not in datasets:
             raise ValueError(f"dataset={self.dataset!r} is not a dataset of task {self.task!r}; choose one of {datasets}")
+        if (self.images_dir is None) != (self.masks_dir is None):
+            raise ValueError("images_dir and masks_dir (--images, --masks) go together: name both folders or neither")
+        if self.images_dir is not None and self.dataset != data.USER_FOLDER:
+            raise ValueError(f"images_dir/masks_dir name a user's own folders: they need dataset='folder', not {self.dataset!r}")
         positive = {"crop": self.crop, "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr,
                     "eval_every": self.eval_every}
         if not (self.epoch_size in (None, "paper") or (isinstance(self.epoch_size, int) and not isinstance(self.epoch_size, bool))):
@@ -266,7 +273,14 @@ def augmented_batch(train, seed: int, size: int = 8, epoch: int = 0) -> list:
 
 
 def resolve_data_root(config: FinetuneConfig):
-    """(folder of the dataset, "synthetic" | "real"); data_root None writes/uses the synthetic set."""
+    """(folder of the dataset, "synthetic" | "real"); data_root None writes/uses the synthetic set.
+    With images_dir and masks_dir, the folder is images_dir."""
+    if config.images_dir is not None:
+        for name in ("images_dir", "masks_dir"):
+            if not Path(getattr(config, name)).is_dir():
+                raise FileNotFoundError(f"{name} folder not found: {getattr(config, name)}")
+        print(f"data: images {config.images_dir}, masks {config.masks_dir}")
+        return Path(config.images_dir), "real"
     return data.dataset_folder(config.dataset, config.data_root)
 
 
@@ -296,7 +310,8 @@ def build_datasets(config: FinetuneConfig, folder: Path) -> dict:
     for split in splits:
         if config.is_segmentation:
             fraction = config.label_fraction if split == "train" else 1.0
-            item = data.catalog.segmentation_dataset(config.dataset, folder, split, config.split_seed, fraction)
+            item = data.catalog.segmentation_dataset(config.dataset, folder, split, config.split_seed, fraction,
+                                                     masks_dir=config.masks_dir)
         else:
             item = data.catalog.restoration_dataset(config.task, folder, split, config.split_seed)
             if split == "train":
@@ -668,6 +683,10 @@ def add_cli(subparsers) -> None:
     """`python -m emlib finetune --task segmentation|denoising|background_removal|super_resolution [--toy] ...`."""
     parser = cli.add_run_parser(subparsers, "finetune", FinetuneConfig, description=__doc__.splitlines()[0],
                                      help="fine-tune on Au segmentation or TEMImageNet restoration")
+    parser.add_argument("--images", dest="images_dir", default=argparse.SUPPRESS,
+                        help="with --dataset folder: your folder of images (the same as --images-dir)")
+    parser.add_argument("--masks", dest="masks_dir", default=argparse.SUPPRESS,
+                        help="with --dataset folder: the folder of their masks, paired by file name (--masks-dir)")
     parser.set_defaults(func=_run_cli)
 
 

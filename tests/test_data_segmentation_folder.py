@@ -166,3 +166,42 @@ def test_sources_csv_keeps_a_source_in_one_split(tmp_path):
     items = [f"img{i}" for i in range(30)]
     train, val = seeded_split(items, (0.8, 0.2), seed=1, source_of=lambda item: int(item[3:]) // 5)  # 6 sources of 5
     assert len(val) == 10 and {int(i[3:]) // 5 for i in train}.isdisjoint({int(i[3:]) // 5 for i in val})
+
+
+@pytest.mark.parametrize("images_name, masks_name", [("image", "mask"), ("images", "labels"), ("images", "ground_truth"),
+                                                     ("images", "gt"), ("image", "masks")])
+def test_folders_as_users_name_them(tmp_path, images_name, masks_name):
+    folder = flat_folder(tmp_path, n=10)
+    (folder / "images").rename(folder / images_name)
+    (folder / "masks").rename(folder / masks_name)
+    splits = [SegmentationFolder(folder, split=s) for s in ("train", "val", "test")]
+    assert [len(d) for d in splits] == [6, 2, 2]
+    assert splits[0].pairs[0][1].parent.name == masks_name
+
+
+def test_two_folders_named_outright(tmp_path):
+    folder = flat_folder(tmp_path, n=10)
+    images, masks = tmp_path / "my raw frames", tmp_path / "annotations"
+    (folder / "images").rename(images)
+    (folder / "masks").rename(masks)
+    splits = {s: SegmentationFolder(images, masks, split=s) for s in ("train", "val", "test")}
+    assert [len(d) for d in splits.values()] == [6, 2, 2]
+    assert set.union(*(set(d.sources) for d in splits.values())) == {f"img{i:02d}.png" for i in range(10)}
+    image, mask = splits["test"][0]
+    assert image.shape == mask.shape == (1, 32, 40)
+    with pytest.raises(FileNotFoundError, match="mask folder not found: .*nowhere"):
+        SegmentationFolder(images, tmp_path / "nowhere")
+
+
+def test_finetune_cli_takes_images_and_masks_folders(tmp_path):
+    from emlib import cli, finetune
+    folder = flat_folder(tmp_path, n=10)
+    parser = cli.build_parser()
+    args = parser.parse_args(["finetune", "--toy", "--dataset", "folder", "--images", str(folder / "images"),
+                              "--masks", str(folder / "masks")])
+    config = finetune.config_from_args(args)
+    assert (config.images_dir, config.masks_dir) == (str(folder / "images"), str(folder / "masks"))
+    datasets = finetune.build_datasets(config, finetune.resolve_data_root(config)[0])
+    assert [len(datasets[s].dataset if s == "train" else datasets[s]) for s in ("train", "val", "test")] == [6, 2, 2]
+    with pytest.raises(ValueError, match="images_dir and masks_dir .* go together"):
+        finetune.FinetuneConfig.toy(dataset="folder", images_dir=str(folder / "images"))

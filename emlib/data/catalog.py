@@ -77,14 +77,15 @@ def dataset_folder(dataset: str, data_root, verbose: bool = True):
     return locate(data_root, FOLDER_NAMES[dataset], verbose)
 
 
-def segmentation_dataset(dataset: str, folder, split: str, seed: int = 0, label_fraction: float = 1.0):
-    """One split of a segmentation dataset by name: whole tiles or images, (image, mask) items with `sources`."""
+def segmentation_dataset(dataset: str, folder, split: str, seed: int = 0, label_fraction: float = 1.0, masks_dir=None):
+    """One split of a segmentation dataset by name: whole tiles or images, (image, mask) items with `sources`.
+    `masks_dir` (dataset "folder" only): `folder` holds the images and `masks_dir` their masks."""
     if dataset in AU_DATASETS:
         return AuSegmentation(folder, dataset, split=split, seed=seed, label_fraction=label_fraction)
     options = NANOPARTICLE_DATASETS.get(dataset, {})
     if dataset != USER_FOLDER and not options:
         raise ValueError(f"{dataset!r} is not a segmentation dataset; choose one of {list(SEGMENTATION_DATASETS)}")
-    return SegmentationFolder(folder, split=split, seed=seed, label_fraction=label_fraction, **options)
+    return SegmentationFolder(folder, masks_dir, split=split, seed=seed, label_fraction=label_fraction, **options)
 
 
 def restoration_dataset(task: str, folder, split: str, seed: int = 0):

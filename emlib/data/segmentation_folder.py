@@ -2,11 +2,14 @@
 
 Layouts found under `root` (checked in this order):
 
-    root/train/images + root/train/<masks>, root/test/... [, root/val/...]   published split folders (msa_segtrack)
-    root/images + root/<masks> + root/train.csv + root/test.csv [+ val.csv]  published split lists (EMPS)
-    root/images + root/<masks>                                               no published split
+    root/train/<images> + root/train/<masks>, root/test/... [, root/val/...]   published split folders (msa_segtrack)
+    root/<images> + root/<masks> + root/train.csv + root/test.csv [+ val.csv]  published split lists (EMPS)
+    root/<images> + root/<masks>                                               no published split
 
-`<masks>` is the first of MASK_FOLDERS present. A split list holds one image id
+`<images>` is the first of IMAGE_FOLDERS present (images/, image/) and `<masks>` the
+first of MASK_FOLDERS (masks/, mask/, labels/, label/, ground_truth/, gt/, segmaps/).
+Two folders can also be named outright, `SegmentationFolder(images_dir, masks_dir,
+split=...)` (`--images DIR --masks DIR`): their pairs are split 60/20/20. A split list holds one image id
 (file stem) per line. Validation is carved from the train side (a seeded
 VAL_FRACTION of its images) unless a val split is published; without any
 published split the images are split 60/20/20. Every split is a split of source
@@ -43,7 +46,8 @@ from emlib.data.registry import read_by
 from emlib.data.subsets import check_fraction, labelled
 
 SPLITS = ("train", "val", "test")
-MASK_FOLDERS = ("masks", "labels", "segmaps")
+IMAGE_FOLDERS = ("images", "image")
+MASK_FOLDERS = ("masks", "mask", "labels", "label", "ground_truth", "gt", "segmaps")
 MASK_KINDS = ("auto", "binary", "instances")
 PAIRINGS = ("stem", "index")
 VAL_FRACTION, NO_SPLIT_FRACTIONS = 0.2, (0.6, 0.2, 0.2)
@@ -122,6 +126,10 @@ def mask_folder(folder: Path) -> Path | None:
     return next((folder / name for name in MASK_FOLDERS if (folder / name).is_dir()), None)
 
 
+def image_folder(folder: Path) -> Path | None:
+    return next((folder / name for name in IMAGE_FOLDERS if (folder / name).is_dir()), None)
+
+
 def read_id_list(path: Path) -> list:
     """Image ids (file stems) of a split list: one per line, first column; a header line `id`/`name` is skipped."""
     with open(path, newline="") as f:
@@ -131,17 +139,21 @@ def read_id_list(path: Path) -> list:
     return [Path(i).stem for i in ids]
 
 
-def find_layout(root: Path, pair_by: str) -> dict:
-    """{published split name: [(image path, mask path)]}; a single key "all" when nothing is published."""
+def find_layout(root: Path, pair_by: str, masks_dir=None) -> dict:
+    """{published split name: [(image path, mask path)]}; a single key "all" when nothing is published.
+    With `masks_dir`, `root` is the folder of images and `masks_dir` that of their masks."""
     root = Path(root)
+    if masks_dir is not None:
+        return {"all": _pairs(root, Path(masks_dir), pair_by)}
     if not root.is_dir():
         raise FileNotFoundError(f"segmentation folder not found: {root}")
-    split_dirs = [s for s in SPLITS if (root / s / "images").is_dir()]
+    split_dirs = [s for s in SPLITS if image_folder(root / s) is not None]
     if split_dirs:
-        return {s: _pairs(root / s, pair_by) for s in split_dirs}
-    if not (root / "images").is_dir():
-        raise FileNotFoundError(f"{root} has neither images/ nor train/images/ (and test/images/): not a segmentation folder")
-    pairs = _pairs(root, pair_by)
+        return {s: _layout_pairs(root / s, pair_by) for s in split_dirs}
+    if image_folder(root) is None:
+        raise FileNotFoundError(f"{root} has neither images/ (or image/) nor train/images/ (and test/images/): "
+                                "not a segmentation folder (or name the two folders: --images DIR --masks DIR)")
+    pairs = _layout_pairs(root, pair_by)
     lists = {s: root / f"{s}.csv" for s in SPLITS if (root / f"{s}.csv").is_file()}
     if not lists:
         return {"all": pairs}
@@ -165,14 +177,18 @@ def find_layout(root: Path, pair_by: str) -> dict:
     return out
 
 
-def _pairs(folder: Path, pair_by: str) -> list:
-    masks_dir = mask_folder(folder)
+def _layout_pairs(folder: Path, pair_by: str) -> list:
+    images_dir, masks_dir = image_folder(folder), mask_folder(folder)
     if masks_dir is None:
-        raise FileNotFoundError(f"{folder} has images/ but no mask folder (one of {MASK_FOLDERS})")
-    images = find_images(folder / "images", IMAGE_SUFFIXES, "image")
+        raise FileNotFoundError(f"{folder} has {images_dir.name}/ but no mask folder (one of {MASK_FOLDERS})")
+    return _pairs(images_dir, masks_dir, pair_by, where=folder)
+
+
+def _pairs(images_dir: Path, masks_dir: Path, pair_by: str, where=None) -> list:
+    images = find_images(images_dir, IMAGE_SUFFIXES, "image")
     masks = find_images(masks_dir, IMAGE_SUFFIXES, "mask")
-    pairs = pair_files(images, masks, pair_by, where=str(folder))
-    return [(folder / "images" / i, masks_dir / m) for i, m in pairs]
+    pairs = pair_files(images, masks, pair_by, where=str(where or images_dir))
+    return [(images_dir / i, masks_dir / m) for i, m in pairs]
 
 
 def seeded_split(items: list, fractions: tuple, seed: int, source_of=None) -> list:
@@ -238,21 +254,25 @@ def split_pairs(layout: dict, split: str, seed: int, sources: dict | None = None
 class SegmentationFolder(Dataset):
     """(image (1, H, W) standardised, mask (1, H, W) in {0, 1}) pairs of one split of a segmentation folder.
 
-    root: the folder (see the module docstring for the layouts). split: "train",
-    "val" or "test". masks: "auto", "binary" or "instances". pair_by: "stem" or
+    root: the folder (see the module docstring for the layouts), or the folder of
+    images when `masks_dir` names the folder of masks. split: "train", "val" or "test". masks: "auto", "binary" or "instances". pair_by: "stem" or
     "index". seed: the seeded parts of the split (validation carve-out, label subset).
     label_fraction: keep a seeded fraction of the train images, in (0, 1].
     Attributes: pairs [(image path, mask path)], sources (the image file of each item).
     """
 
-    def __init__(self, root, split="train", masks="auto", pair_by="stem", seed=0, label_fraction=1.0):
+    def __init__(self, root, masks_dir=None, split="train", masks="auto", pair_by="stem", seed=0, label_fraction=1.0):
+        if masks_dir in SPLITS:  # SegmentationFolder(root, "test"): the split in second place, as before masks_dir
+            masks_dir, split = None, masks_dir
+        if masks_dir is not None and not Path(masks_dir).is_dir():
+            raise FileNotFoundError(f"mask folder not found: {masks_dir}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if masks not in MASK_KINDS:
             raise ValueError(f"masks must be one of {MASK_KINDS}, got {masks!r}")
         check_fraction(label_fraction)
         self.root, self.split, self.masks = Path(root), split, masks
-        self.pairs = split_pairs(find_layout(self.root, pair_by), split, seed, read_sources(self.root))
+        self.pairs = split_pairs(find_layout(self.root, pair_by, masks_dir), split, seed, read_sources(self.root))
         if split == "train":
             self.pairs = [self.pairs[i] for i in labelled(len(self.pairs), label_fraction, seed)]
         self.sources = [str(image.relative_to(self.root)) for image, _ in self.pairs]
