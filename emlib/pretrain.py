@@ -54,7 +54,7 @@ class PretrainConfig:
 
     model: str = "unet_4_424"  # the generator: a name of emlib.models.generator_names()
     data_root: str | None = None  # folder of EM images (TIFF/PNG/BMP, searched recursively); None = synthetic CEM500K
-    subset: int | None = 100_000  # train images (paper: 50k, 100k, 200k); None = all
+    subset: int | None = None  # train images: None = every image of the folder (paper: 50k, 100k, 200k of CEM500K)
     image_size: int = 224
     batch_size: int = 128  # per process
     epochs: int = 60

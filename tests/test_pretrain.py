@@ -244,3 +244,12 @@ def test_ddp_with_two_gloo_processes_trains_and_only_rank0_writes(cem_folder, tm
                                                      "log.csv", "manifest.json", "model_card.json", "summary.json", "validation.csv"]
     state = run_folder.load_checkpoint(out / "checkpoint.pt")  # loads in a single process
     models.create("unet_2_44").load_state_dict(training.strip_module_prefix(state["generator"]))
+
+
+def test_a_folder_of_ones_own_images_trains_on_every_image_by_default(cem_folder, tmp_path):
+    config = pretrain.PretrainConfig(data_root=str(cem_folder), output_dir=str(tmp_path / "run"))  # the README's command
+    train, _, _ = pretrain.build_datasets(config, cem_folder)
+    assert len(train) == 44 - 2 * 4  # every image but the val and test ones
+    with pytest.raises(ValueError, match=r"subset=100 but the folder .* supplies 36 train images; .* --subset none"):
+        pretrain.build_datasets(pretrain.PretrainConfig(data_root=str(cem_folder), subset=100,
+                                                        output_dir=str(tmp_path / "run2")), cem_folder)

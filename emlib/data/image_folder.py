@@ -186,7 +186,8 @@ class ImageFolder(Dataset):
             if split != "train":
                 raise ValueError(f"subset applies to the train split only, got split={split!r}")
             if not 0 < int(subset) <= len(files):
-                raise ValueError(f"subset={subset} but the folder {self.root} supplies {len(files)} train images")
+                raise ValueError(f"subset={subset} but the folder {self.root} supplies {len(files)} train images; "
+                                 "to train on every image leave subset out (subset=None, --subset none)")
             files = files[: int(subset)]
         self.files = list(files)
         self.items = [(f, None) for f in self.files]
