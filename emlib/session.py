@@ -40,6 +40,19 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+MACHINE_VALUES = ("cuda", "cpu")  # notebook parameters that hold on one kind of machine only
+
+
+def on_device(value, device: str):
+    """A notebook's parameter value for the machine it runs on: "cuda" -> True on a GPU and
+    False on the CPU (AMP, channels_last: the book's CPU runs stay fp32, so their outputs
+    are the same on every CPU), "cpu" -> the reverse (deterministic algorithms: some CUDA
+    backward kernels have no deterministic version); any other value is returned as given."""
+    if value not in MACHINE_VALUES:
+        return value
+    return (select_device(device).type == "cuda") == (value == "cuda")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every CUDA device)."""
     random.seed(seed)

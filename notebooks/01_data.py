@@ -56,8 +56,8 @@ import torch
 print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 
 # %% tags=["parameters"]
-data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: a folder with cem500k/, au/, temimagenet/
-real_data = None  # None = ../shared/data/real beside the repository (searched from the working directory up); "" = do not show real data
+data_root = None  # None: synthetic data (emlib.data.ensure_synthetic); real: a folder with cem500k/, au/, temimagenet/
+real_data = None  # None: ../shared/data/real beside the repository (searched from the working directory up); "": do not show real data
 n_show = 4  # images per row in the figures
 image_size = 224  # CEM500K patch size; paper: 224
 histogram_images = 40  # images per set in the intensity histograms

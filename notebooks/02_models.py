@@ -37,7 +37,7 @@ import torch
 print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 
 # %% tags=["parameters"]
-data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: a folder with cem500k/
+data_root = None  # None: synthetic data (emlib.data.ensure_synthetic); real: a folder with cem500k/
 image_size = 224  # CEM500K patch size, the canvas of the receptive-field figure; paper: 224
 flops_size = 224  # image side at which FLOPs are counted; paper trains at 224 (pretraining) and 448 (Au)
 n_inputs = 4  # random inputs whose input gradients are summed to measure a receptive field

@@ -47,7 +47,7 @@ print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 
 # %% tags=["parameters"]
 model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424"
-data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); paper: the CEM500K TIFF folder; any folder of EM images
+data_root = None  # None: synthetic data (emlib.data.ensure_synthetic); paper: the CEM500K TIFF folder; any folder of EM images
 subset = None  # paper: 50000, 100000 or 200000 training images
 image_size = 64  # paper: 224
 batch_size = 8  # paper: 128
@@ -57,7 +57,7 @@ max_steps = None
 lr = 2e-3  # paper: 2e-4 (a larger step so that a few toy steps show learning)
 betas = (0.5, 0.999)  # pix2pix
 l1_weight = 100.0  # paper: 100
-adv_weight = 1.0  # paper: 1 (0 = the L1-only ablation)
+adv_weight = 1.0  # paper: 1 (0: the L1-only ablation)
 noise_std = (0.0, 0.1)  # ours (the paper gives no ranges)
 blur_sigma = (0.0, 2.0)
 p_noise = 0.8
@@ -71,19 +71,19 @@ seed = 0
 split_seed = 0
 manifest_path = None
 tiles_per_image = False
-device = "cpu"  # paper: a GPU ("auto" or "cuda")
-amp = False  # paper-scale runs: True (bf16/fp16 autocast on CUDA)
-channels_last = False  # paper-scale runs: True on CUDA
+device = "auto"  # the GPU when there is one (Colab), else the CPU
+amp = "cuda"  # mixed precision on a GPU only ("cuda"); the CPU runs stay fp32, the same numbers on every CPU; or True, False, "auto"
+channels_last = "cuda"  # on a GPU only; or True, False, "auto"
 compile = False
 workers = 0  # paper-scale runs: 8 or more
-deterministic = True
+deterministic = "cpu"  # exact, repeatable runs on the CPU ("cpu": there only; some CUDA kernels have no deterministic version)
 output_dir = "runs/pretrain/unet_2_44"
 checkpoint_every = 0
 log_every = 1
 # Display switches (not config fields):
-compare_model = "hrnet_w18_small"  # a second generator trained the same way, beside output_dir; None = skip
+compare_model = "hrnet_w18_small"  # a second generator trained the same way, beside output_dir; None: skip
 real_results = "results/real_small"  # the committed real-data study whose generators are shown; None to skip
-generator_path = None  # the explorer's generator.safetensors; None = a finished real-data run under results/real_small/ if present, else this chapter's toy run
+generator_path = None  # the explorer's generator.safetensors; None: a finished real-data run under results/real_small/ if present, else this chapter's toy run
 explorer_images = 16  # held-out images in the explorer
 resume = False  # continue an interrupted run from output_dir/checkpoint.pt (as the CLI's --resume)
 show_widgets = True  # the ipywidgets explorer (False for batch runs: papermill, the sweep)
@@ -94,8 +94,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from emlib import explorers, figures, models, pretrain, runs
+from emlib import explorers, figures, models, pretrain, runs, session
 
+amp, channels_last, deterministic = (session.on_device(v, device) for v in (amp, channels_last, deterministic))
 config = pretrain.PretrainConfig(**{f.name: globals()[f.name] for f in dataclasses.fields(pretrain.PretrainConfig)})
 configs = {model: config}
 if compare_model:

@@ -76,9 +76,11 @@ model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424", "hrn
 init = "random"  # "random" or a pretrained generator.safetensors (or its run folder)
 head = None  # output head of a pretrained init: None = the task default (segmentation: reinit, restoration: transfer)
 dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm; real: msa_segtrack, emps; or "folder"
-data_root = None  # None = synthetic data; e.g. "../shared/data/real/nanoparticles" or the folder of the Au HDF5 files
+data_root = None  # None: synthetic data; e.g. "../shared/data/real/nanoparticles" or the folder of the Au HDF5 files
+images_dir = None  # dataset "folder": your folder of images, named outright (with masks_dir)
+masks_dir = None  # dataset "folder": the folder of their masks
 crop = 96  # paper: 448
-eval_crop = None  # None = score whole images (paper)
+eval_crop = None  # None: score whole images (paper)
 batch_size = 4  # paper: not stated (FinetuneConfig default 16)
 epochs = 8  # paper: 60
 epoch_size = 24  # paper: "paper" (Table 1's train count)
@@ -94,12 +96,12 @@ augment_noise = True  # paper: "various types of noise"
 test = True
 seed = 0
 split_seed = 0
-device = "cpu"  # paper-scale runs: "auto" or "cuda"
-amp = False  # paper-scale runs: True (bf16/fp16 autocast on CUDA)
-channels_last = False  # paper-scale runs: True on CUDA
+device = "auto"  # the GPU when there is one (Colab), else the CPU
+amp = "cuda"  # mixed precision on a GPU only ("cuda"); the CPU runs stay fp32, the same numbers on every CPU; or True, False, "auto"
+channels_last = "cuda"  # on a GPU only; or True, False, "auto"
 compile = False
 workers = 0  # paper-scale runs: 4-8
-deterministic = True
+deterministic = "cpu"  # exact, repeatable runs on the CPU ("cpu": there only; some CUDA kernels have no deterministic version)
 output_dir = "runs/04_segmentation"
 # Display switches (not config fields):
 compare_init = "toy"  # a second run from this init for comparison: "toy" (pretrain a tiny generator here), a path, or None
@@ -114,11 +116,12 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import emlib
-from emlib import finetune, paper, pretrain, results, runs
+from emlib import finetune, paper, pretrain, results, runs, session
 from emlib.figures import markdown_table
 from emlib.metrics import dice_scores
 
-if device == "cpu":
+amp, channels_last, deterministic = (session.on_device(v, device) for v in (amp, channels_last, deterministic))
+if session.select_device(device).type == "cpu":
     torch.set_num_threads(1)  # the same numbers whatever the core count (toy-sized tensors gain little from threads)
 
 config = finetune.FinetuneConfig(**{f.name: globals()[f.name] for f in dataclasses.fields(finetune.FinetuneConfig)})

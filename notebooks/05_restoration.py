@@ -59,7 +59,9 @@ model = "unet_2_44"  # paper: HRNet (width not stated), e.g. "hrnet_w44"
 init = "random"  # "random" or a pretrained generator.safetensors (or its run folder)
 head = None  # output head of a pretrained init: None = the task default (segmentation: reinit, restoration: transfer)
 dataset = "TEMImageNet"
-data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: the TEMImageNet release folder
+data_root = None  # None: synthetic data (emlib.data.ensure_synthetic); real: the TEMImageNet release folder
+images_dir = None  # dataset "folder": your folder of images, named outright (with masks_dir)
+masks_dir = None  # dataset "folder": the folder of their masks
 crop = 64  # paper: 256 (whole images)
 eval_crop = 64  # paper: None (whole 256 x 256 images)
 batch_size = 8  # paper: 64
@@ -77,17 +79,17 @@ augment_noise = True  # paper: noise variations
 test = True
 seed = 0
 split_seed = 0
-device = "cpu"  # paper-scale runs: "auto" or "cuda"
-amp = False  # paper-scale runs: True (bf16/fp16 autocast on CUDA)
-channels_last = False  # paper-scale runs: True on CUDA
+device = "auto"  # the GPU when there is one (Colab), else the CPU
+amp = "cuda"  # mixed precision on a GPU only ("cuda"); the CPU runs stay fp32, the same numbers on every CPU; or True, False, "auto"
+channels_last = "cuda"  # on a GPU only; or True, False, "auto"
 compile = False
 workers = 0  # paper-scale runs: 4-8
-deterministic = True
+deterministic = "cpu"  # exact, repeatable runs on the CPU ("cpu": there only; some CUDA kernels have no deterministic version)
 output_dir = "runs/05_restoration/denoising/random"
 # Display switches (not config fields):
 other_tasks = True  # also run the paper's other two restoration tasks with the same settings
 compare_init = "toy"  # a second initialisation per task: "toy" (pretrain a tiny generator here), a path, or None
-real_images = None  # folder of real (S)TEM PNGs; None = look for shared/data/real/experimental_stem above; "" = skip
+real_images = None  # folder of real (S)TEM PNGs; None: look for shared/data/real/experimental_stem above; "": skip
 resume = False  # continue an interrupted run from output_dir/checkpoint.pt (as the CLI's --resume)
 
 # %%
@@ -99,11 +101,12 @@ from IPython.display import Markdown, display
 from PIL import Image
 
 import emlib
-from emlib import finetune, paper, pretrain, results, runs
+from emlib import finetune, paper, pretrain, results, runs, session
 from emlib.figures import markdown_table
 from emlib.metrics import l1_errors
 
-if device == "cpu":
+amp, channels_last, deterministic = (session.on_device(v, device) for v in (amp, channels_last, deterministic))
+if session.select_device(device).type == "cpu":
     torch.set_num_threads(1)  # the same numbers whatever the core count (toy-sized tensors gain little from threads)
 
 import dataclasses

@@ -61,7 +61,9 @@ model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424", "hrn
 init = "random"
 head = None  # output head of a pretrained init: None = the task default (segmentation: reinit, restoration: transfer)
 dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm (Tables 2-6); real: emps, msa_segtrack
-data_root = None  # None = synthetic data (emlib.data.ensure_synthetic); real: the folder with the Au HDF5 files
+data_root = None  # None: synthetic data (emlib.data.ensure_synthetic); real: the folder with the Au HDF5 files
+images_dir = None  # dataset "folder": your folder of images, named outright (with masks_dir)
+masks_dir = None  # dataset "folder": the folder of their masks
 crop = 96  # paper: 448 (random crops of the 512 x 512 tiles)
 eval_crop = None
 batch_size = 4  # paper: not stated (FinetuneConfig default 16)
@@ -79,12 +81,12 @@ augment_noise = True
 test = True
 seed = 0  # real study: several seeds, e.g. 0, 1, 2
 split_seed = 0  # fixes the train/val/test split and the label subsets
-device = "cpu"  # paper-scale runs: "auto" or "cuda"
-amp = False  # paper-scale runs: True (bf16/fp16 autocast on CUDA)
-channels_last = False  # paper-scale runs: True on CUDA
+device = "auto"  # the GPU when there is one (Colab), else the CPU
+amp = "cuda"  # mixed precision on a GPU only ("cuda"); the CPU runs stay fp32, the same numbers on every CPU; or True, False, "auto"
+channels_last = "cuda"  # on a GPU only; or True, False, "auto"
 compile = False
 workers = 0  # paper-scale runs: 4-8
-deterministic = True
+deterministic = "cpu"  # exact, repeatable runs on the CPU ("cpu": there only; some CUDA kernels have no deterministic version)
 output_dir = "runs/label_efficiency/random-lf1"
 # Display switches (not config fields):
 label_fractions = (0.1, 0.25, 0.5, 1.0)  # the fractions run beside label_fraction; real study: (0.1, 0.25, 0.5, 1.0) x 3 seeds
@@ -99,10 +101,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from emlib import figures, finetune, pooling, pretrain, results
+from emlib import figures, finetune, pooling, pretrain, results, session
 from emlib.figures import INIT_COLORS, markdown_table
 
-if device == "cpu":
+amp, channels_last, deterministic = (session.on_device(v, device) for v in (amp, channels_last, deterministic))
+if session.select_device(device).type == "cpu":
     torch.set_num_threads(1)  # the same numbers whatever the core count (toy-sized tensors gain little from threads)
 
 base = finetune.FinetuneConfig(**{f.name: globals()[f.name] for f in dataclasses.fields(finetune.FinetuneConfig)})
