@@ -16,7 +16,7 @@ Three words describe an init in results and figures:
     python -m emlib finetune --dataset emps --data-root ../shared/data/real/nanoparticles --init real_small/unet_2_44
 
 A name of PRETRAINED stands for a pretraining run folder under `results/` of an emlib
-checkout (these small files are not part of the pip package): Pix2Pix (LSGAN + 100 x L1,
+checkout, or of the copy a pip install carries (`emlib.paths.repository_path`): Pix2Pix (LSGAN + 100 x L1,
 or L1 only) on 1504 real cellular EM patches, 3000 steps of 8 random 96 px crops on one
 CPU thread: small scale, real data, not the paper's CEM500K pretraining (see
 book/reproduction_status.md).
@@ -27,7 +27,7 @@ from pathlib import Path
 from emlib import models
 from emlib.config import upgrade
 from emlib.paper import PRETRAINED_TAGS
-from emlib.paths import REPO_ROOT
+from emlib.paths import repository_path
 
 RANDOM = "random"
 PRETRAINED = {
@@ -43,10 +43,11 @@ def path_of(name) -> Path | None:
     """The run folder a pretrained name stands for, or None when `name` is not one of PRETRAINED."""
     if str(name) not in PRETRAINED:
         return None
-    folder = REPO_ROOT / PRETRAINED[str(name)]
+    folder = repository_path(PRETRAINED[str(name)])
     if not (folder / "generator.safetensors").is_file():
-        raise FileNotFoundError(f"init={name!r} names {folder}, which this installation does not hold: "
-                                "the study's generators ship with a checkout of the emlib repository, not with the package")
+        raise FileNotFoundError(f"init={name!r} names {folder}, which this installation does not hold: the study's "
+                                "generators ship with a checkout of the emlib repository and with its wheel "
+                                "(pip install git+https://github.com/emlib-book/emlib)")
     return folder
 
 
@@ -65,7 +66,7 @@ def card(init) -> dict | None:
     weights or when the card (or the weights) is no longer there."""
     if init in (None, RANDOM):
         return None
-    path = REPO_ROOT / PRETRAINED[str(init)] if str(init) in PRETRAINED else Path(init)
+    path = repository_path(PRETRAINED[str(init)]) if str(init) in PRETRAINED else Path(init)
     card_path = (path if path.is_dir() else path.parent) / "model_card.json"
     return upgrade(json.loads(card_path.read_text())) if card_path.is_file() else None
 

@@ -10,6 +10,8 @@ import glob
 import os
 from pathlib import Path
 
+from emlib.paths import repository_path
+
 PAPER_SEGMENTATION_COLUMNS = ["table", "dataset", "model", "blocks", "receptive_field", "init", "epoch", "dice_percent"]
 SEGMENTATION_COLUMNS = PAPER_SEGMENTATION_COLUMNS + ["seed", "label_fraction", "source", "run_id"]
 
@@ -76,9 +78,13 @@ def parse_row(row: dict) -> dict:
 def results_folders(results_dir) -> list:
     """The results folder, and for a relative one the same name in the two parent
     folders too: notebooks run from notebooks/ see both their own runs and the
-    repository's runs/ (where `python -m emlib sweep` writes)."""
+    repository's runs/ (where `python -m emlib sweep` writes). A relative `results/...`
+    found nowhere there is looked up in the repository emlib runs from, or in the copy of
+    the study that a pip install carries (`emlib.paths.repository_path`)."""
     results_dir = Path(results_dir)
     candidates = [results_dir] if results_dir.is_absolute() else [base / results_dir for base in [Path.cwd(), *Path.cwd().parents[:2]]]
+    if not results_dir.is_absolute() and not any(c.is_dir() for c in candidates):
+        candidates.append(repository_path(results_dir))
     folders = []
     for folder in candidates:
         if folder.is_dir() and folder.resolve() not in folders:

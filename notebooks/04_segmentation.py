@@ -303,19 +303,29 @@ net, run_config = runs.load_finetuned(run_folder)
 # A run's data_root is relative to where it ran (the repository root); find it from here.
 found = results.results_folders(run_config.data_root) if run_config.data_root else []
 run_config = dataclasses.replace(run_config, data_root=str(found[0]) if found else run_config.data_root)
-test_set = finetune.build_datasets(run_config, finetune.resolve_data_root(run_config)[0])["test"]
+try:
+    test_set = finetune.build_datasets(run_config, finetune.resolve_data_root(run_config)[0])["test"]
+except FileNotFoundError:  # the run's data is not on this machine (a pip install, Colab): the package's test image
+    test_set = None
 image_path = getattr(test_set, "pairs", None)
 print(f"package: {package.name} ({package.stat().st_size / 1e6:.2f} MB), from the run {run_folder.name}")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (bioimageio.core's warnings name files of the local installation)
+import io
+import zipfile
+
 import bioimageio.core
+import numpy as np
 
 if image_path:  # a file of the test split, as a user has it (8-bit pixels)
     raw = read_raw(image_path[0][0]).astype("float32")
-else:  # an Au tile from HDF5: the standardised tile is the input (standardisation is scale-free)
+elif test_set is not None:  # an Au tile from HDF5: the standardised tile is the input (standardisation is scale-free)
     raw = test_set[0][0][0].numpy()
+else:  # the test image stored in the package
+    with zipfile.ZipFile(package) as archive:
+        raw = np.load(io.BytesIO(archive.read("test_input.npy")))[0, 0]
 multiple = finetune.registry_model(net).size_multiple
 raw = raw[: raw.shape[0] // multiple * multiple, : raw.shape[1] // multiple * multiple]
 from bioimageio.spec.model.v0_5 import AxisId, TensorId
