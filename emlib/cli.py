@@ -24,12 +24,15 @@ from pathlib import Path
 
 from emlib.config import config_from_dict, config_to_dict, upgrade
 
+# Each command's module and its one-line summary: `python -m emlib --help` lists them
+# without importing any module (torch takes seconds to import); a command imports its own.
 COMMANDS = {
-    "data": "emlib.data.cli",
-    "pretrain": "emlib.pretrain",
-    "finetune": "emlib.finetune",
-    "sweep": "emlib.sweep",
-    "export": "emlib.bioimageio",
+    "data": ("emlib.data.cli", "write the synthetic datasets, or download and verify the real ones"),
+    "pretrain": ("emlib.pretrain", "GAN (Pix2Pix) pretraining of a generator on any folder of EM images (CEM500K or your own)"),
+    "finetune": ("emlib.finetune", "fine-tune segmentation (Au, nanoparticles, your images + masks) or restoration (TEMImageNet)"),
+    "predict": ("emlib.prediction", "segment or restore your images with a finished run or a BioImage.IO package"),
+    "sweep": ("emlib.sweep", "run (or --dry-run) a grid of experiments from a YAML spec, resumable"),
+    "export": ("emlib.bioimageio", "export a finished run as a BioImage.IO model package (deepImageJ, ilastik, napari)"),
 }
 
 
@@ -39,22 +42,36 @@ USAGE_ERRORS = (ValueError, FileNotFoundError)  # exit status 2; other errors 1
 EXPECTED_ERRORS = USAGE_ERRORS + (OSError, FloatingPointError, RuntimeError)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
+    """The argument parser: every command's ("all"), or `command`'s own parser (its module
+    imported) beside one-line entries for the others; with None, `python -m emlib --help`
+    imports nothing heavy."""
     parser = argparse.ArgumentParser(prog="python -m emlib", description=__doc__.splitlines()[0],
                                      epilog="exit status: 0 ok, 1 failed, 2 bad usage or data, 130/143 interrupted (SIGINT/SIGTERM)")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error (debugging)")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for module_name in COMMANDS.values():
-        importlib.import_module(module_name).add_cli(subparsers)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, summary) in COMMANDS.items():
+        if name == command or command == "all":
+            importlib.import_module(module_name).add_cli(subparsers)
+            for entry in subparsers._choices_actions:  # the command's line in `--help`: the summary above
+                entry.help = summary if entry.dest == name else entry.help
+        else:
+            subparsers.add_parser(name, help=summary)
     for subparser in subparsers.choices.values():  # --traceback after the subcommand too
         subparser.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
                                help="show the full traceback of an error (debugging)")
     return parser
 
 
+def command_of(argv) -> str | None:
+    """The command named on a command line (its first word that is not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(command_of(argv)).parse_args(argv)
     try:
         result = args.func(args)
     except KeyboardInterrupt:
@@ -82,20 +99,20 @@ def error_message(err: BaseException) -> str:
 # ----------------------------------------------------------------------------- run commands: config <-> flags
 
 
-def add_run_parser(subparsers, name: str, cls, help: str, description: str):
+def add_run_parser(subparsers, name: str, cls, help: str, description: str, field_help=None):
     """The subcommand of one run kind: --toy, --config FILE.json, --resume, --overwrite,
-    and one flag per field of config dataclass `cls`."""
+    and one flag per field of config dataclass `cls` (`field_help`: {field: what its values mean})."""
     parser = subparsers.add_parser(name, help=help, description=description)
     parser.add_argument("--toy", action="store_true", help=f"start from {cls.__name__}.toy() (CPU, synthetic data)")
     parser.add_argument("--config", help=f"JSON file of {cls.__name__} fields (flags override it)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from output_dir/checkpoint.pt (epochs may grow, lr may change; starts fresh without one)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in output_dir (refused without it)")
-    add_config_arguments(parser, cls)
+    add_config_arguments(parser, cls, field_help)
     return parser
 
 
-def add_config_arguments(parser, cls) -> None:
+def add_config_arguments(parser, cls, field_help=None) -> None:
     """One `--field-name` flag per field of config dataclass `cls` (defaults suppressed,
     so that only the flags given on the command line override --config / presets).
 
@@ -105,7 +122,9 @@ def add_config_arguments(parser, cls) -> None:
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        kwargs = {"dest": field.name, "default": argparse.SUPPRESS, "help": f"(default: {default!r})"}
+        what = (field_help or {}).get(field.name)
+        kwargs = {"dest": field.name, "default": argparse.SUPPRESS,
+                  "help": f"{what} (default: {default!r})" if what else f"(default: {default!r})"}
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif _is_mode_field(field):  # True, False or "auto": --x, --x auto, --no-x

@@ -681,8 +681,19 @@ def check_weights_after_epoch(model, epoch: int, checkpoint_path: Path) -> None:
 
 def add_cli(subparsers) -> None:
     """`python -m emlib finetune --task segmentation|denoising|background_removal|super_resolution [--toy] ...`."""
+    field_help = {
+        "task": f"{SEGMENTATION}, {', '.join(TEMIMAGENET_TASKS)} (aliases: {', '.join(TASK_ALIASES)})",
+        "model": f"a registry network: {', '.join(models.generator_names())}; unset: the --init export's network",
+        "init": f"random, a generator.safetensors (or its run folder), or a named generator: {', '.join(inits.PRETRAINED)}",
+        "dataset": f"segmentation: {', '.join(SEGMENTATION_DATASETS)} (folder: your own images/ + masks/ under --data-root, "
+                   f"or --images DIR --masks DIR); restoration: {RESTORATION_DATASET}",
+        "data_root": "the dataset's folder (or a folder holding it); unset: the synthetic data",
+        "epoch_size": "train crops per epoch: paper (the paper's Table 1 train count of the dataset, or one pass over a "
+                      "dataset not in the paper), none (one pass over the train images) or a number",
+        "label_fraction": "train on this seeded fraction of the labelled train images, in (0, 1]",
+    }
     parser = cli.add_run_parser(subparsers, "finetune", FinetuneConfig, description=__doc__.splitlines()[0],
-                                     help="fine-tune on Au segmentation or TEMImageNet restoration")
+                                help="fine-tune", field_help=field_help)
     parser.add_argument("--images", dest="images_dir", default=argparse.SUPPRESS,
                         help="with --dataset folder: your folder of images (the same as --images-dir)")
     parser.add_argument("--masks", dest="masks_dir", default=argparse.SUPPRESS,

@@ -583,8 +583,14 @@ def _checked_values(losses: dict, step: int, ctx) -> dict:
 
 def add_cli(subparsers) -> None:
     """`python -m emlib pretrain [--toy] [--config FILE.json] [--field value ...] [--resume]`."""
+    field_help = {
+        "model": f"the generator: {', '.join(models.generator_names())}",
+        "data_root": "any folder of 2-D EM images (TIFF, PNG, BMP; stacks page by page), searched recursively; "
+                     "unset: the synthetic CEM500K stand-in",
+        "subset": "train on the first n train images of the split (the paper: 50000, 100000, 200000); none: every image",
+    }
     parser = cli.add_run_parser(subparsers, "pretrain", PretrainConfig, description=__doc__.splitlines()[0],
-                                     help="GAN (Pix2Pix LSGAN) pretraining on CEM500K")
+                                help="pretrain", field_help=field_help)
     parser.set_defaults(func=_run_cli)
 
 
