@@ -652,6 +652,12 @@ def summarize(runs_dir="runs") -> str:
 # ---------------------------------------------------------------- command line
 
 
+def missing_data(run: Run) -> bool:
+    """Whether the run names a data folder that is not there (None is the synthetic data, written on first use)."""
+    data_root = run.config.get("data_root")
+    return data_root is not None and not Path(data_root).is_dir()
+
+
 def format_listing(runs, runs_dir, toy=False, hardware="GPU", jobs=1) -> str:
     """The dry-run table: id, status, dependency and estimated hours on `hardware` (the spec's, default GPU)."""
     unit = "GPU h" if hardware == "GPU" else "CPU h"
@@ -660,9 +666,14 @@ def format_listing(runs, runs_dir, toy=False, hardware="GPU", jobs=1) -> str:
     for run in runs:
         hours = "toy" if toy else f"{run.est_gpu_hours * run.gpus:7.2f}"
         total += run.est_gpu_hours * run.gpus
-        lines.append(f"{run.run_id:<52} {run_status(Path(runs_dir) / run.run_id):<10} {hours:>7}  {run.depends_on or ''}")
+        missing = f"  NO DATA: {run.config['data_root']} is missing" if missing_data(run) else ""
+        lines.append(f"{run.run_id:<52} {run_status(Path(runs_dir) / run.run_id):<10} {hours:>7}  {run.depends_on or ''}{missing}")
     n_pre = sum(r.kind == "pretrain" for r in runs)
     summary = f"{len(runs)} runs ({n_pre} pretraining, {len(runs) - n_pre} fine-tuning)"
+    without_data = sorted({str(r.config["data_root"]) for r in runs if missing_data(r)})
+    if without_data:
+        summary = (f"{sum(map(missing_data, runs))} runs have no data folder ({', '.join(without_data)}): "
+                   "download it first (python -m emlib data download --help)\n" + summary)
     if toy:
         summary += ", CPU-sized toy grid"
     elif hardware == "GPU":

@@ -241,3 +241,18 @@ def test_submitit_local_executor_runs_and_skips(spec, tmp_path):
     assert outcomes[runs[1].run_id] == "skipped (finished)"
     assert outcomes[runs[2].run_id].startswith("failed (exit code 3")
     assert (runs_dir / "_submitit").is_dir()
+
+
+def test_paper_grid_reads_the_folders_the_readme_downloads_to_and_dry_run_marks_missing_ones(tmp_path, monkeypatch):
+    readme = (SPEC.parents[1] / "README.md").read_text()
+    runs = sweep.expand_grid(sweep.load_spec(SPEC), toy=False, runs_dir=tmp_path / "runs")
+    roots = {run.config["data_root"] for run in runs}
+    assert roots == {"data/real/cem500k", "data/real/au", "data/real/temimagenet"}
+    for root in roots:
+        assert f"--out {root}" in readme
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/real/au").mkdir(parents=True)
+    listing = sweep.format_listing(runs, tmp_path / "runs").splitlines()
+    marked = {line.split()[0] for line in listing if "NO DATA" in line}
+    assert marked == {run.run_id for run in runs if run.config["data_root"] != "data/real/au"}
+    assert "data/real/cem500k, data/real/temimagenet): download it first" in "\n".join(listing)
