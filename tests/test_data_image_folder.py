@@ -10,7 +10,7 @@ import torch
 
 from emlib.data import CEM500K, ImageFolder
 from emlib.data.image_folder import eval_split_size
-from emlib.data.images import pad_to_at_least
+from emlib.data.images import pad_to_at_least, page_count, read_raw
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared/data/real"
 EXAMPLES = REAL / "cem500k_examples"
@@ -227,3 +227,27 @@ def test_without_an_index_sources_are_sub_folders_or_files(tmp_path):
     few = [f"a/p{i}.tif" for i in range(20)] + [f"b/p{i}.tif" for i in range(20)]
     manifest = make_manifest(few, seed=3, root=tmp_path)
     assert manifest["split_by"] == "file" and (len(manifest["val"]), len(manifest["test"])) == (4, 4)
+
+
+def test_stacks_are_read_page_by_page_and_split_whole(home, tmp_path):
+    folder = tmp_path / "volume_em"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        tifffile.imwrite(folder / f"single{i}.tif", rng.integers(0, 255, (24, 24), np.uint8))
+    for i in range(3):  # FIB-SEM stacks: every page its own 2-D image, with its own content
+        pages = np.stack([np.full((24, 24), 10 * i + p, np.uint16) + np.eye(24, dtype=np.uint16) * 500 for p in range(5)])
+        tifffile.imwrite(folder / f"stack{i}.tif", pages)
+    splits = {s: ImageFolder(folder, split=s, image_size=16) for s in ("train", "val", "test")}
+    assert sum(len(d.files) for d in splits.values()) == 11
+    assert sum(len(d) for d in splits.values()) == 8 + 3 * 5  # one item per page
+    sources = [set(d.sources) for d in splits.values()]
+    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])  # a stack stays whole
+    train = splits["train"]
+    stacks = sorted({f for f, page, _ in train.items if page is not None})
+    assert stacks and all(sorted(p for f, p, _ in train.items if f == s) == list(range(5)) for s in stacks)
+    assert all(train[i].shape == (1, 16, 16) for i in range(len(train)))
+    assert page_count(folder / "stack1.tif") == 5 and page_count(folder / "single1.tif") == 1
+    assert int(read_raw(folder / "stack1.tif", 3)[0, 1]) == 13  # page 3 of stack 1
+    with pytest.raises(ValueError, match="a stack: read it page by page"):
+        read_raw(folder / "stack1.tif")

@@ -21,8 +21,9 @@ make validation a copy of training. The source of each file comes from (in order
 
 The manifest records which rule it used (`split_by`). Whole sources are dealt to
 val, then test, until each holds at least its share of files, so their sizes may
-exceed it by part of one source. Every crop of one file stays in one split
-(`sources` names the file of each item).
+exceed it by part of one source. Every crop of one file, and every page of a
+multi-page TIFF (a stack: each page is one 2-D image), stays in one split (`sources`
+names the file of each item). The manifest records the stacks' page counts (`pages`).
 
 Manifests are never written into the data folder (data folders are often
 read-only or shared): by default they go to the user cache
@@ -46,7 +47,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emlib import atomic, paper
-from emlib.data.images import IMAGE_SUFFIXES, crop, image_shape, pad_to_at_least, read_unit, tile_corners, find_images
+from emlib.data.images import IMAGE_SUFFIXES, crop, image_shape, page_count, pad_to_at_least, read_unit, tile_corners, find_images
 
 SPLITS = ("train", "val", "test")
 MANIFEST_VERSION = 3
@@ -108,7 +109,14 @@ def make_manifest(files, seed, root=None):
         "val": parts["val"],
         "test": parts["test"],
         "train": train,
+        "pages": stack_pages(root, files) if root is not None else {},
     }
+
+
+def stack_pages(root, files) -> dict:
+    """{file: page count} of the multi-page TIFFs (stacks) among `files` under root."""
+    counts = {f: page_count(Path(root) / f) for f in files if (Path(root) / f).is_file()}
+    return {f: n for f, n in counts.items() if n > 1}
 
 
 def files_digest(files) -> str:
@@ -190,10 +198,12 @@ class ImageFolder(Dataset):
                                  "to train on every image leave subset out (subset=None, --subset none)")
             files = files[: int(subset)]
         self.files = list(files)
-        self.items = [(f, None) for f in self.files]
+        pages = manifest.get("pages", {})  # manifests from before stacks were read hold none
+        self.items = [(f, page, None) for f in self.files
+                      for page in (range(pages[f]) if f in pages else [None])]
         if tiles_per_image:
-            self.items = [(f, corner) for f in self.files for corner in tile_corners(*self._shape(f), self.image_size)]
-        self.sources = [f for f, _ in self.items]
+            self.items = [(f, page, corner) for f, page, _ in self.items for corner in tile_corners(*self._shape(f), self.image_size)]
+        self.sources = [f for f, _, _ in self.items]
 
     def _shape(self, relative):
         return image_shape(self._path(relative))
@@ -208,8 +218,8 @@ class ImageFolder(Dataset):
         return len(self.items)
 
     def __getitem__(self, index):
-        relative, corner = self.items[index]
-        image = pad_to_at_least(read_unit(self._path(relative)), self.image_size)
+        relative, page, corner = self.items[index]
+        image = pad_to_at_least(read_unit(self._path(relative), page), self.image_size)
         if corner is not None and self.split != "train":
             top, left = corner
             image = image[top:top + self.image_size, left:left + self.image_size]

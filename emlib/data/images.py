@@ -13,6 +13,9 @@ Intensities to [0, 1] (`to_unit_range`), one rule for every loader:
   rest (a min-max rule would); a constant image becomes 0;
 - NaN or Inf pixels raise a ValueError naming the file.
 
+Stacks: a multi-page TIFF (FIB-SEM, serial sections) is a stack of 2-D images, read
+page by page (`page_count`, `read_raw(path, page)`).
+
 Crops: a side shorter than the crop is mirror-padded (numpy "symmetric"), split
 evenly before and after; larger images are cropped at a random place (torch RNG,
 so the per-sample seeding of `emlib.training.SeededSamples` makes it
@@ -49,16 +52,33 @@ def find_images(root, suffixes=IMAGE_SUFFIXES, what="image"):
     return files
 
 
-def read_raw(path) -> np.ndarray:
-    """The pixels of one image file as stored: a 2-D array of its own dtype.
+def page_count(path) -> int:
+    """The number of 2-D images in a file: the pages of a multi-page TIFF (a stack), else 1."""
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return 1
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = len(tif.pages)
+            if pages == 1 and len(tif.pages[0].shape) == 3 and tif.pages[0].shape[-1] not in (1, 3, 4):
+                pages = tif.pages[0].shape[0]  # one page holding a (N, H, W) volume
+            return pages
+    except Exception as err:
+        raise ValueError(f"cannot read the header of image {path}: {err}") from err
+
+
+def read_raw(path, page: int | None = None) -> np.ndarray:
+    """The pixels of one image file as stored (`page`: one page of a multi-page TIFF): a 2-D
+    array of its own dtype.
 
     Colour images must have equal colour channels (one is kept; an alpha channel
-    is ignored). Unreadable, truncated or non-2-D files raise ValueError naming the file.
+    is ignored). Unreadable, truncated or non-2-D files (a stack read without `page`)
+    raise ValueError naming the file.
     """
     path = Path(path)
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            array = _read_tiff(path)
+            array = _read_tiff(path, page)
         else:
             with Image.open(path) as image:
                 image.load()  # decode now, so that a truncated file fails here
@@ -74,14 +94,19 @@ class ImageTooLargeError(ValueError):
     """An image file whose header claims more than MAX_PIXELS values (a memory bomb)."""
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    """A TIFF's pixels, once its header's shape is within MAX_PIXELS (checked before decoding)."""
+def _read_tiff(path: Path, page: int | None = None) -> np.ndarray:
+    """A TIFF's pixels (with `page`, one page of a stack), once the shape its header claims for what
+    is read is within MAX_PIXELS (checked before decoding)."""
     with tifffile.TiffFile(path) as tif:
-        shape = tuple(tif.series[0].shape)
+        one_page = page is not None and len(tif.pages) > 1
+        shape = tuple(tif.pages[page].shape) if one_page else tuple(tif.series[0].shape)
         if math.prod(shape) > MAX_PIXELS:
             raise ImageTooLargeError(f"image {path} claims a shape of {' x '.join(map(str, shape))} = "
                                      f"{math.prod(shape):,} values, over the limit of {MAX_PIXELS:,}; not decoded")
-        return tif.asarray()
+        volume = tif.pages[page].asarray() if one_page else tif.asarray()
+    if page is not None and not one_page and volume.ndim == 3 and volume.shape[-1] not in (1, 3, 4):
+        return volume[page]  # one page holding a (N, H, W) volume
+    return volume
 
 
 def _to_2d(array: np.ndarray, path) -> np.ndarray:
@@ -96,7 +121,8 @@ def _to_2d(array: np.ndarray, path) -> np.ndarray:
             raise ValueError(f"{path} is a colour image with unequal R, G, B channels; expected a grayscale micrograph")
         array = colour[..., 0]
     if array.ndim != 2:
-        raise ValueError(f"expected a 2-D grayscale image, got shape {array.shape} in {path}")
+        raise ValueError(f"expected a 2-D grayscale image, got shape {array.shape} in {path}"
+                         + (" (a stack: read it page by page)" if array.ndim == 3 else ""))
     return array
 
 
@@ -120,9 +146,9 @@ def to_unit_range(image: np.ndarray, path="image") -> np.ndarray:
     return np.clip((image - low) / (high - low), 0.0, 1.0)
 
 
-def read_unit(path) -> np.ndarray:
-    """One image file as float32 (H, W) in [0, 1]: `read_raw` then `to_unit_range`."""
-    return to_unit_range(read_raw(path), path)
+def read_unit(path, page: int | None = None) -> np.ndarray:
+    """One image file (or one page of a stack) as float32 (H, W) in [0, 1]: `read_raw` then `to_unit_range`."""
+    return to_unit_range(read_raw(path, page), path if page is None else f"{path} page {page}")
 
 
 def standardize(image) -> np.ndarray:
