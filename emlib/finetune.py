@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from emlib import cli, data, finite, inits, models, paper, provenance, results, run_folder, session, training
+from emlib import cli, data, finite, inits, models, paper, provenance, qc, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
@@ -57,6 +57,7 @@ from emlib.intensity import CenteredIntensities
 from emlib.metrics import dice_scores, restoration_scores
 
 SEGMENTATION = "segmentation"
+QC_IMAGES = 3  # test predictions a finished run draws into qc/
 RESTORATION_TASKS = tuple(TEMIMAGENET_TASKS)  # denoising, noise_background_removal, super_resolution
 TASKS = (SEGMENTATION,) + RESTORATION_TASKS
 OPTIMIZERS = ("adam", "adamw")
@@ -662,6 +663,7 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
         model.load_state_dict(best.state)  # training is over: the run's model becomes the best one
         models.save_weights(registry_model(model), output_dir / "best_model.safetensors",
                             {"task": config.task, "best_epoch": best.epoch, metric: best.score})
+        write_qc_images(model, datasets["test" if "test" in datasets else "val"], config.task, output_dir / "qc", device)
         run_folder.finish_run_folder(output_dir, summary)
     session.barrier()
     return summary
@@ -674,6 +676,24 @@ def check_weights_after_epoch(model, epoch: int, checkpoint_path: Path) -> None:
             else "there is no earlier checkpoint (start again with a lower lr)")
     finite.check_finite_weights(training.unwrap_model(model).state_dict(),
                                 f"the model diverged in epoch {epoch}: it is not scored or saved; {kept}")
+
+
+@torch.no_grad()
+def write_qc_images(model, dataset, task: str, folder: Path, device, n: int = QC_IMAGES) -> list:
+    """PNGs of the model on the first `n` images of `dataset` (the test split): input | prediction |
+    ground truth, masks drawn in red (`emlib.qc`), for a person to check beside the scores."""
+    model.eval()
+    paths = []
+    for index in range(min(n, len(dataset))):
+        inputs, target = dataset[index]
+        output = model(inputs[None].to(device)).float().cpu()[0, 0].numpy()
+        image, truth = inputs[0].numpy(), target[0].numpy()
+        if task == SEGMENTATION:
+            panels = [("input", image), ("prediction", qc.overlay(image, output > 0)), ("ground truth", qc.overlay(image, truth))]
+        else:
+            panels = [("input", image), ("prediction", output.clip(0, 1)), ("target", truth)]
+        paths.append(qc.save_panels(folder / f"test_{index}.png", panels))
+    return paths
 
 
 # ----------------------------------------------------------------------------- command line

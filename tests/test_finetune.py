@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -324,3 +325,15 @@ def test_augmented_batch_is_what_an_epoch_draws_and_is_seeded(data_root):
     assert len(batch) == 5 and all(torch.equal(a, b) for i, pair in enumerate(batch) for a, b in zip(pair, drawn[i % len(train)]))
     assert batch[0][0].shape[-1] == config.crop and set(batch[0][1].unique().tolist()) <= {0.0, 1.0}
     assert not torch.equal(augmented_batch(train, seed=4, size=1)[0][0], augmented_batch(train, seed=3, size=1)[0][0])
+
+
+def test_a_finished_run_draws_qc_images_of_test_predictions(segmentation_run):
+    config, _ = segmentation_run
+    pngs = sorted((Path(config.output_dir) / "qc").glob("test_*.png"))
+    from emlib import finetune
+    n_test = len(finetune.build_datasets(config, finetune.resolve_data_root(config)[0])["test"])
+    assert [p.name for p in pngs] == [f"test_{i}.png" for i in range(min(finetune.QC_IMAGES, n_test))]
+    from PIL import Image
+    panel = np.asarray(Image.open(pngs[0]).convert("RGB"))
+    red = (panel[..., 0] > panel[..., 1] + 60).sum()
+    assert red > 0  # the masks drawn in red
