@@ -8,40 +8,47 @@ One call per run folder: a fine-tuning run (segmentation or restoration,
 `model_card.json`: a restoration model, corrupted EM in, restored EM out). The
 package is a BioImage.IO model description (format 0.5) with:
 
-- the weights twice. `pytorch_state_dict`, whose architecture is emlib's
-  registry builder (`emlib.models.create` with the run's registry name): it
-  loads offline wherever emlib is installed, with no copy of the network's
-  source to drift from emlib's (a source file would also need timm for HRNet).
-  And TorchScript (traced), for consumers without emlib: deepImageJ runs it,
-  and bioimageio.core falls back to it when `emlib` cannot be imported.
+- the weights twice. `pytorch_state_dict`, whose architecture is a source file
+  in the package (`emlib_network.py`, the Model Zoo's usual form): emlib's own
+  network modules (emlib/models/unet.py, and hrnet.py for HRNet, which declares
+  timm as a dependency) copied verbatim with a `create(name, ...)` builder, so
+  the package runs where emlib is not installed and cannot drift from the weights.
+  And TorchScript (traced): deepImageJ runs it.
 - the processing emlib applies, declared, so that a consumer applying it gets
   emlib's outputs:
     segmentation: zero_mean_unit_variance per image (Au images are standardised
       per image) -> network -> sigmoid -> binarize 0.5 (= logit > 0, the mask
       that emlib's Dice scores);
-    restoration: 8-bit intensities x 1/255 (how TEMImageNet and CEM500K are
-      read) -> x 2 - 1 (the [-1, 1] of pix2pix: emlib.intensity) -> network ->
-      (y + 1) / 2, on the [0, 1] scale.
+    restoration: intensities of any bit depth scaled per image between their
+      0.1 and 99.9 percentiles and clipped to [0, 1] (emlib.data.images'
+      rule for non-8-bit images) -> x 2 - 1 (the [-1, 1] of pix2pix:
+      emlib.intensity) -> network -> (y + 1) / 2, on the [0, 1] scale.
 - axes (batch, channel, y, x); y and x with min = step = the network's size
   multiple (2**B for U-Net_B, 32 for HRNet) and an output halo, so a consumer
   can predict large images tile by tile.
 - a test input from the run's test split and the expected output computed by
   emlib's own code (not by bioimageio.core), so that bioimageio.core's model
-  test checks the declared processing against emlib; a cover (input |
-  prediction); a README made from the run's config and summary.
+  test checks the declared processing against emlib; the same pair as TIFF
+  sample tensors; a cover (input | prediction); a README made from the run's
+  config and summary. Files extract with mode 0644.
 """
+import inspect
 import json
 import re
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
 from PIL import Image
 
 from emlib import __version__, finetune, pretrain, runs
 from emlib.data import Corruption
+from emlib.data.images import PERCENTILES, to_unit_range
+from emlib.models import hrnet as hrnet_source, unet as unet_source
 from emlib.data.registry import DATASETS
 from emlib.finite import check_finite_weights
 from emlib.intensity import FROM_CENTERED, TO_CENTERED
@@ -141,8 +148,8 @@ def crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def package_input(run: runs.Run, image: torch.Tensor) -> torch.Tensor:
-    """What a consumer feeds the package, on the 0..255 scale of an 8-bit image. Restoration: the
-    image x 255 (emlib reads 8-bit images / 255). Segmentation: emlib's datasets give the image
+    """What a consumer feeds the package, on the 0..255 scale of an 8-bit image (the package takes
+    any scale). Restoration: the [0, 1] image x 255. Segmentation: emlib's datasets give the image
     standardised, so it is min-max scaled to 0..255; the package standardises it again, and the
     test checks that step too."""
     if segmentation(run):
@@ -156,13 +163,34 @@ def emlib_output(run: runs.Run, raw: torch.Tensor) -> torch.Tensor:
     if segmentation(run):
         standardised = torch.stack([standardize_image(x, "per_image") for x in raw])
         return (run.network(standardised) > 0).to(torch.uint8)
-    images = raw / EIGHT_BIT
+    images = torch.stack([torch.from_numpy(to_unit_range(x[0].numpy()))[None] for x in raw])  # percentiles, clipped
     if run.kind == "finetune":
         return finetune.for_task(run.network, run.task)(images)
     return pretrain.restore_images(run.network, images, centered(run))
 
 
 # ----------------------------------------------------------------------------- the files of the package
+
+
+ARCHITECTURE_FILE = "emlib_network.py"
+ENVIRONMENT_FILE = "environment.yaml"
+
+
+def architecture_source(run: runs.Run) -> str:
+    """The network's source as one file without emlib: emlib's U-Net module (and HRNet's, which
+    imports timm), verbatim, and `create(name, in_channels, out_channels)`, the registry's rule."""
+    parts = [inspect.getsource(unet_source)]
+    if run.config.model in hrnet_source.WIDTHS:
+        parts.append(inspect.getsource(hrnet_source).replace("from .unet import pad_to_multiple\n", ""))
+    parts.append(f'''
+
+def create(name, in_channels=1, out_channels=1):
+    """The network `name` of emlib {__version__}'s registry (emlib.models.create), with random weights."""
+    if name in DILATIONS:
+        return UNet(DILATIONS[name], in_channels=in_channels, out_channels=out_channels)
+    return HRNet(name, in_channels=in_channels, out_channels=out_channels)
+''')
+    return f"# {run.config.model}: the network of this package, from emlib {__version__} (MIT licence).\n" + "\n".join(parts)
 
 
 def save_weights(run: runs.Run, example: torch.Tensor, folder: Path) -> tuple:
@@ -216,7 +244,10 @@ def processing(run: runs.Run) -> tuple:
         post = [spec.SigmoidDescr(), spec.BinarizeDescr(kwargs=spec.BinarizeKwargs(threshold=0.5)),
                 spec.EnsureDtypeDescr(kwargs=spec.EnsureDtypeKwargs(dtype="uint8"))]
         return pre, post
-    pre, post = [scale(1 / EIGHT_BIT)], []
+    range_kwargs = spec.ScaleRangeKwargs(axes=[spec.AxisId("y"), spec.AxisId("x")], min_percentile=PERCENTILES[0],
+                                         max_percentile=PERCENTILES[1])
+    pre = [spec.ScaleRangeDescr(kwargs=range_kwargs), spec.ClipDescr(kwargs=spec.ClipKwargs(min=0.0, max=1.0))]
+    post = []
     if centered(run):
         pre.append(scale(*TO_CENTERED))
         post.append(scale(*FROM_CENTERED))
@@ -242,7 +273,7 @@ def min_size(multiple: int, halo: int) -> int:
     return multiple * (2 * halo // multiple + 1)
 
 
-def tensors(run: runs.Run, input_path: Path, output_path: Path, halo: int) -> tuple:
+def tensors(run: runs.Run, input_path: Path, output_path: Path, halo: int, samples=(None, None)) -> tuple:
     """(input, output) tensor descriptions: axes, sizes, data, processing, test tensors."""
     from bioimageio.spec.model import v0_5 as spec
 
@@ -255,8 +286,9 @@ def tensors(run: runs.Run, input_path: Path, output_path: Path, halo: int) -> tu
         out_data = spec.NominalOrOrdinalDataDescr(values=[0, 1], type="uint8")
         out_text, channel = "nanoparticle mask: 1 = particle (sigmoid > 0.5)", "mask"
     else:
-        in_data = spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, EIGHT_BIT))
-        in_text = "EM image, 8-bit intensities 0..255 (an 8-bit image as is)"
+        in_data = spec.IntervalOrRatioDataDescr(type="float32")
+        in_text = ("EM image, one channel, of any bit depth (8-bit, 16-bit, float): the package scales it between its "
+                   f"{PERCENTILES[0]} and {PERCENTILES[1]} percentiles")
         out_data = spec.IntervalOrRatioDataDescr(type="float32")
         out_text, channel = "restored image on the [0, 1] scale (not clipped)", "restored"
     input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("intensity")]),
@@ -266,22 +298,35 @@ def tensors(run: runs.Run, input_path: Path, output_path: Path, halo: int) -> tu
                                      size=spec.SizeReference(tensor_id=spec.TensorId("input"), axis_id=spec.AxisId(a)))
         for a in ("y", "x")]
     inputs = spec.InputTensorDescr(id=spec.TensorId("input"), description=in_text, axes=input_axes, data=in_data,
-                                   test_tensor=spec.FileDescr(source=input_path), preprocessing=pre)
+                                   test_tensor=spec.FileDescr(source=input_path), preprocessing=pre,
+                                   sample_tensor=samples[0] and spec.FileDescr(source=samples[0]))
     outputs = spec.OutputTensorDescr(id=spec.TensorId("output"), description=out_text, axes=output_axes,
-                                     data=out_data, test_tensor=spec.FileDescr(source=output_path), postprocessing=post)
+                                     data=out_data, test_tensor=spec.FileDescr(source=output_path), postprocessing=post,
+                                     sample_tensor=samples[1] and spec.FileDescr(source=samples[1]))
     return inputs, outputs
 
 
-def weights_description(run: runs.Run, state_path: Path, script_path: Path):
+def environment(run: runs.Run) -> str | None:
+    """The conda environment of the state-dict weights beyond PyTorch: timm for HRNet, else None."""
+    if run.config.model not in hrnet_source.WIDTHS:
+        return None
+    import timm
+
+    return (f"name: {run.config.model}\nchannels: [conda-forge]\ndependencies:\n  - python>=3.10\n  - pytorch\n  - pip\n"
+            f"  - pip:\n      - timm>={timm.__version__}\n")
+
+
+def weights_description(run: runs.Run, state_path: Path, script_path: Path, source_path: Path, environment_path=None):
     from bioimageio.spec.model import v0_5 as spec
 
     version = spec.Version(torch.__version__.split("+")[0])
-    architecture = spec.ArchitectureFromLibraryDescr(
-        import_from="emlib.models", callable=spec.Identifier("create"),
+    architecture = spec.ArchitectureFromFileDescr(
+        source=source_path, callable=spec.Identifier("create"),
         kwargs={"name": run.config.model, "in_channels": 1, "out_channels": 1})
+    dependencies = spec.FileDescr(source=environment_path) if environment_path else None
     return spec.WeightsDescr(
         pytorch_state_dict=spec.PytorchStateDictWeightsDescr(source=state_path, architecture=architecture,
-                                                             pytorch_version=version),
+                                                             pytorch_version=version, dependencies=dependencies),
         torchscript=spec.TorchscriptWeightsDescr(source=script_path, pytorch_version=version,
                                                  parent="pytorch_state_dict"))
 
@@ -314,7 +359,7 @@ def describe(run: runs.Run, files: dict, authors: list, halo: int):
     """The BioImage.IO ModelDescr of a run; `files` maps input, output, cover, readme, weights, torchscript to paths."""
     from bioimageio.spec.model import v0_5 as spec
 
-    inputs, outputs = tensors(run, files["input"], files["output"], halo)
+    inputs, outputs = tensors(run, files["input"], files["output"], halo, (files["sample_input"], files["sample_output"]))
     kind = "segmentation" if segmentation(run) else "restoration"
     training = spec.TrainingDetails(**training_details(run))
     bioimageio = spec.BioimageioConfig(
@@ -330,7 +375,8 @@ def describe(run: runs.Run, files: dict, authors: list, halo: int):
         tags=["emlib", "electron-microscopy", "pytorch", "2d", kind, run.config.model.split("_")[0],
               "toy" if run.summary["source"] == "synthetic" else "real-data"],
         inputs=[inputs], outputs=[outputs],
-        weights=weights_description(run, files["weights"], files["torchscript"]),
+        weights=weights_description(run, files["weights"], files["torchscript"], files["architecture"],
+                                    files.get("environment")),
         config=spec.Config(bioimageio=bioimageio, emlib=provenance(run)),
     )
 
@@ -417,8 +463,10 @@ def readme(run: runs.Run, example: str, title: str, halo: int) -> str:
         io = ("Input: one-channel TEM image; the package standardises it per image (mean 0, std 1, as emlib's "
               "segmentation loaders do). Output: mask, 1 = particle (sigmoid of the logits > 0.5).")
     else:
-        io = ("Input: one-channel EM image with 8-bit intensities 0..255 (convert 16-bit or float images to 8 bit "
-              "first); the package divides by 255 as emlib's loaders do" +
+        io = ("Input: a one-channel (grayscale) EM image of any bit depth, 8-bit, 16-bit or float, as your microscope "
+              f"saved it; the package scales each image between its {PERCENTILES[0]} and {PERCENTILES[1]} percentiles "
+              "to [0, 1] and clips (emlib reads non-8-bit images so; 8-bit images emlib divides by 255, which agrees "
+              "for an image that spans the 8-bit range)" +
               (" and maps [0, 1] to [-1, 1], the range the network was trained in" if centered(run) else "") +
               ". Output: the restored image on the [0, 1] scale.")
     cites = "\n".join(f"- {text}. doi:{doi}" for text, doi in citations(run))
@@ -449,8 +497,11 @@ def readme(run: runs.Run, example: str, title: str, halo: int) -> str:
         "- deepImageJ (Fiji): install the package's zip (DeepImageJ Install Model); it runs the TorchScript weights.",
         "- ilastik: Neural Network Classification workflow, load the zip.",
         "- napari: the bioimageio plugin, or in Python: `bioimageio.core.predict(model=\"package.zip\", inputs=image)`.",
-        "- The `pytorch_state_dict` weights need emlib installed (`emlib.models.create`); without it, consumers use "
-        "the TorchScript weights.", "",
+        f"- The `pytorch_state_dict` weights need no emlib: the network's source is in the package "
+        f"(`{ARCHITECTURE_FILE}`{', which needs timm' if environment(run) else ''}).",
+        f"- Height and width must be multiples of {multiple}: pad a larger image at its bottom and right first, e.g. "
+        f"`numpy.pad(image, ((0, -image.shape[0] % {multiple}), (0, -image.shape[1] % {multiple})), mode=\"reflect\")`, "
+        "and crop the output back.", "",
         "## Cite", "", cites, *missing, "",
         "## Licences", "",
         f"Weights and package: {LICENSE} (emlib). The training data keep their own terms: see the records cited "
@@ -479,16 +530,37 @@ def export(run_dir, out, authors=("emlib contributors",), overwrite: bool = True
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = {"input": tmp / "test_input.npy", "output": tmp / "test_output.npy",
-                 "cover": tmp / "cover.png", "readme": tmp / "README.md"}
+                 "sample_input": tmp / "sample_input.tif", "sample_output": tmp / "sample_output.tif",
+                 "cover": tmp / "cover.png", "readme": tmp / "README.md", "architecture": tmp / ARCHITECTURE_FILE}
         np.save(files["input"], raw.numpy())
         np.save(files["output"], expected.numpy())
+        tifffile.imwrite(files["sample_input"], raw.numpy(), photometric="minisblack")
+        tifffile.imwrite(files["sample_output"], expected.numpy(), photometric="minisblack")
+        files["architecture"].write_text(architecture_source(run))
+        if environment(run):
+            files["environment"] = tmp / ENVIRONMENT_FILE
+            files["environment"].write_text(environment(run))
         save_cover(raw[0, 0].numpy(), expected[0, 0].float().numpy(), run, files["cover"])
         files["readme"].write_text(readme(run, example, title, halo))
         files["weights"], files["torchscript"] = save_weights(run, raw, tmp)
         description = describe(run, files, list(authors), halo)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_bioimageio_package(description, output_path=out)
+    readable_by_all(out)
     return out
+
+
+def readable_by_all(package: Path) -> None:
+    """Rewrite the zip so that its files extract with mode 0644 (zipfile's writestr gives 0600)."""
+    with zipfile.ZipFile(package) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    rewritten = package.with_name(package.name + ".tmp")
+    with zipfile.ZipFile(rewritten, "w") as archive:
+        for info, data in entries:
+            info.external_attr = (0o100644 << 16) if not info.is_dir() else (0o40755 << 16)
+            info.create_system = 3  # unix: the mode above is read
+            archive.writestr(info, data)
+    rewritten.replace(package)
 
 
 # ----------------------------------------------------------------------------- command line

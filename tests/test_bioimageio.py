@@ -9,9 +9,12 @@ runs; a guard on the socket layer makes any connection attempt fail and the test
 """
 import io
 import json
+import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from emlib.runs import load_finetuned
 from emlib.pretrain import PretrainConfig
 from emlib.tiling import predict
 from emlib.finite import NonFiniteWeightsError
+from emlib.data.images import PERCENTILES
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
 
@@ -133,7 +137,8 @@ def test_segmentation_package(segmentation_run, pretrain_run, tmp_path, offline)
     assert y_out.halo >= reach(models.create("unet_2_44")) and y_out.halo % 4 == 0  # exact tiling in a consumer
     assert (y_in.size.step, y_in.size.min) == (4, 4 * (2 * y_out.halo // 4 + 1))  # U-Net_2: 2**2, first multiple > 2 * halo
     architecture = description.weights.pytorch_state_dict.architecture
-    assert (architecture.import_from, str(architecture.callable)) == ("emlib.models", "create")
+    assert (str(architecture.source.path), str(architecture.callable)) == ("emlib_network.py", "create")
+    assert "emlib" not in re.sub(r"#.*|\"\"\"[\s\S]*?\"\"\"", "", package_file(package, "emlib_network.py").decode())
     assert architecture.kwargs == {"name": "unet_2_44", "in_channels": 1, "out_channels": 1}
 
     # The stored output is emlib's: emlib.predict on the stored input, thresholded at logit 0.
@@ -159,8 +164,10 @@ def test_restoration_package(restoration_run, tmp_path, offline):
     package = export(restoration_run, tmp_path / "denoising.zip")
     description = check_package(package, offline)
     pre, post = description.inputs[0].preprocessing, description.outputs[0].postprocessing
-    assert [(p.id, p.kwargs.gain, p.kwargs.offset) for p in pre[1:-1]] == [
-        ("scale_linear", pytest.approx(1 / 255), 0.0), ("scale_linear", 2.0, -1.0)]  # 8 bit -> [0, 1] -> [-1, 1]
+    assert [p.id for p in pre[1:-1]] == ["scale_range", "clip", "scale_linear"]  # any bit depth -> [0, 1] -> [-1, 1]
+    assert (pre[1].kwargs.min_percentile, pre[1].kwargs.max_percentile) == PERCENTILES  # emlib's own rule
+    assert (pre[2].kwargs.min, pre[2].kwargs.max, pre[3].kwargs.gain, pre[3].kwargs.offset) == (0, 1, 2.0, -1.0)
+    assert "timm" in package_file(package, "environment.yaml").decode()  # HRNet's dependency
     assert [(p.id, p.kwargs.gain, p.kwargs.offset) for p in post[:-1]] == [("scale_linear", 0.5, 0.5)]
     assert description.inputs[0].axes[3].size.step == 32  # HRNet
     readme = package_file(package, "README.md").decode()
@@ -183,10 +190,10 @@ def test_toy_pretraining_exports(pretrain_run, tmp_path):
 
 
 @pytest.mark.parametrize("run_name, step", [("segmentation_run", "zero_mean_unit_variance"),
-                                            ("random_generator_run", "scale_linear")])
+                                            ("random_generator_run", "scale_range")])
 def test_wrong_declared_processing_fails_the_model_test(run_name, step, request, tmp_path, monkeypatch, offline):
     """The stored output is emlib's, so a package that declares other processing than emlib
-    applies (here: without its first step, the standardisation or the division by 255) fails."""
+    applies (here: without its first step, the standardisation or the percentile scaling) fails."""
     from bioimageio.core import test_model
 
     right = export_module.processing
@@ -265,3 +272,47 @@ def test_scale_label_is_read_from_the_run(pretrain_run, tmp_path):
     assert export_module.scale_label(read_run(folder)) == "small CPU run on real data"
     (folder / "summary.json").write_text(json.dumps({**summary, "source": "real", "machine": {"gpu": "NVIDIA H100"}}))
     assert export_module.scale_label(read_run(folder)).startswith("run on real data on a GPU (NVIDIA H100)")
+
+
+WITHOUT_EMLIB = """
+import sys
+sys.modules["emlib"] = None  # `import emlib` raises ImportError, as where emlib is not installed
+from bioimageio.core.__main__ import main
+sys.argv = ["bioimageio", "test", sys.argv[1]]
+sys.exit(main())
+"""
+
+
+def bioimageio_test_without_emlib(package, cwd):
+    """`bioimageio test PACKAGE` in a python that cannot import emlib (-I: no PYTHONPATH, no cwd on the path)."""
+    return subprocess.run([sys.executable, "-I", "-c", WITHOUT_EMLIB, str(package)], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_packages_pass_bioimageio_test_without_emlib(segmentation_run, restoration_run, tmp_path):
+    for run_dir, name in ((segmentation_run, "seg.zip"), (restoration_run, "hrnet.zip")):
+        package = export(run_dir, tmp_path / name)
+        result = bioimageio_test_without_emlib(package, tmp_path)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        assert "import_from" not in package_file(package, "rdf.yaml").decode()  # no library to import
+        for info in zipfile.ZipFile(package).infolist():
+            assert info.external_attr >> 16 & 0o777 == 0o644, info.filename
+    assert bioimageio_test_without_emlib(tmp_path / "seg.zip", tmp_path).returncode == 0
+
+
+def test_packages_fill_sample_tensors(segmentation_run, tmp_path):
+    import tifffile
+
+    package = export(segmentation_run, tmp_path / "seg.zip")
+    inputs = np.load(io.BytesIO(package_file(package, "test_input.npy")))
+    sample = tifffile.imread(io.BytesIO(package_file(package, "sample_input.tif")))
+    assert np.array_equal(sample.reshape(inputs.shape), inputs)
+    assert "sample_tensor" in package_file(package, "rdf.yaml").decode()
+
+
+def test_restoration_package_takes_any_bit_depth(random_generator_run):
+    run = read_run(random_generator_run)
+    raw, expected, _ = export_module.example_pair(run)
+    twelve_bit = export_module.emlib_output(run, raw / 255 * 4095)  # the same image saved by a 12-bit camera
+    assert torch.allclose(twelve_bit, expected, atol=1e-5)
