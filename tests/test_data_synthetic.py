@@ -150,3 +150,15 @@ def test_concurrent_writers_both_succeed(tmp_path):
     assert not errors and results == [target, target]
     assert (target / MARKER).exists()
     assert [p.name for p in tmp_path.iterdir()] == ["shared"]  # no staging folders left behind
+
+
+def test_data_lines_print_paths_relative_to_the_working_directory(data_root, monkeypatch, capsys):
+    from emlib.data import catalog
+
+    monkeypatch.chdir(Path(data_root).parent)
+    catalog.locate(data_root, "au", verbose=True)
+    line = capsys.readouterr().out
+    assert line.startswith(f"data: {Path(data_root).name}/au (synthetic)") and str(Path(data_root).parent) not in line
+    monkeypatch.chdir(Path(data_root) / "au")
+    catalog.pretraining_folder(data_root)
+    assert capsys.readouterr().out.startswith("pretraining data: every image under .. (synthetic)")

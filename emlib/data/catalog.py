@@ -13,6 +13,7 @@ itself (`locate`); data_root None is the synthetic set, written on first use. Ea
 resolution prints one line saying which folder is used and whether it holds
 synthetic or real data.
 """
+import os
 from pathlib import Path
 
 from emlib.data.au import AU_DATASETS, AuSegmentation
@@ -26,6 +27,14 @@ SEGMENTATION_DATASETS = (*AU_DATASETS, *NANOPARTICLE_DATASETS, USER_FOLDER)
 RESTORATION_DATASET = "TEMImageNet"
 # The sub-folder of a data root (and of the synthetic set) that holds each dataset.
 FOLDER_NAMES = {d.name: d.folder for d in DATASETS.values() if d.task != "pretraining"}
+
+
+def shown_path(path) -> str:
+    """A data folder as printed: relative to the working directory (the repository, or a notebook's
+    folder in it) when it is at most two levels up, so that logs and the built book do not carry
+    the absolute paths of the machine they ran on; else as given."""
+    relative = os.path.relpath(Path(path).resolve(), Path.cwd().resolve())
+    return relative if not relative.startswith(os.path.join(os.pardir, os.pardir, os.pardir)) else str(path)
 
 
 def check_data_root(data_root) -> Path | None:
@@ -51,7 +60,7 @@ def locate(data_root, name: str, verbose: bool = False):
     folder = next((c for c in candidates if c.is_dir()), root)
     source = "synthetic" if is_synthetic(folder) else "real"
     if verbose:
-        print(f"data: {folder} ({source})")
+        print(f"data: {shown_path(folder)} ({source})")
     return folder, source
 
 
@@ -62,7 +71,7 @@ def pretraining_folder(data_root, verbose: bool = True):
     root = check_data_root(data_root)
     source = "synthetic" if is_synthetic(root) else "real"
     if verbose:
-        print(f"pretraining data: every image under {root} ({source})")
+        print(f"pretraining data: every image under {shown_path(root)} ({source})")
     return root, source
 
 
