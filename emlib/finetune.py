@@ -46,7 +46,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from emlib import cli, data, finite, inits, models, paper, provenance, qc, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
@@ -599,8 +598,8 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
     total_steps = config.epochs * epoch_steps
     estimate = training.RunEstimate(epoch_steps, total_steps, position["step"], SMALLER_RUN_FLAGS, enabled=ctx.is_main)
     workers = training.loader_workers(config.workers)
-    progress = tqdm(total=total_steps, initial=position["step"], disable=not ctx.is_main,
-                    desc=f"finetune {config.model} {config.task}")
+    progress = training.progress_bar(total_steps, f"finetune {config.model} {config.task}", initial=position["step"],
+                                     disable=not ctx.is_main)
     model_run.train()
     with training.StopRequest() as stop:
         while position["epoch"] < config.epochs and status == "finished":

@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from emlib import __version__, atomic, cli, data, finite, models, provenance, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict
@@ -485,7 +484,8 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     meter, started, status = training.Throughput(), time.perf_counter(), "finished"
     estimate = training.RunEstimate(epoch_steps, total_steps, position["step"], SMALLER_RUN_FLAGS, enabled=ctx.is_main)
     workers = training.loader_workers(config.workers)
-    progress = tqdm(total=total_steps, initial=position["step"], disable=not ctx.is_main, desc=f"pretrain {config.model}")
+    progress = training.progress_bar(total_steps, f"pretrain {config.model}", initial=position["step"],
+                                     disable=not ctx.is_main)
     with training.StopRequest() as stop:
         while position["step"] < total_steps and status == "finished":
             epoch = position["epoch"]

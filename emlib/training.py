@@ -31,6 +31,7 @@ import contextlib
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
+from tqdm import tqdm as std_tqdm
+from tqdm.auto import tqdm as auto_tqdm
 
 from emlib import session
 
@@ -423,3 +426,34 @@ def resume_lr(optimizers, saved_lr: float, lr: float) -> None:
             group["lr"] = lr
     if saved_lr != lr:
         session.note(f"resume: lr changed from {saved_lr} to {lr}")
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+LOG_LINES = 20  # lines a run's progress writes into a log (no terminal): one every total/20 steps
+
+
+class LogLines(std_tqdm):
+    """tqdm for log files: a whole line every `miniters` steps instead of carriage-return redraws."""
+
+    def display(self, msg=None, pos=None):
+        self.fp.write(self.__str__() + "\n")
+        self.fp.flush()
+        return True
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where tqdm draws a widget)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def progress_bar(total: int, desc: str, initial: int = 0, disable: bool = False):
+    """The progress of a run: tqdm's bar on a terminal or in a notebook; elsewhere (a batch job's
+    log, a sweep's sweep.log) a line every total / LOG_LINES steps, not hundreds of redraws."""
+    if disable or sys.stderr.isatty() or in_notebook():
+        return auto_tqdm(total=total, initial=initial, disable=disable, desc=desc)
+    return LogLines(total=total, initial=initial, desc=desc, miniters=max(1, total // LOG_LINES), mininterval=0,
+                    file=sys.stderr, ascii=True)

@@ -158,3 +158,14 @@ def test_the_intensity_convention_round_trips_and_wraps_a_network():
     assert torch.equal(to_centered(x) * gain + offset, x)
     identity = CenteredIntensities(torch.nn.Identity())
     assert torch.equal(identity(x), x) and not list(identity.parameters())
+
+
+def test_progress_without_a_terminal_writes_a_line_every_few_steps(capsys):
+    bar = training.progress_bar(200, "pretrain unet_2_44")
+    for _ in range(200):
+        bar.update(1)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err  # no carriage-return redraws in a log
+    lines = [line for line in err.splitlines() if line.startswith("pretrain unet_2_44")]
+    assert training.LOG_LINES <= len(lines) <= training.LOG_LINES + 3 and "200/200" in lines[-1]
