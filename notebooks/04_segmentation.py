@@ -74,7 +74,7 @@ print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 task = "segmentation"
 model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424", "hrnet_w44"
 init = "random"  # "random" or a pretrained generator.safetensors (or its run folder)
-head = None  # output head of a pretrained init: None = the task default (segmentation: reinit, restoration: transfer)
+head = None  # output head of a pretrained init; None: the task default (segmentation: reinit, restoration: transfer)
 dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm; real: msa_segtrack, emps; or "folder"
 data_root = None  # None: synthetic data; e.g. "../shared/data/real/nanoparticles" or the folder of the Au HDF5 files
 images_dir = None  # dataset "folder": your folder of images, named outright (with masks_dir)

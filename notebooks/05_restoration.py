@@ -57,7 +57,7 @@ print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 task = "denoising"  # paper: denoising, noise_background_removal, super_resolution
 model = "unet_2_44"  # paper: HRNet (width not stated), e.g. "hrnet_w44"
 init = "random"  # "random" or a pretrained generator.safetensors (or its run folder)
-head = None  # output head of a pretrained init: None = the task default (segmentation: reinit, restoration: transfer)
+head = None  # output head of a pretrained init; None: the task default (segmentation: reinit, restoration: transfer)
 dataset = "TEMImageNet"
 data_root = None  # None: synthetic data (emlib.data.ensure_synthetic); real: the TEMImageNet release folder
 images_dir = None  # dataset "folder": your folder of images, named outright (with masks_dir)

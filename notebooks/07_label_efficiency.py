@@ -59,7 +59,7 @@ print("device:", "cuda" if torch.cuda.is_available() else "cpu")
 task = "segmentation"
 model = "unet_2_44"  # paper: the nine U-Nets and HRNet, e.g. "unet_4_424", "hrnet_w44"
 init = "random"
-head = None  # output head of a pretrained init: None = the task default (segmentation: reinit, restoration: transfer)
+head = None  # output head of a pretrained init; None: the task default (segmentation: reinit, restoration: transfer)
 dataset = "Au5nmV1"  # paper: Au5nmV1, Au2.2nm, Au5nm, Au10nm, Au20nm (Tables 2-6); real: emps, msa_segtrack
 data_root = None  # None: synthetic data (emlib.data.ensure_synthetic); real: the folder with the Au HDF5 files
 images_dir = None  # dataset "folder": your folder of images, named outright (with masks_dir)
