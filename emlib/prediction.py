@@ -35,6 +35,7 @@ from emlib.pretrain import PretrainConfig
 from emlib.tiling import predict as predict_tiled
 
 SEGMENTATION = finetune.SEGMENTATION
+AMP_CHOICES = {"auto": "auto", "on": True, "off": False}  # --amp -> emlib.predict's amp
 
 
 @dataclass
@@ -107,13 +108,13 @@ def image_files(inputs) -> list:
 
 
 @torch.no_grad()
-def predict_image(model: Model, image: np.ndarray, device) -> np.ndarray:
+def predict_image(model: Model, image: np.ndarray, device, amp="auto") -> np.ndarray:
     """The model's output for one [0, 1] image: logits (segmentation) or the restored image."""
     standardize = "per_image" if model.segmentation else None
-    return predict_tiled(model.network, image, standardize=standardize, device=device)
+    return predict_tiled(model.network, image, standardize=standardize, device=device, amp=amp)
 
 
-def run(model_path, inputs, out, probabilities=False, n_qc=3, device="auto") -> list:
+def run(model_path, inputs, out, probabilities=False, n_qc=3, device="auto", amp="auto") -> list:
     """Predict every image the inputs name into `out` (see the module docstring); returns the files written."""
     model = load_model(model_path)
     device = session.select_device(device)
@@ -123,7 +124,7 @@ def run(model_path, inputs, out, probabilities=False, n_qc=3, device="auto") -> 
     for index, (path, relative) in enumerate(tqdm(files, desc="predict", unit="image")):
         pages = page_count(path)
         inputs_ = [read_unit(path, page if pages > 1 else None) for page in range(pages)]
-        outputs = [predict_image(model, image, device) for image in inputs_]
+        outputs = [predict_image(model, image, device, amp) for image in inputs_]
         stem = out / relative.parent / relative.stem
         written += write_outputs(model, outputs, stem, probabilities)
         if index < n_qc:
@@ -167,10 +168,13 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--probabilities", action="store_true", help="segmentation: also write the probabilities")
     parser.add_argument("--qc", type=int, default=3, metavar="N", help="QC overlays (PNG) of the first N images (default 3)")
     parser.add_argument("--device", default="auto", choices=session.DEVICES, help="where to run (default: auto)")
+    parser.add_argument("--amp", default="auto", choices=tuple(AMP_CHOICES),
+                        help="mixed precision as training uses it: auto (bf16/fp16 where the machine has it), on, off "
+                             "(fp32: exactly one whole-image pass) (default: auto)")
     parser.set_defaults(func=_run_cli)
 
 
 def _run_cli(args) -> int:
-    written = run(args.model, args.images, args.out, args.probabilities, args.qc, args.device)
+    written = run(args.model, args.images, args.out, args.probabilities, args.qc, args.device, AMP_CHOICES[args.amp])
     print(f"wrote {len(written)} file(s) under {args.out}")
     return 0
