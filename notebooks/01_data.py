@@ -88,7 +88,7 @@ if real_data is None:
     found = [p / "shared/data/real" for p in [Path.cwd(), *Path.cwd().parents] if (p / "shared/data/real").is_dir()]
     real_data = found[0] if found else ""
 real = Path(real_data) if real_data else None
-print(f"the paper's formats: {label} | the real data of this project: {real if real else 'absent (synthetic stand-ins shown instead)'}")
+print(f"the paper's formats: {label} | the real data of this project: {data.catalog.shown_path(real) if real else 'absent (synthetic stand-ins shown instead)'}")
 
 
 def show_row(axes, images, titles, cmap="gray"):
@@ -289,7 +289,7 @@ print("mean |A - B| per image:", np.round((corrupted - target).abs().mean(dim=(1
 # (the output depends on whether the real data files are present)
 if real:
     val_cells = data.ImageFolder(cells_root, split="val", image_size=image_size, seed=seed)
-    index = next(i for i, f in enumerate(val_cells.sources) if f.startswith("cremi/"))
+    index = next((i for i, f in enumerate(val_cells.sources) if f.startswith("cremi/")), 0)  # a CREMI patch if val holds one
     patch, patch_label = val_cells[index], f"real data (cellular_em/{val_cells.sources[index]})"
 else:
     patch, patch_label = splits["val"][0], "synthetic stand-in"
