@@ -37,9 +37,9 @@ def run_installed(site, code, cwd, **env):
 def test_a_wheel_install_holds_the_study_and_its_generators(installed, tmp_path, data_root):
     code = """
 import emlib, sys
-from emlib import pretrained, study, cli
+from emlib import inits, study, cli
 assert emlib.__file__.startswith(%r), emlib.__file__
-print(pretrained.path_of("real_small/unet_2_44"))
+print(inits.path_of("real_small/unet_2_44"))
 print(len(study.load_groups("results/real_small")), len(study.pretraining_runs("results/real_small")))
 sys.exit(cli.main(["finetune", "--toy", "--init", "real_small/unet_2_44", "--epochs", "1", "--epoch-size", "4",
                    "--output-dir", "run", "--no-test"]))
