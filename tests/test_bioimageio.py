@@ -82,8 +82,6 @@ def segmentation_run(data_root, pretrain_run, tmp_path_factory):
     mask depends on the input's intensities from the first step, which the processing checks below need
     (with a fresh head, three toy epochs can end on a constant mask)."""
     output_dir = tmp_path_factory.mktemp("segmentation") / "run"
-    # head="transfer": three toy epochs from a re-initialised head (the segmentation default) leave a
-    # mask of all ones, which the same mask from unstandardised input reproduces (a useless test).
     run(FinetuneConfig.toy(data_root=data_root, output_dir=str(output_dir), epochs=3, epoch_size=24,
                            init=str(pretrain_run), head="transfer"))
     return output_dir
