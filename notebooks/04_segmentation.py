@@ -230,7 +230,7 @@ for row in range(n_show):
     image, mask = splits["test"][row]
     panels = {"image": image[0], "ground truth": mask[0]}
     for name, net in best.items():
-        logits = torch.from_numpy(emlib.predict(net, image[0], standardize=None))
+        logits = torch.from_numpy(emlib.predict(net, image[0], standardize=None, amp=amp))
         panels[f"{name}: Dice {100 * dice_scores(logits, mask[0]).item():.1f}%"] = (logits > 0).float()
     for col, (title, panel) in enumerate(panels.items()):
         axes[row, col].imshow(panel, cmap="gray")

@@ -282,7 +282,7 @@ else:
         image = np.asarray(Image.open(path).convert("L"))
         panels = {f"{path.name} {image.shape[0]}x{image.shape[1]}": image / 255.0}
         for name, net in denoisers.items():
-            restored = emlib.predict(net, image, standardize="unit")
+            restored = emlib.predict(net, image, standardize="unit", amp=amp)
             assert restored.shape == image.shape
             panels[f"{paper.TASK_ABBREVIATIONS[tasks[0]]}, {name}"] = restored
         for col, (title, panel) in enumerate(panels.items()):
