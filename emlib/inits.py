@@ -34,6 +34,7 @@ PRETRAINED = {
     "real_small/unet_2_44": "results/real_small/pretrain-unet_2_44-preal",
     "real_small/unet_4_200": "results/real_small/pretrain-unet_4_200-preal",
     "real_small/unet_2_44-l1": "results/real_small/pretrain-unet_2_44-preal-l1",
+    "real_small/hrnet_w18_small": "results/real_small/pretrain-hrnet_w18_small-preal",
 }
 KINDS = (RANDOM, "GAN", "L1-only")
 L1_ONLY_SUFFIX = "-L1"

@@ -24,7 +24,7 @@ import math
 import statistics
 from pathlib import Path
 
-from emlib import pooling, results, runs
+from emlib import inits, pooling, results, runs
 from emlib.paper import CLAIMS
 from emlib.run_folder import read_log, run_file
 
@@ -268,3 +268,100 @@ def provenance_summary(results_dir) -> dict:
         "machines": sorted(machines),
         "threads": sorted({(s.get("machine") or {}).get("torch_threads") for _, s in finished} - {None}),
     }
+
+
+# ---------------------------------------------------------------- the study's design and its table, as the runs record them
+
+def pretraining_design(results_dir) -> dict:
+    """{label: one row} of the study's finished pretraining runs, read from their config and summary: network,
+    objective, steps, crop, batch, train images, final validation L1 against the identity's, and whether the
+    validation curve had flattened (`val_improvement`)."""
+    out = {}
+    for label, folder in pretraining_runs(results_dir).items():
+        run, v = runs.read(folder), val_improvement(folder)
+        out[label] = {"model": run.fields["model"], "objective": "GAN" if run.fields.get("adv_weight", 1.0) > 0 else "L1-only",
+                      "steps": v["steps"], "crop (px)": run.fields["image_size"], "batch": run.fields["batch_size"],
+                      "train images": run.summary.get("subset"), "final val L1": v["final_val_l1"],
+                      "identity val L1": v["identity_val_l1"], "below identity": 1 - v["ratio"],
+                      "flattened": v["flattened"]}
+    return out
+
+
+def _label(dataset, model, init, head=None, label_fraction=1.0) -> str:
+    carried = " (carried head)" if head == "transfer" else ""
+    labels = "" if label_fraction == 1.0 else f", {label_fraction:.0%} labels"
+    return f"{dataset}, {model}, {init}{carried}{labels}"
+
+
+def setting_label(group) -> str:
+    """A group's axes in words: "emps, unet_2_44, GAN (carried head), 50% labels"."""
+    return _label(**describe(group))
+
+
+def planned_settings(grid) -> dict:
+    """{setting label: planned seeds} of a sweep grid's segmentation runs (`emlib.sweep.expand_grid`), in the
+    grid's order, labelled as `setting_label` labels the finished groups: what is missing has not finished yet."""
+    objectives = {run.run_id: "GAN" if run.config.get("adv_weight", 1.0) > 0 else "L1-only"
+                  for run in grid if run.kind == "pretrain"}
+    out = {}
+    for run in grid:
+        if run.kind == "finetune" and run.task == "segmentation":
+            config = run.config
+            init = inits.RANDOM if run.depends_on is None else objectives[run.depends_on]
+            label = _label(config["dataset"], config["model"], init, config.get("head"), config.get("label_fraction", 1.0))
+            out.setdefault(label, []).append(config["seed"])
+    return out
+
+
+def finetuning_design(groups) -> dict:
+    """{setting label: row} of the fine-tuning groups' schedules, read from their configs: epochs x steps an
+    epoch, crop, batch, lr, the evaluation cadence and the seeds that finished."""
+    out = {}
+    for group in groups:
+        config = group.runs[0].fields
+        steps = -(-config["epoch_size"] // config["batch_size"]) if config.get("epoch_size") else None
+        dense, every = config.get("eval_dense_epochs", 0), config.get("eval_every", 1)
+        out[setting_label(group)] = {
+            "epochs x steps": f"{config['epochs']} x {steps}" if steps else f"{config['epochs']} epochs",
+            "crop (px)": config.get("crop"), "batch": config["batch_size"], "lr": config["lr"],
+            "evaluated": (f"epochs 1-{dense}, then every {every}" if dense else
+                          "every epoch" if every == 1 else f"every {every} epochs"),
+            "seeds": ", ".join(str(s) for s in group.seeds)}
+    return out
+
+
+def baseline_table(groups, baselines: dict) -> dict:
+    """{setting label: row} for each group: mean test Dice at the last evaluation with its 95 % interval and
+    seeds, the dataset's Otsu and all-foreground Dice (`load_baselines`), and the words of `against_baseline`
+    ("no baseline" where baselines.csv lacks the dataset)."""
+    out = {}
+    for group in groups:
+        scores = list(per_seed(group, "last").values())
+        mean, half = pooling.mean_ci95(scores)
+        dataset = baselines.get(describe(group)["dataset"], {})
+        out[setting_label(group)] = {
+            "test Dice, last evaluation": (mean, half, len(scores)), "Otsu": dataset.get("otsu"),
+            "all-foreground": dataset.get("all_foreground"),
+            "against Otsu": against_baseline(group, dataset["otsu"]) if "otsu" in dataset else "no baseline"}
+    return out
+
+
+def cross_dataset_table(results_dir, baselines: dict) -> dict:
+    """{"trained_on -> scored_on, model, init": row} from the study's cross_dataset.csv: mean Dice on the other
+    dataset's test split with its 95 % interval and seeds, the same runs' Dice on their own test split, and the
+    target dataset's Otsu; {} without the file."""
+    rows = [row for folder in results.results_folders(results_dir) for row in
+            (results.read_rows(Path(folder) / "cross_dataset.csv") if (Path(folder) / "cross_dataset.csv").is_file() else [])]
+    grouped = {}
+    for row in rows:
+        head = " (carried head)" if row.get("head") == "transfer" else ""
+        key = f"{row['trained_on']} -> {row['scored_on']}, {row['model']}, {inits.kind(row['init'])}{head}"
+        grouped.setdefault(key, []).append(row)
+    out = {}
+    for key, members in sorted(grouped.items()):
+        scored = [float(r["dice_percent"]) for r in members]
+        own = [float(r["own_test_dice_percent"]) for r in members if r.get("own_test_dice_percent") not in (None, "")]
+        out[key] = {"Dice on the other dataset": (*pooling.mean_ci95(scored), len(scored)),
+                    "Dice on its own dataset": (*pooling.mean_ci95(own), len(own)) if own else None,
+                    "Otsu on the other dataset": baselines.get(members[0]["scored_on"], {}).get("otsu")}
+    return out

@@ -87,7 +87,7 @@ for table_number, dataset in enumerate(paper.SEGMENTATION_DATASETS, start=2):
 # ## Dice versus epoch
 #
 # The final column hides what the paper stresses most: how fast each model gets
-# there. Each panel below is one dataset (row) and one model (column); each
+# there. Each figure below is one dataset, each panel one model, each
 # line one initialisation. Pretrained models (coloured) typically start far
 # higher than random ones (grey), several of which score 0 Dice at epoch 5;
 # by epoch 60 the lines mostly meet. Where runs of ours exist they are drawn in
@@ -119,8 +119,9 @@ our_segmentation = [row for (_, metric), (_, members) in drawn.items() if metric
                     for g in members for row in g.rows()]
 our_restoration = [row for (_, metric), (_, members) in drawn.items() if metric == "l1"
                    for g in members for row in g.rows()]
-figures.plot_dice_grid(segmentation, our_segmentation)
-plt.show()
+for dataset in figures.SEGMENTATION_DATASETS:
+    figures.plot_dice_grid(segmentation, our_segmentation, dataset=dataset)
+    plt.show()
 
 # %% [markdown]
 # ## The gain of pretraining, per model and receptive field
@@ -233,51 +234,99 @@ for source in sorted({g.source for g in our_groups}):
 # place in the book with results of ours **on real data**: a small study run on a
 # 2-core CPU (`python -m emlib sweep experiments/real_small.yaml`, committed under
 # `results/real_small/`; see {doc}`../book/reproduction_status` for the runs,
-# hardware and commit). Pretraining used the paper's recipe on 1878 real cellular
-# EM patches (about 1 % of the paper's 200k) at 96 px crops for 3000 steps of 8;
-# fine-tuning used two real nanoparticle TEM sets, msa_segtrack (16 train, 4
-# validation, 20 test images) and EMPS (293 / 73 / 99), 12 short epochs of 80
-# augmented 192 px crops, evaluated every epoch, three seeds per setting. None of
-# this is the paper's data or scale: it is *ours, real data, small scale (CPU)*,
-# and it tests the direction of the paper's claims, not its numbers.
+# hardware and commit). Pretraining uses the paper's recipe on real cellular EM
+# patches, a small fraction of the paper's CEM500K subsets; fine-tuning uses two
+# real nanoparticle TEM sets, msa_segtrack and EMPS. None of this is the paper's
+# data or scale: it is *ours, real data, small scale (CPU)*, and it tests the
+# direction of the paper's claims, not its numbers. Every number below is read
+# from the run folders (their `config.json` and `summary.json`) and from the scores
+# the sweep writes beside them (`baselines.csv`, `cross_dataset.csv`); a setting
+# whose runs have not finished yet is listed as such.
+#
+# The design, as the finished runs record it: the pretraining runs (steps, crop,
+# the final validation L1 against the identity G(A) = A, and whether the
+# validation curve had flattened: its last quarter improved by less than 5 % of
+# the whole curve's improvement), then the fine-tuning schedules.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from emlib import study
+from emlib import study, sweep
+from emlib.paths import REPO_ROOT
+
+
+def cell(value) -> str:
+    """One cell of the study's tables: (mean, ci, n) as mean ± ci (n seeds), numbers rounded, None as a dash."""
+    if isinstance(value, tuple):
+        return figures.mean_ci_cell(value, 1) + ("" if value[2] > 1 else " (n=1)")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if value < 1 else f"{value:.1f}"
+    return "-" if value is None else str(value)
+
 
 real_groups = [g for g in study.load_groups(real_results) if g.metric == "dice_percent"] if real_results else []
 full_labels = [g for g in real_groups if study.describe(g)["label_fraction"] == 1.0]
-print(f"{len(real_groups)} groups of finished real-data runs under {real_results}"
-      + ("" if real_groups else ": none yet, so this section shows nothing"))
-if real_groups:
-    made = study.provenance_summary(real_results)
+baselines = study.load_baselines(real_results) if real_results else {}
+spec_path = REPO_ROOT / "experiments" / "real_small.yaml"
+planned = study.planned_settings(sweep.expand_grid(sweep.load_spec(spec_path))) if spec_path.is_file() else {}
+print(f"{len(real_groups)} settings of finished real-data fine-tuning runs under {real_results}, "
+      f"of {len(planned)} the sweep plans" + ("" if real_groups else ": none finished yet"))
+if real_results and (made := study.provenance_summary(real_results))["runs"]["pretraining"] + made["runs"]["fine-tuning"]:
     print(f"runs: {made['runs']['pretraining']} pretraining ({made['wall_hours']['pretraining']:.1f} h), "
           f"{made['runs']['fine-tuning']} fine-tuning ({made['wall_hours']['fine-tuning']:.1f} h) of wall time per run, summed")
     print(f"hardware: {'; '.join(made['machines'])}, torch threads per run: {made['threads']}")
     print(f"code: commit(s) {', '.join(c[:12] for c in made['commits'])}")
 
+pretraining = study.pretraining_design(real_results) if real_results else {}
+if pretraining:
+    columns = list(next(iter(pretraining.values())))
+    shown = {name: {k: (f"{v:.0%}" if k == "below identity" else v) for k, v in row.items()} for name, row in pretraining.items()}
+    display(Markdown("**Pretraining runs (real cellular EM)**\n\n" + figures.markdown_table(
+        shown, row_names=list(shown), column_names=columns, fmt=cell, corner="run")))
+else:
+    print("pretraining: not finished yet")
+schedules = study.finetuning_design(real_groups)
+if schedules:
+    columns = list(next(iter(schedules.values())))
+    display(Markdown("**Fine-tuning settings (finished runs)**\n\n" + figures.markdown_table(
+        schedules, row_names=[s for s in planned if s in schedules] + sorted(set(schedules) - set(planned)),
+        column_names=columns, fmt=cell, corner="setting")))
+waiting = [s for s in planned if s not in schedules]
+if waiting:
+    print("not finished yet:", "; ".join(waiting))
+
 # %% [markdown]
-# Test Dice of the best-by-validation model at each epoch (the protocol of the
-# paper's tables), mean over seeds with its 95% interval, for random, GAN-pretrained
-# and L1-only-pretrained starts; beside them the paper's curves for the same two
-# architectures (mean over its five Au datasets; pretrained = mean of P50k, P100k,
+# Test Dice of the best-by-validation model at each evaluation (the protocol of the
+# paper's tables), mean over seeds with its 95% interval (clipped to 0-100; the
+# legend gives the seeds), for random, GAN-pretrained and L1-only-pretrained starts,
+# beside the two training-free baselines of the same test split: a per-image Otsu
+# threshold (its polarity chosen on the train split) and calling every pixel
+# particle ("all-foreground"). The last column shows the paper's curves for the same
+# architecture (mean over its five Au datasets; pretrained = mean of P50k, P100k,
 # P200k). The paper's epochs are longer: read the shapes, not the x positions.
 
 # %%
-if full_labels:
-    datasets = sorted({study.describe(g)["dataset"] for g in full_labels})
-    models = sorted({study.describe(g)["model"] for g in full_labels})
+# NBVAL_IGNORE_OUTPUT
+main_groups = [g for g in full_labels if study.describe(g)["head"] != "transfer"]  # the head ablation comes later
+if not main_groups:
+    print("fine-tuning at full labels: not finished yet")
+else:
+    datasets = sorted({study.describe(g)["dataset"] for g in main_groups})
+    models = sorted({study.describe(g)["model"] for g in main_groups})
     fig, axes = plt.subplots(len(models), len(datasets) + 1, figsize=(4 * (len(datasets) + 1), 3.1 * len(models)),
                              squeeze=False)
     for row, model_name in enumerate(models):
         for col, dataset_name in enumerate(datasets):
             ax = axes[row, col]
-            members = [g for g in full_labels if study.describe(g)["dataset"] == dataset_name
+            members = [g for g in main_groups if study.describe(g)["dataset"] == dataset_name
                        and study.describe(g)["model"] == model_name]
-            figures.plot_group_curves(sorted(members, key=lambda group: group.init_kind), ax)
-            source_label = figures.REAL_SMALL_LABEL if members and members[0].source == "real" else "ours, synthetic toy run"
-            ax.set_title(f"{dataset_name}, {model_name}\n({source_label})", fontsize=9)
+            figures.plot_group_curves(sorted(members, key=lambda group: group.init_kind), ax,
+                                      baselines=baselines.get(dataset_name))
+            ax.set_title(f"{dataset_name}, {model_name}\n({figures.REAL_SMALL_LABEL})", fontsize=9)
             ax.set_ylabel("test Dice (%)")
+            if not members:
+                ax.text(0.5, 0.5, "not finished yet", ha="center", va="center", transform=ax.transAxes)
             ax.legend(fontsize=7)
         ax = axes[row, -1]
         paper_model = results.paper_model_name(model_name)
@@ -286,10 +335,89 @@ if full_labels:
             for r in segmentation:
                 if r["model"] == paper_model and r["init"] in inits:
                     by_epoch.setdefault(r["epoch"], []).append(r["dice_percent"])
-            ax.plot(sorted(by_epoch), [sum(by_epoch[e]) / len(by_epoch[e]) for e in sorted(by_epoch)], marker="o",
-                    markersize=3, color=figures.STUDY_INIT_COLORS[kind], label=kind)
+            if by_epoch:
+                ax.plot(sorted(by_epoch), [sum(by_epoch[e]) / len(by_epoch[e]) for e in sorted(by_epoch)], marker="o",
+                        markersize=3, color=figures.STUDY_INIT_COLORS[kind], label=kind)
         ax.set_title(f"paper, {paper_model}, mean of 5 Au sets", fontsize=9)
         ax.set_xlabel("epoch")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# Every full-label setting at its last evaluation: the mean test Dice over seeds
+# with its 95 % interval, beside the training-free baselines of its dataset. A
+# setting "beats Otsu" when its whole interval lies above Otsu's score, "does not
+# beat Otsu" when it lies below, and "ties with Otsu" otherwise. Then the
+# *plateau count*: how many fine-tuning runs set their best validation score before
+# the last fifth of their training (the rest were still learning when they stopped).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+against = study.baseline_table(full_labels, baselines)
+full_planned = [s for s in planned if "labels" not in s]
+for setting in full_planned:
+    against.setdefault(setting, {"test Dice, last evaluation": "not finished yet"})
+if against:
+    columns = ("test Dice, last evaluation", "Otsu", "all-foreground", "against Otsu")
+    display(Markdown("**Test Dice (%) at the last evaluation, full labels, beside the training-free baselines "
+                     f"({figures.REAL_SMALL_LABEL})**\n\n" + figures.markdown_table(
+                         against, row_names=full_planned + sorted(set(against) - set(full_planned)),
+                         column_names=columns, fmt=cell, corner="setting")))
+if not baselines:
+    print(f"no baselines.csv under {real_results} yet (the sweep's scores: step writes it)")
+plateau = study.plateau_count(real_results) if real_results else {"runs": 0}
+if plateau["runs"]:
+    print(f"plateau: {plateau['plateaued']} of {plateau['runs']} finished fine-tuning runs "
+          f"({plateau['plateaued'] / plateau['runs']:.0%}) set their best validation score before the last fifth of training")
+else:
+    print("plateau count: no fine-tuning run finished yet")
+
+# %% [markdown]
+# ### Beyond the paper: scored on the other dataset
+#
+# Each full-label model is also scored on the test split of the dataset it was
+# *not* trained on (EMPS -> msa_segtrack and back), with no further training:
+# what a user who never labelled their own images would get. Beside it, the
+# same models' Dice on their own test split, and Otsu's on the target split.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+transfer = study.cross_dataset_table(real_results, baselines) if real_results else {}
+if transfer:
+    display(Markdown(f"**Cross-dataset test Dice (%) ({figures.REAL_SMALL_LABEL})**\n\n" + figures.markdown_table(
+        transfer, row_names=list(transfer), fmt=cell, corner="trained on -> scored on, model, init",
+        column_names=("Dice on the other dataset", "Dice on its own dataset", "Otsu on the other dataset"))))
+else:
+    print("cross-dataset scores: not finished yet (the sweep's scores: step writes cross_dataset.csv)")
+
+# %% [markdown]
+# ### The output head: carried over or re-initialised
+#
+# A generator has one output channel, like the segmentation network, so its
+# image-reconstruction head could be copied into segmentation; the study
+# re-initialises it (see {doc}`../book/choices`) and keeps one ablation that carries
+# it over (GAN-pretrained `unet_2_44`, both datasets, the same seeds).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+ablation = [g for g in full_labels if study.describe(g)["head"] == "transfer"]
+if not ablation:
+    print("head ablation: not finished yet")
+else:
+    datasets = sorted({study.describe(g)["dataset"] for g in ablation})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.2), squeeze=False)
+    for ax, dataset_name in zip(axes[0], datasets):
+        carried = [g for g in ablation if study.describe(g)["dataset"] == dataset_name]
+        model_name = study.describe(carried[0])["model"]
+        fresh = study.find(full_labels, dataset=dataset_name, model=model_name, init="GAN")
+        head_of = lambda group: "GAN, carried head" if study.describe(group)["head"] == "transfer" else "GAN, fresh head"
+        figures.plot_group_curves([g for g in (fresh, *carried) if g], ax, label=head_of,
+                                  colors={"GAN, fresh head": "tab:blue", "GAN, carried head": "tab:orange"},
+                                  baselines=baselines.get(dataset_name))
+        ax.set_title(f"{dataset_name}, {model_name}: the output head\n({figures.REAL_SMALL_LABEL})", fontsize=9)
+        ax.set_ylabel("test Dice (%)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     plt.show()
@@ -300,14 +428,19 @@ if full_labels:
 # For each claim, the paper's own numbers (counted above) and what our real runs
 # say. Our comparisons pair the seeds (the same seed gives the same data order
 # and crops whatever the initialisation) and give the mean difference with its
-# 95% Student t interval; with three seeds only large effects are distinguishable
-# from noise. A verdict is *supports* when the whole interval lies on the claimed
-# side, *contradicts* when it lies on the other, *cannot tell* otherwise, and
-# *mixed* when comparisons disagree (the lines below each verdict say which).
+# 95% Student t interval, and the smallest difference these seeds could have
+# detected (80 % power, from the spread of the paired differences): "cannot tell"
+# then reads as "no difference larger than that". A verdict is *supports* when the
+# whole interval lies on the claimed side, *contradicts* when it lies on the other,
+# *cannot tell* otherwise, and *mixed* when comparisons disagree (the lines below
+# each verdict say which). Two rows are ours, not the paper's: the L1-only ablation
+# and the output head.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-if full_labels:
+if not full_labels:
+    print("the claims on real data: not finished yet")
+else:
     evidence = study.claims_evidence(real_groups)
     paper_side = {c["claim"]: c["evidence"] for c in paper_claims}
     table = {f"{i}. {e['claim']}": {"paper's numbers": paper_side.get(e["claim"], "not in the paper"),
