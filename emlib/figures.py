@@ -46,6 +46,18 @@ def mean_ci_cell(cell, digits=2) -> str:
     return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {ci:.{digits}f} (n={n})"
 
 
+def study_cell(value) -> str:
+    """One cell of the real study's tables: (mean, ci95, n) as `mean ± ci (n=3)`, a float rounded (3 significant
+    digits below 1, else one decimal), a bool as yes / no, None as a dash."""
+    if isinstance(value, tuple):
+        return mean_ci_cell(value, 1) + ("" if value[2] > 1 else " (n=1)")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+    return "-" if value is None else str(value)
+
+
 def _plot_curve(ax, curve, init, source, label=None):
     epochs = sorted(curve)
     means = [curve[e][0] for e in epochs]

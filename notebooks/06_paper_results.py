@@ -254,17 +254,6 @@ from emlib import study, sweep
 from emlib.paths import REPO_ROOT
 
 
-def cell(value) -> str:
-    """One cell of the study's tables: (mean, ci, n) as mean ± ci (n seeds), numbers rounded, None as a dash."""
-    if isinstance(value, tuple):
-        return figures.mean_ci_cell(value, 1) + ("" if value[2] > 1 else " (n=1)")
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3g}" if value < 1 else f"{value:.1f}"
-    return "-" if value is None else str(value)
-
-
 real_groups = [g for g in study.load_groups(real_results) if g.metric == "dice_percent"] if real_results else []
 full_labels = [g for g in real_groups if study.describe(g)["label_fraction"] == 1.0]
 baselines = study.load_baselines(real_results) if real_results else {}
@@ -283,7 +272,7 @@ if pretraining:
     columns = list(next(iter(pretraining.values())))
     shown = {name: {k: (f"{v:.0%}" if k == "below identity" else v) for k, v in row.items()} for name, row in pretraining.items()}
     display(Markdown("**Pretraining runs (real cellular EM)**\n\n" + figures.markdown_table(
-        shown, row_names=list(shown), column_names=columns, fmt=cell, corner="run")))
+        shown, row_names=list(shown), column_names=columns, fmt=figures.study_cell, corner="run")))
 else:
     print("pretraining: not finished yet")
 schedules = study.finetuning_design(real_groups)
@@ -291,7 +280,7 @@ if schedules:
     columns = list(next(iter(schedules.values())))
     display(Markdown("**Fine-tuning settings (finished runs)**\n\n" + figures.markdown_table(
         schedules, row_names=[s for s in planned if s in schedules] + sorted(set(schedules) - set(planned)),
-        column_names=columns, fmt=cell, corner="setting")))
+        column_names=columns, fmt=figures.study_cell, corner="setting")))
 waiting = [s for s in planned if s not in schedules]
 if waiting:
     print("not finished yet:", "; ".join(waiting))
@@ -364,7 +353,7 @@ if against:
     display(Markdown("**Test Dice (%) at the last evaluation, full labels, beside the training-free baselines "
                      f"({figures.REAL_SMALL_LABEL})**\n\n" + figures.markdown_table(
                          against, row_names=full_planned + sorted(set(against) - set(full_planned)),
-                         column_names=columns, fmt=cell, corner="setting")))
+                         column_names=columns, fmt=figures.study_cell, corner="setting")))
 if not baselines:
     print(f"no baselines.csv under {real_results} yet (the sweep's scores: step writes it)")
 plateau = study.plateau_count(real_results) if real_results else {"runs": 0}
@@ -387,7 +376,7 @@ else:
 transfer = study.cross_dataset_table(real_results, baselines) if real_results else {}
 if transfer:
     display(Markdown(f"**Cross-dataset test Dice (%) ({figures.REAL_SMALL_LABEL})**\n\n" + figures.markdown_table(
-        transfer, row_names=list(transfer), fmt=cell, corner="trained on -> scored on, model, init",
+        transfer, row_names=list(transfer), fmt=figures.study_cell, corner="trained on -> scored on, model, init",
         column_names=("Dice on the other dataset", "Dice on its own dataset", "Otsu on the other dataset"))))
 else:
     print("cross-dataset scores: not finished yet (the sweep's scores: step writes cross_dataset.csv)")
