@@ -285,17 +285,23 @@ if dataset in paper.table_numbers():
 # To open one: in Fiji, *DeepImageJ Install Model* and choose the zip; in ilastik,
 # the *Neural Network Classification* workflow; in napari, the bioimageio plugin.
 # Below, the package is loaded back with `bioimageio.core` (the community's own
-# library) and run on an image, beside `emlib.predict` on the same image.
+# library) and run on an image, beside `emlib.predict` on the same image. The
+# package shown is the real-data study's best EMPS model, chosen on validation
+# (never on test) by `emlib.sweep.best_runs`, when the study is there; otherwise
+# the toy model trained above.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 from emlib import bioimageio as emlib_bioimageio
+from emlib import scoring, study, sweep
 from emlib.data.images import read_raw
 
-packages = sorted(Path(p) for p in results.results_folders(real_results or "none") for p in Path(p).glob("bioimageio/seg-*.zip"))
-if packages:  # a real model of the study, on a real test image of its dataset
-    package = packages[0]
-    run_folder = package.parent.parent / package.stem
+study_folders = results.results_folders(real_results) if real_results else []
+best = sweep.best_runs(study_folders[0]).get("emps") if study_folders else None
+if best is not None:  # the study's best EMPS model, on a real test image of its dataset
+    run_folder, package = best, best.parent / "bioimageio" / f"{best.name}.zip"
+    if not package.is_file():  # the sweep packages its best models when it ends; until then, package it here
+        package = emlib_bioimageio.export(best, Path(f"{output_dir}-{best.name}-bioimageio.zip"))
 else:  # the model trained above
     package = emlib_bioimageio.export(config.output_dir, Path(f"{output_dir}-bioimageio.zip"))
     run_folder = Path(config.output_dir)
@@ -348,3 +354,48 @@ inner = (slice(halo, -halo), slice(halo, -halo))
 print(f"pixels where the two masks differ: {(ours[inner] != theirs[inner]).mean():.4%} more than {halo} px "
       f"(the package's halo) from the border, {(ours != theirs).mean():.4%} in all: near the border bioimageio.core "
       "pads the input symmetrically, while emlib's whole-image pass sees the network's own zero padding")
+
+# %% [markdown]
+# Is the model worth packaging? Its test Dice (the best-by-validation model of
+# its run) beside the training-free baseline on the same test split: a per-image
+# Otsu threshold, its polarity (dark or bright particles) chosen on the train split
+# (`emlib.scoring`). Then one test image a reader can judge: the image, its ground
+# truth, Otsu's mask and the model's mask, side by side (the image of median model
+# Dice among the first few of the test split, so neither the best nor the worst).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+baseline_file = next((Path(f) / "baselines.csv" for f in study_folders if (Path(f) / "baselines.csv").is_file()), None)
+otsu_rows = [r for r in (results.read_rows(baseline_file) if baseline_file else [])
+             if r["dataset"] == run_config.dataset and r["baseline"] == "otsu"]
+if not otsu_rows:  # no study beside the model: compute the baseline here, on the model's own data
+    otsu_rows = [r for r in scoring.baselines(run_config.dataset, finetune.resolve_data_root(run_config)[0])
+                 if r["baseline"] == "otsu"]
+polarity, otsu_dice = otsu_rows[0]["polarity"], float(otsu_rows[0]["dice_percent"])
+model_dice = runs.read(run_folder).summary.get("test_dice_percent", float("nan"))
+print(f"{run_folder.name}: test Dice {model_dice:.1f} % on {run_config.dataset}'s test split; "
+      f"Otsu ({polarity} particles, no training): {otsu_dice:.1f} %")
+
+
+def masks_of(index):
+    """(image, truth, Otsu's mask, the model's mask) of one test image, as (H, W) arrays."""
+    image, truth = test_set[index]
+    image = image[0].numpy()
+    return image, truth[0].numpy() > 0.5, scoring.otsu_mask(image, polarity), emlib.predict(net, image) > 0
+
+
+def dice_of(predicted, truth):
+    return 100 * dice_scores(torch.from_numpy(predicted).float() * 2 - 1, torch.from_numpy(truth).float()).item()
+
+
+shown = [masks_of(i) for i in range(min(5, len(test_set)))]
+image, truth, otsu, ours = sorted(shown, key=lambda m: dice_of(m[3], m[1]))[len(shown) // 2]
+fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+panels = ((image, "test image"), (truth, "ground truth"), (otsu, f"Otsu: Dice {dice_of(otsu, truth):.1f} %"),
+          (ours, f"model: Dice {dice_of(ours, truth):.1f} %"))
+for ax, (panel, title) in zip(axes, panels):
+    ax.imshow(panel, cmap="gray")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+fig.suptitle(f"{run_folder.name} on {run_config.dataset}'s test split ({source_label})", fontsize=10)
+plt.show()
