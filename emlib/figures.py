@@ -262,10 +262,19 @@ def plot_group_curves(groups, ax, label=lambda group: group.init_kind, colors=ST
             if (metric or group.metric) == "dice_percent":
                 low, high = np.clip(low, 0, 100), np.clip(high, 0, 100)
             ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
-    for (name, score), style in zip((baselines or {}).items(), ("--", ":")):
-        ax.axhline(score, color="k", linestyle=style, linewidth=1, label=f"{name.replace('_', '-')} (no training)")
+    draw_baselines(ax, baselines)
     ax.set_xlabel("epoch")
     return ax
+
+
+BASELINE_STYLES = {"otsu": ("Otsu", "--"), "all_foreground": ("all-foreground", ":")}
+
+
+def draw_baselines(ax, baselines):
+    """The training-free baselines {name: score} of a dataset (`emlib.study.load_baselines`) as horizontal lines."""
+    for name, score in (baselines or {}).items():
+        label, style = BASELINE_STYLES.get(name, (name, "-."))
+        ax.axhline(score, color="k", linestyle=style, linewidth=1, label=f"{label} (no training)")
 
 
 def plot_restorations(columns: dict, title: str):

@@ -274,7 +274,7 @@ def provenance_summary(results_dir) -> dict:
 
 def pretraining_design(results_dir) -> dict:
     """{label: one row} of the study's finished pretraining runs, read from their config, summary and manifest:
-    network, objective, steps, crop, batch, patches per split, final validation L1 against the identity's, and whether the
+    network, objective, steps, crop, batch, lr, patches per split, final validation L1 against the identity's, and whether the
     validation curve had flattened (`val_improvement`)."""
     out = {}
     for label, folder in pretraining_runs(results_dir).items():
@@ -283,7 +283,7 @@ def pretraining_design(results_dir) -> dict:
         split = json.loads(manifest.read_text()) if manifest.is_file() else {}
         out[label] = {"model": run.fields["model"], "objective": "GAN" if run.fields.get("adv_weight", 1.0) > 0 else "L1-only",
                       "steps": v["steps"], "crop (px)": run.fields["image_size"], "batch": run.fields["batch_size"],
-                      "patches train / val / test": " / ".join(str(len(split[k])) for k in ("train", "val", "test"))
+                      "lr": run.fields["lr"], "patches train / val / test": " / ".join(str(len(split[k])) for k in ("train", "val", "test"))
                       if all(isinstance(split.get(k), list) for k in ("train", "val", "test")) else None,
                       "final val L1": v["final_val_l1"],
                       "identity val L1": v["identity_val_l1"], "below identity": 1 - v["ratio"],
