@@ -110,3 +110,61 @@ def test_the_head_ablation_and_hrnet_are_compared(tmp_path):
     hrnet = evidence["Pretrained HRNet beats al"]
     assert hrnet["verdict"] == study.SUPPORTS and len(hrnet["details"]) == 2  # vs random HRNet, vs GAN U-Net
     assert "detectable ≥" in hrnet["details"][0]
+
+
+def test_every_setting_is_set_beside_its_datasets_baselines(runs):
+    groups = study.load_groups(runs)
+    table = study.baseline_table(groups, {"emps": {"otsu": 65.0, "all_foreground": 40.0}})
+    assert table["emps, unet_2_44, GAN"]["against Otsu"] == "beats Otsu"  # last test Dice 71 ± 0.9
+    assert table["emps, unet_2_44, random, 50% labels"]["against Otsu"] == "does not beat Otsu"  # 30
+    mean, _, n = table["emps, unet_2_44, GAN"]["test Dice, last evaluation"]
+    assert mean == pytest.approx(71 + 0.1 / 3) and n == 3
+    assert table["emps, unet_2_44, GAN"]["all-foreground"] == 40.0
+    assert study.baseline_table(groups, {})["emps, unet_2_44, GAN"]["against Otsu"] == "no baseline"
+
+
+def test_the_planned_settings_are_named_as_the_finished_groups(runs, tmp_path):
+    """A setting missing from the finished groups is one the sweep plans and has not finished."""
+    from emlib import sweep
+
+    spec = {"runs_dir": str(tmp_path / "study"), "seeds": [0, 1, 2],
+            "pretrain": {"models": ["unet_2_44"], "subsets": {"Preal": None}, "variants": {"L1": {"adv_weight": 0.0}},
+                         "config": {}},
+            "segmentation": [{"datasets": ["emps"], "models": {"unet_2_44": ["random", "Preal", "Preal-L1"]},
+                              "label_fractions": [0.5, 1.0], "config": {}},
+                             {"datasets": ["emps"], "tag": "head-transfer", "seeds": [0], "models": {"unet_2_44": ["Preal"]},
+                              "config": {"head": "transfer"}}]}
+    planned = study.planned_settings(sweep.expand_grid(spec))
+    assert planned["emps, unet_2_44, GAN (carried head)"] == [0] and planned["emps, unet_2_44, L1-only"] == [0, 1, 2]
+    finished = {study.setting_label(g) for g in study.load_groups(runs)}
+    assert finished < set(planned)  # every finished group is named as the sweep names its setting
+    assert set(planned) - finished == {"emps, unet_2_44, GAN, 50% labels", "emps, unet_2_44, L1-only, 50% labels",
+                                       "emps, unet_2_44, GAN (carried head)"}
+
+
+def test_cross_dataset_scores_are_pooled_over_seeds(tmp_path):
+    lines = ["run_id,trained_on,scored_on,model,init,head,seed,label_fraction,dice_percent,own_test_dice_percent"]
+    lines += [f"g{s},emps,msa_segtrack,unet_2_44,pretrained,,{s},1.0,{30 + s},{60 + s}" for s in range(3)]
+    lines += [f"t{s},emps,msa_segtrack,unet_2_44,pretrained,transfer,{s},1.0,10,50" for s in range(3)]
+    (tmp_path / "cross_dataset.csv").write_text("\n".join(lines) + "\n")
+    table = study.cross_dataset_table(tmp_path, {"msa_segtrack": {"otsu": 61.6}})
+    row = table["emps -> msa_segtrack, unet_2_44, GAN"]
+    assert row["Dice on the other dataset"][0] == pytest.approx(31.0) and row["Dice on the other dataset"][2] == 3
+    assert row["Dice on its own dataset"][0] == pytest.approx(61.0) and row["Otsu on the other dataset"] == 61.6
+    assert table["emps -> msa_segtrack, unet_2_44, GAN (carried head)"]["Dice on the other dataset"][:2] == (10.0, 0.0)
+    assert study.cross_dataset_table(tmp_path / "none", {}) == {}
+
+
+def test_the_pretraining_design_is_read_from_the_run(tmp_path):
+    folder = tmp_path / "pretrain-unet_2_44-preal"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": "unet_2_44", "adv_weight": 0.0, "image_size": 96,
+                                                    "batch_size": 8, "lr": 2e-4}))
+    (folder / "summary.json").write_text(json.dumps({"status": "finished", "steps": 400, "final_val_l1": 0.03,
+                                                     "identity_val_l1": 0.04}))
+    (folder / "generator.safetensors").write_bytes(b"")
+    (folder / "manifest.json").write_text(json.dumps({"train": ["a", "b", "c"], "val": ["d"], "test": ["e"]}))
+    (folder / "validation.csv").write_text("step,val_l1\n100,0.06\n200,0.04\n300,0.031\n400,0.03\n")
+    row = study.pretraining_design(tmp_path)["unet_2_44-preal"]
+    assert (row["objective"], row["steps"], row["crop (px)"], row["patches train / val / test"]) == ("L1-only", 400, 96, "3 / 1 / 1")
+    assert row["below identity"] == pytest.approx(0.25) and row["flattened"]  # the last quarter gained 1/30 of the drop
