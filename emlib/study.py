@@ -323,11 +323,11 @@ def finetuning_design(groups) -> dict:
     out = {}
     for group in groups:
         config = group.runs[0].fields
-        steps = -(-config["epoch_size"] // config["batch_size"]) if config.get("epoch_size") else None
+        steps = -(-config["epoch_size"] // config["batch_size"]) if isinstance(config.get("epoch_size"), int) else None
         dense, every = config.get("eval_dense_epochs", 0), config.get("eval_every", 1)
         out[setting_label(group)] = {
             "epochs x steps": f"{config['epochs']} x {steps}" if steps else f"{config['epochs']} epochs",
-            "crop (px)": config.get("crop"), "batch": config["batch_size"], "lr": config["lr"],
+            "crop (px)": config.get("crop"), "batch": config.get("batch_size"), "lr": config.get("lr"),
             "evaluated": (f"epochs 1-{dense}, then every {every}" if dense else
                           "every epoch" if every == 1 else f"every {every} epochs"),
             "seeds": ", ".join(str(s) for s in group.seeds)}
