@@ -381,7 +381,7 @@ def masks_of(index):
     """(image, truth, Otsu's mask, the model's mask) of one test image, as (H, W) arrays."""
     image, truth = test_set[index]
     image = image[0].numpy()
-    return image, truth[0].numpy() > 0.5, scoring.otsu_mask(image, polarity), emlib.predict(net, image) > 0
+    return image, truth[0].numpy() > 0.5, scoring.otsu_mask(image, polarity), emlib.predict(net, image, standardize=None, amp=amp) > 0
 
 
 def dice_of(predicted, truth):
