@@ -340,7 +340,7 @@ from bioimageio.spec.model.v0_5 import AxisId, TensorId
 whole = {TensorId("input"): {AxisId("y"): raw.shape[0], AxisId("x"): raw.shape[1]}}
 sample = bioimageio.core.predict(model=str(package), inputs=raw[None, None], input_block_shape=whole)
 theirs = next(iter(sample.members.values())).data.to_numpy()[0, 0] > 0.5
-ours = emlib.predict(net, raw, standardize="per_image") > 0
+ours = emlib.predict(net, raw, standardize="per_image", amp=False) > 0  # fp32, as the package runs
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
 for ax, panel, title in zip(axes, (raw, ours, theirs), ("input", "emlib.predict", "bioimageio.core.predict")):
     ax.imshow(panel, cmap="gray")
