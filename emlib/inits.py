@@ -17,9 +17,9 @@ Three words describe an init in results and figures:
 
 A name of PRETRAINED stands for a pretraining run folder under `results/` of an emlib
 checkout, or of the copy a pip install carries (`emlib.paths.repository_path`): Pix2Pix (LSGAN + 100 x L1,
-or L1 only) on 1504 real cellular EM patches, 3000 steps of 8 random 96 px crops on one
-CPU thread: small scale, real data, not the paper's CEM500K pretraining (see
-book/reproduction_status.md).
+or L1 only) on the real cellular EM patches of experiments/real_small.yaml, on one CPU thread:
+small scale, real data, not the paper's CEM500K pretraining. `describe` says what each one is,
+from its model card (see book/reproduction_status.md).
 """
 import json
 from pathlib import Path
