@@ -1,9 +1,10 @@
 """The command line: `python -m emlib <command> ...`.
 
-Each module owns its subcommand: it exposes `add_cli(subparsers)`, which adds a
-parser and sets `func` to the function that runs it. The run commands (`pretrain`,
-`finetune`) build theirs with `add_run_parser`: one flag per field of the run's
-config dataclass, read back by `config_from_cli`.
+The command line sits on top of the package: the loops never import it. Each other
+module owns its subcommand: it exposes `add_cli(subparsers)`, which adds a parser and
+sets `func` to the function that runs it. The run commands (`pretrain`, `finetune`)
+are built here (`add_run_parser`): one flag per field of the run's config dataclass;
+the loop's `make_config(fields, toy)` turns the `--config` file and flags into its config.
 
 Errors are one line, `error: <message>`, on stderr, and the exit status says
 what happened (`--traceback` shows the full traceback instead):
@@ -20,9 +21,7 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 
-from emlib.config import config_from_dict, config_to_dict, upgrade
 
 # Each command's module and its one-line summary: `python -m emlib --help` lists them
 # without importing any module (torch takes seconds to import); a command imports its own.
@@ -52,7 +51,7 @@ def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, summary) in COMMANDS.items():
         if name == command or command == "all":
-            importlib.import_module(module_name).add_cli(subparsers)
+            RUN_COMMANDS.get(name, lambda s: importlib.import_module(module_name).add_cli(s))(subparsers)
             for entry in subparsers._choices_actions:  # the command's line in `--help`: the summary above
                 entry.help = summary if entry.dest == name else entry.help
         else:
@@ -170,36 +169,34 @@ def _parse_value(annotation, default):
     return parse
 
 
-def read_config_file(path) -> dict:
-    """The fields in a `--config` JSON file (renamed fields under their current names,
-    `emlib.config.upgrade`); ValueError naming the file (and the line) when it is not
-    a JSON object."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--config {path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"--config {path}: not a UTF-8 text file") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"--config {path}: expected a JSON object of fields, got a {type(data).__name__}")
-    return upgrade(data)
+def add_pretrain(subparsers) -> None:
+    """`python -m emlib pretrain [--toy] [--config FILE.json] [--field value ...] [--resume]`."""
+    from emlib import pretrain
+    parser = add_run_parser(subparsers, "pretrain", pretrain.PretrainConfig, description=pretrain.__doc__.splitlines()[0],
+                            help="pretrain", field_help=pretrain.field_help())
+    parser.set_defaults(func=lambda args: run_command(pretrain, args, leave_out=("val_l1",)))
 
 
-def config_from_cli(cls, args, preset=None):
-    """Build a config: `preset()` (or the defaults), then `--config FILE.json`, then flags."""
-    data = config_to_dict(preset() if preset else cls())
-    names = {f.name for f in dataclasses.fields(cls)}
-    if getattr(args, "config", None):
-        from_file = read_config_file(args.config)
-        unknown = sorted(set(from_file) - names)
-        if unknown:
-            raise ValueError(f"--config {args.config}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
-        data.update(from_file)
-    data.update({k: v for k, v in vars(args).items() if k in names})
-    return config_from_dict(cls, data)
+def add_finetune(subparsers) -> None:
+    """`python -m emlib finetune --task segmentation|denoising|background_removal|super_resolution [--toy] ...`."""
+    from emlib import finetune
+    parser = add_run_parser(subparsers, "finetune", finetune.FinetuneConfig, description=finetune.__doc__.splitlines()[0],
+                            help="fine-tune", field_help=finetune.field_help())
+    parser.add_argument("--images", dest="images_dir", default=argparse.SUPPRESS,
+                        help="with --dataset folder: your folder of images (the same as --images-dir)")
+    parser.add_argument("--masks", dest="masks_dir", default=argparse.SUPPRESS,
+                        help="with --dataset folder: the folder of their masks, paired by file name (--masks-dir)")
+    parser.set_defaults(func=lambda args: run_command(finetune, args, leave_out=("val_history",)))
+
+
+RUN_COMMANDS = {"pretrain": add_pretrain, "finetune": add_finetune}  # the loops' parsers, built here
+
+
+def run_command(loop, args, leave_out=()) -> int:
+    """Run a loop (emlib.pretrain or emlib.finetune) on the config its arguments name; print its summary."""
+    summary = loop.run(loop.config_from_args(args), resume=args.resume, overwrite=args.overwrite)
+    print_run_summary(summary, leave_out=leave_out)
+    return exit_code(summary)
 
 
 def print_run_summary(summary: dict, leave_out=()) -> None:

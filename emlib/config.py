@@ -15,6 +15,7 @@ config.json, `--config FILE.json`, a checkpoint, a model card.
                          the rename, e.g. the real-data sweep's results/)
 """
 import dataclasses
+import json
 import math
 import numbers
 import types
@@ -63,6 +64,37 @@ def config_from_dict(cls, data: dict):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def read_config_file(path) -> dict:
+    """The fields in a `--config` JSON file (renamed fields under their current names,
+    `upgrade`); ValueError naming the file (and the line) when it is not a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config {path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of fields, got a {type(data).__name__}")
+    return upgrade(data)
+
+
+def fields_from_args(cls, args) -> dict:
+    """The fields of config dataclass `cls` that parsed command-line arguments name: the
+    `--config FILE.json` file's, then the flags (which win); an unknown field in the file
+    raises ValueError naming the file."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {}
+    if getattr(args, "config", None):
+        fields = read_config_file(args.config)
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise ValueError(f"--config {args.config}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return {**fields, **{k: v for k, v in vars(args).items() if k in names}}
 
 
 _KIND_NAMES = {type(None): "None", bool: "true or false", int: "an integer", float: "a number", str: "a string",

@@ -37,7 +37,6 @@ Files in `output_dir` (the run contract of `emlib.run_folder`):
     best_model.safetensors  the best model's weights (read the run with `emlib.runs.read`)
     summary.json         written last, at successful completion
 """
-import argparse
 import math
 import time
 from dataclasses import dataclass
@@ -47,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from emlib import cli, data, finite, inits, models, paper, provenance, qc, results, run_folder, session, training
-from emlib.config import check_config_types, config_from_dict, config_to_dict
+from emlib import data, finite, inits, models, paper, provenance, qc, results, run_folder, session, training
+from emlib.config import check_config_types, config_from_dict, config_to_dict, fields_from_args, upgrade
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
 from emlib.data.subsets import check_fraction, labelled
@@ -695,12 +694,28 @@ def write_qc_images(model, dataset, task: str, folder: Path, device, n: int = QC
     return paths
 
 
-# ----------------------------------------------------------------------------- command line
+# ----------------------------------------------------------------------------- config from fields
 
 
-def add_cli(subparsers) -> None:
-    """`python -m emlib finetune --task segmentation|denoising|background_removal|super_resolution [--toy] ...`."""
-    field_help = {
+def make_config(fields: dict, toy: bool = False) -> FinetuneConfig:
+    """The config of a dict of fields (renamed ones upgraded) over a preset: the task's
+    defaults, or `FinetuneConfig.toy()` with `toy`. The preset takes the fields' task,
+    init and model (the task's model, dataset and sizes; the init's architecture).
+    What `python -m emlib finetune` and the sweep run."""
+    fields = upgrade(fields)
+    given = {name: fields[name] for name in ("task", "init", "model") if fields.get(name) is not None}
+    base = FinetuneConfig.toy(**given) if toy else FinetuneConfig(**given)
+    return config_from_dict(FinetuneConfig, {**config_to_dict(base), **fields})
+
+
+def config_from_args(args) -> FinetuneConfig:
+    """The config of parsed `python -m emlib finetune` arguments (--toy, --config, flags)."""
+    return make_config(fields_from_args(FinetuneConfig, args), args.toy)
+
+
+def field_help() -> dict:
+    """What the values of each field mean, for `--help`."""
+    return {
         "task": f"{SEGMENTATION}, {', '.join(TEMIMAGENET_TASKS)} (aliases: {', '.join(TASK_ALIASES)})",
         "model": f"a registry network: {', '.join(models.generator_names())}; unset: the --init export's network",
         "init": f"random, a generator.safetensors (or its run folder), or a named generator: {', '.join(inits.PRETRAINED)}",
@@ -711,32 +726,3 @@ def add_cli(subparsers) -> None:
                       "dataset not in the paper), none (one pass over the train images) or a number",
         "label_fraction": "train on this seeded fraction of the labelled train images, in (0, 1]",
     }
-    parser = cli.add_run_parser(subparsers, "finetune", FinetuneConfig, description=__doc__.splitlines()[0],
-                                help="fine-tune", field_help=field_help)
-    parser.add_argument("--images", dest="images_dir", default=argparse.SUPPRESS,
-                        help="with --dataset folder: your folder of images (the same as --images-dir)")
-    parser.add_argument("--masks", dest="masks_dir", default=argparse.SUPPRESS,
-                        help="with --dataset folder: the folder of their masks, paired by file name (--masks-dir)")
-    parser.set_defaults(func=_run_cli)
-
-
-def _preset_fields(args) -> dict:
-    """task, init and model as the flags give them, else the --config file: the preset
-    depends on them (the task's model, dataset and sizes; the init's architecture)."""
-    from_file = cli.read_config_file(args.config) if getattr(args, "config", None) else {}
-    given = {name: getattr(args, name, from_file.get(name)) for name in ("task", "init", "model")}
-    return {name: value for name, value in given.items() if value is not None}
-
-
-def config_from_args(args) -> FinetuneConfig:
-    """The config `python -m emlib finetune` builds from its parsed arguments (the sweep's papermill runner uses it too)."""
-    fields = _preset_fields(args)
-    preset = (lambda: FinetuneConfig.toy(**fields)) if args.toy else (lambda: FinetuneConfig(**fields))
-    return cli.config_from_cli(FinetuneConfig, args, preset)
-
-
-def _run_cli(args) -> int:
-    config = config_from_args(args)
-    summary = run(config, resume=args.resume, overwrite=args.overwrite)
-    cli.print_run_summary(summary, leave_out=("val_history",))
-    return cli.exit_code(summary)

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from emlib import __version__, atomic, cli, data, finite, models, provenance, run_folder, session, training
-from emlib.config import check_config_types, config_from_dict, config_to_dict
+from emlib import __version__, atomic, data, finite, models, provenance, run_folder, session, training
+from emlib.config import check_config_types, config_from_dict, config_to_dict, fields_from_args, upgrade
 from emlib.data import Corruption, ImageFolder
 from emlib.intensity import CenteredIntensities, from_centered, to_centered
 
@@ -578,29 +578,26 @@ def _checked_values(losses: dict, step: int, ctx) -> dict:
     return values
 
 
-# ----------------------------------------------------------------------------- command line
+# ----------------------------------------------------------------------------- config from fields
 
 
-def add_cli(subparsers) -> None:
-    """`python -m emlib pretrain [--toy] [--config FILE.json] [--field value ...] [--resume]`."""
-    field_help = {
+def make_config(fields: dict, toy: bool = False) -> PretrainConfig:
+    """The config of a dict of fields (renamed ones upgraded) over the defaults, or over
+    `PretrainConfig.toy()` with `toy`: what `python -m emlib pretrain` and the sweep run."""
+    base = PretrainConfig.toy() if toy else PretrainConfig()
+    return config_from_dict(PretrainConfig, {**config_to_dict(base), **upgrade(fields)})
+
+
+def config_from_args(args) -> PretrainConfig:
+    """The config of parsed `python -m emlib pretrain` arguments (--toy, --config, flags)."""
+    return make_config(fields_from_args(PretrainConfig, args), args.toy)
+
+
+def field_help() -> dict:
+    """What the values of each field mean, for `--help`."""
+    return {
         "model": f"the generator: {', '.join(models.generator_names())}",
         "data_root": "any folder of 2-D EM images (TIFF, PNG, BMP; stacks page by page), searched recursively; "
                      "unset: the synthetic CEM500K stand-in",
         "subset": "train on the first n train images of the split (the paper: 50000, 100000, 200000); none: every image",
     }
-    parser = cli.add_run_parser(subparsers, "pretrain", PretrainConfig, description=__doc__.splitlines()[0],
-                                help="pretrain", field_help=field_help)
-    parser.set_defaults(func=_run_cli)
-
-
-def config_from_args(args) -> PretrainConfig:
-    """The config `python -m emlib pretrain` builds from its parsed arguments (the sweep's papermill runner uses it too)."""
-    return cli.config_from_cli(PretrainConfig, args, PretrainConfig.toy if args.toy else None)
-
-
-def _run_cli(args) -> int:
-    config = config_from_args(args)
-    summary = run(config, resume=args.resume, overwrite=args.overwrite)
-    cli.print_run_summary(summary, leave_out=("val_l1",))
-    return cli.exit_code(summary)

@@ -17,8 +17,8 @@ CSVs of the finished runs are concatenated into `runs/results_segmentation.csv` 
 `runs/results_restoration.csv`, and a summary pools the finished runs over seeds
 only where their configs agree (`emlib.pooling.group_runs`).
 
-Before anything runs, every run's full config is built by the CLI's own code
-(`check_configs`), so a bad field, dataset or data_root stops the sweep at once.
+Before anything runs, every run's full config is built by the loop's own
+`make_config` (`check_configs`), so a bad field, dataset or data_root stops the sweep at once.
 The sweep locks its runs folder (one sweep per folder), and a SIGTERM / SIGINT to
 it is passed on to the runs it started (`Children`): they checkpoint, and the
 sweep exits 143 / 130; running it again resumes them.
@@ -27,14 +27,12 @@ import concurrent.futures
 import contextlib
 import copy
 import csv
-import functools
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -43,7 +41,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from emlib import atomic, bioimageio, cli, data, finetune, paper, pretrain, run_folder
+from emlib import atomic, bioimageio, data, finetune, paper, pretrain, run_folder
 from emlib.paths import REPO_ROOT
 from emlib.pooling import group_runs, load_runs, summary_table
 from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, read_rows
@@ -286,40 +284,30 @@ NOTEBOOK_SWITCHES = {"compare_init": None, "compare_model": None, "real_results"
                      "show_widgets": False}
 
 
-@functools.lru_cache(maxsize=1)
-def _cli_parser():
-    return cli.build_parser()  # built once: check_configs parses the arguments of every run of a grid
-
-
 def full_config(run: Run, run_dir: Path, toy: bool = False) -> dict:
-    """Every field of the run's config, built by the CLI's own code from the arguments the CLI runner passes."""
-    argv = [run.kind, "--config", str(run_dir / "config.json"), "--output-dir", str(run_dir)] + (["--toy"] if toy else [])
-    args = _cli_parser().parse_args(argv)
-    return (pretrain if run.kind == "pretrain" else finetune).config_from_args(args).to_dict()
+    """Every field of the run's config, as the CLI runner's run builds it: the loop's
+    `make_config` of the spec's fields, with run_dir as output_dir."""
+    loop = pretrain if run.kind == "pretrain" else finetune
+    return loop.make_config({**run.config, "output_dir": str(run_dir)}, toy).to_dict()
 
 
 def check_configs(runs, toy: bool = False) -> tuple:
     """(errors, missing): what would make the runs fail at their start, found before any
-    of them runs. Each run's full config is built by the CLI's own code (`full_config`),
+    of them runs. Each run's full config is built as its run builds it (`full_config`),
     so an unknown or bad field, an unknown dataset or task is an error ("run id: message");
     a data_root that is not here is listed in `missing` ({data_root: [run ids]})."""
     errors, missing = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in runs:
-            run_dir = Path(tmp) / run.run_id
-            run_dir.mkdir()
-            (run_dir / "config.json").write_text(json.dumps(run.config))  # a scratch copy: no need for atomic
-            try:
-                config = full_config(run, run_dir, toy)
-                if run.kind == "pretrain":
-                    data.check_data_root(config["data_root"])
-                elif config["data_root"] is not None or config["dataset"] == data.USER_FOLDER:
-                    data.dataset_folder(config["dataset"], config["data_root"], verbose=False)
-            except FileNotFoundError:
-                missing.setdefault(str(run.config.get("data_root")), []).append(run.run_id)
-            except ValueError as err:
-                where = f"--config {run_dir / 'config.json'}: "  # the temporary file means the spec's fields
-                errors.append(f"{run.run_id}: {str(err).replace(where, '')}")
+    for run in runs:
+        try:
+            config = full_config(run, Path("runs") / run.run_id, toy)
+            if run.kind == "pretrain":
+                data.check_data_root(config["data_root"])
+            elif config["data_root"] is not None or config["dataset"] == data.USER_FOLDER:
+                data.dataset_folder(config["dataset"], config["data_root"], verbose=False)
+        except FileNotFoundError:
+            missing.setdefault(str(run.config.get("data_root")), []).append(run.run_id)
+        except ValueError as err:
+            errors.append(f"{run.run_id}: {err}")
     return errors, missing
 
 
