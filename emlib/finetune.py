@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from emlib import data, finite, inits, models, paper, provenance, qc, results, run_folder, session, training
+from emlib import data, finite, inits, lifecycle, models, paper, provenance, qc, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict, fields_from_args, upgrade
 from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
@@ -70,7 +70,6 @@ RESUME_MAY_GROW = ("epochs",)
 # move (the data fingerprint in the checkpoint decides whether the data is the same).
 RESUME_IGNORED = ("device", "workers", "output_dir", "compile", "data_root", "images_dir", "masks_dir", "lr")
 SMALLER_RUN_FLAGS = "--toy (a CPU preset), --epochs, --epoch-size, --crop or --batch-size"
-CHECKPOINT_KEYS = ("config", "model", "optimizer", "scaler", "rng", "position", "best", "history")
 
 
 def canonical_task(task: str) -> str:
@@ -439,60 +438,6 @@ def result_row(config: FinetuneConfig, epoch: int, scores: dict, init: str, sour
                 ssim=round(scores["ssim"], 5))
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_state(config, model, optimizer, scaler, position: dict, best: BestModel, history: list,
-                     data: str | None = None, fast_path: dict | None = None, content: str | None = None) -> dict:
-    """Everything a resumed run needs, as weights_only-safe containers; `data` is the
-    fingerprint of the datasets' item lists (`run_folder.data_fingerprint`) and `content`
-    that of the dataset folder's bytes (`run_folder.content_fingerprint`), which a resumed
-    run must see again, `fast_path` the resolved autocast / channels_last mode
-    (`training.fast_path_summary`)."""
-    return {
-        "format": 2,
-        "config": config.to_dict(),
-        "data": data,
-        "fast_path": fast_path,
-        "data_content": content,
-        "model": training.unwrap_model(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": session.capture_rng_state(),
-        "position": dict(position),  # epoch (completed), batches_done (in the next), step, loss_sum
-        "best": best.state_dict(),
-        "history": [list(h) for h in history],
-    }
-
-
-def restore_checkpoint(path, config, model, optimizer, scaler, best: BestModel, device, data: str | None = None,
-                       fast_path: dict | None = None, content: str | None = None):
-    """Load a checkpoint into the run's objects; returns (position, history).
-
-    Refused (ValueError, before anything on disk changes) when the checkpoint's config
-    differs (epochs may grow, lr may change: the optimiser gets the new one), its
-    data fingerprints are not `data` and `content`, or it was written in another
-    fast-path mode (`fast_path`); a corrupt file raises run_folder.CheckpointError.
-    """
-    state = run_folder.load_checkpoint(path, map_location="cpu", required=CHECKPOINT_KEYS)
-    run_folder.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
-    if data is not None:
-        run_folder.check_data_matches(state.get("data"), data, path, config.data_root)
-    if fast_path is not None:
-        training.check_fast_path_matches(state.get("fast_path"), fast_path, path)
-    if content is not None:
-        run_folder.check_data_matches(state.get("data_content"), content, path, config.data_root)
-    with run_folder.checkpoint_fits(path):
-        training.unwrap_model(model).load_state_dict(training.strip_module_prefix(state["model"]))
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        best.load_state_dict(state["best"])
-        session.restore_rng_state(state["rng"])
-        position, history = dict(state["position"]), [tuple(h) for h in state["history"]]
-    training.resume_lr((optimizer,), state["config"].get("lr"), config.lr)
-    return position, history
-
-
 def make_optimizer(config: FinetuneConfig, model) -> torch.optim.Optimizer:
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -516,24 +461,20 @@ def run(config: FinetuneConfig, resume: bool = False, overwrite: bool = True) ->
     name (no summary.json); a NaN/inf loss raises NonFiniteLossError, NaN/inf
     weights NonFiniteWeightsError (never saved).
     """
-    config.validate()
-    data.check_data_root(config.data_root)  # the config holds values; the run checks the files they name
+    return lifecycle.run(config, _run, resume, overwrite, check_files=lambda: check_init(config))
+
+
+def check_init(config: FinetuneConfig) -> None:
+    """FileNotFoundError naming the init when it names weights that are not there."""
     if config.init != "random":
         inits.weights_path(config.init)
-    with session.run_session(config.device, config.deterministic) as ctx:
-        with run_folder.lock_run_folder(config.output_dir, enabled=ctx.is_main):
-            return _run(config, ctx, resume, overwrite)
 
 
-def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
+def _run(config: FinetuneConfig, ctx: session.DistributedContext, resuming: bool) -> dict:
     output_dir, device = Path(config.output_dir), ctx.device
-    checkpoint_path = output_dir / "checkpoint.pt"
     results_path, validation_path = output_dir / "results.csv", output_dir / "validation.csv"
-    resuming = run_folder.plan_run(output_dir, resume, overwrite, announce=ctx.is_main)
     columns = results_columns(config)
     metric, higher_is_better = primary_metric(config.task)
-    session.seed_everything(config.seed)
-
     folder, source = resolve_data_root(config)
     datasets = build_datasets(config, folder)
     model, report = build_model(config)
@@ -555,12 +496,14 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
     position, history = {"epoch": 0, "batches_done": 0, "step": 0, "loss_sum": 0.0}, []
     fingerprint = run_folder.data_fingerprint(list(datasets.values()))
     content = run_folder.content_fingerprint(folder)
+    holders = {"model": model, "optimizer": optimizer, "scaler": scaler, "rng": lifecycle.RNG, "position": position,
+               "best": best, "history": history}
+    checkpoint = lifecycle.Checkpoint(output_dir, config, holders, data=fingerprint, fast_path=fast_path, content=content,
+                                      may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
     if resuming:
-        position, history = restore_checkpoint(checkpoint_path, config, model, optimizer, scaler, best, device, fingerprint,
-                                               fast_path, content)
-    if ctx.is_main:  # every check has passed: only now does the run folder change
-        session.note(training.describe_fast_path(fast_path, device))
-        run_folder.start_run_folder(output_dir, config.to_dict())
+        checkpoint.restore()
+    lifecycle.start_folder(ctx, config, fast_path)
+    if ctx.is_main:
         if resuming:
             run_folder.keep_rows_up_to(results_path, "epoch", position["epoch"], columns)
             run_folder.keep_rows_up_to(validation_path, "epoch", position["epoch"], columns)
@@ -571,13 +514,6 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
     logger = None
     if ctx.is_main:
         logger = run_folder.CSVLogger(output_dir / "log.csv", LOG_COLUMNS, position["step"] if resuming else None)
-
-    def save():
-        if ctx.is_main:
-            state = checkpoint_state(config, model, optimizer, scaler, position, best, history, fingerprint, fast_path,
-                                     content)
-            run_folder.save_checkpoint(checkpoint_path, state)
-        session.barrier()
 
     def evaluate_epoch(epoch):
         """Validation score; the best model's test score; one row each in the results files."""
@@ -629,22 +565,20 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
                     status = "interrupted"
                     break
             if status != "finished":
-                save()
+                checkpoint.save(ctx)
                 break
-            check_weights_after_epoch(model, epoch, checkpoint_path)
+            check_weights_after_epoch(model, epoch, checkpoint.path)
             val = evaluate_epoch(epoch) if is_evaluation_epoch(epoch, config) else None
             if ctx.is_main:
                 logger.log({"epoch": epoch, "step": position["step"], "lr": optimizer.param_groups[0]["lr"],
                             "train_loss": position["loss_sum"] / max(position["batches_done"], 1),
                             "val_metric": val if val is not None else "", "images_per_s": images_per_s})
             position.update(epoch=epoch, batches_done=0, loss_sum=0.0)
-            save()
+            checkpoint.save(ctx)
     progress.close()
     if status == "interrupted":
-        if ctx.is_main:
-            print(f"stopped by {stop.signal_name} in epoch {position['epoch'] + 1}; resume with --resume (checkpoint: {checkpoint_path})")
-        return {"status": status, "signal": stop.signal_name, "epoch": position["epoch"], "step": position["step"],
-                "output_dir": str(output_dir)}
+        return lifecycle.interrupted(ctx, stop, f"in epoch {position['epoch'] + 1}", checkpoint, epoch=position["epoch"],
+                                     step=position["step"])
 
     summary = {
         "status": "finished", "task": config.task, "dataset": config.dataset, "model": config.model,
@@ -657,14 +591,14 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resume: bool, 
         "world_size": ctx.world_size, "fast_path": fast_path, "wall_s": round(time.perf_counter() - started, 3),
         "data_sha256": fingerprint, **provenance.provenance(device),
     }
-    if ctx.is_main:
+
+    def write_outputs():
         model.load_state_dict(best.state)  # training is over: the run's model becomes the best one
         models.save_weights(registry_model(model), output_dir / "best_model.safetensors",
                             {"task": config.task, "best_epoch": best.epoch, metric: best.score})
         write_qc_images(model, datasets["test" if "test" in datasets else "val"], config.task, output_dir / "qc", device)
-        run_folder.finish_run_folder(output_dir, summary)
-    session.barrier()
-    return summary
+
+    return lifecycle.finish(ctx, config, summary, write_outputs)
 
 
 def check_weights_after_epoch(model, epoch: int, checkpoint_path: Path) -> None:

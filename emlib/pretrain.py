@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from emlib import __version__, atomic, data, finite, models, provenance, run_folder, session, training
+from emlib import __version__, atomic, data, finite, lifecycle, models, provenance, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict, fields_from_args, upgrade
 from emlib.data import Corruption, ImageFolder
 from emlib.intensity import CenteredIntensities, from_centered, to_centered
@@ -43,7 +43,6 @@ RESUME_MAY_GROW = ("epochs", "max_steps")
 RESUME_IGNORED = ("device", "workers", "output_dir", "checkpoint_every", "log_every", "compile", "deterministic", "data_root",
                   "manifest_path", "lr")
 SMALLER_RUN_FLAGS = "--toy (a CPU preset), --max-steps, --image-size or --batch-size"
-CHECKPOINT_KEYS = ("config", "generator", "discriminator", "opt_g", "opt_d", "scaler", "rng", "position", "val_history")
 
 
 @dataclass
@@ -308,61 +307,7 @@ def validation_l1(G, val_set, config: PretrainConfig, ctx: session.DistributedCo
     return float(total[0] / total[1])
 
 
-# ----------------------------------------------------------------------------- checkpoints and export
-
-
-def checkpoint_state(config, G, D, opt_g, opt_d, scaler, position: dict, val_history: list, data: str | None = None,
-                     fast_path: dict | None = None, content: str | None = None) -> dict:
-    """Everything a resumed run needs, as weights_only-safe containers; `data` is the
-    train set's manifest hash and `content` the hash of the images' bytes
-    (`run_folder.content_fingerprint`), which a resumed run must see again, `fast_path` the
-    resolved autocast / channels_last mode (`training.fast_path_summary`)."""
-    return {
-        "format": 2,
-        "config": config.to_dict(),
-        "data": data,
-        "fast_path": fast_path,
-        "data_content": content,
-        "generator": training.unwrap_model(G).state_dict(),
-        "discriminator": training.unwrap_model(D).state_dict() if D is not None else {},
-        "opt_g": opt_g.state_dict(),
-        "opt_d": opt_d.state_dict() if opt_d is not None else {},
-        "scaler": scaler.state_dict(),
-        "rng": session.capture_rng_state(),
-        "position": dict(position),  # epoch, batches_done (in that epoch), step
-        "val_history": [list(v) for v in val_history],
-    }
-
-
-def restore_checkpoint(path, config, G, D, opt_g, opt_d, scaler, device, data: str | None = None,
-                       fast_path: dict | None = None, content: str | None = None):
-    """Load a checkpoint into the run's objects; returns (position, val_history).
-
-    Refused (ValueError, before anything on disk changes) when the checkpoint's config
-    differs (epochs / max_steps may grow, lr may change: the optimisers get the new
-    one), its train data (`data`, the manifest hash; `content`, the hash of the images'
-    bytes) is not the current one, or it was written in another fast-path mode
-    (`fast_path`: bf16 vs fp32, memory layout); a corrupt file raises run_folder.CheckpointError.
-    """
-    state = run_folder.load_checkpoint(path, map_location=device, required=CHECKPOINT_KEYS)
-    run_folder.check_config_matches(state["config"], config.to_dict(), path, may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
-    if data is not None:
-        run_folder.check_data_matches(state.get("data"), data, path, config.data_root)
-    if fast_path is not None:
-        training.check_fast_path_matches(state.get("fast_path"), fast_path, path)
-    if content is not None:
-        run_folder.check_data_matches(state.get("data_content"), content, path, config.data_root)
-    with run_folder.checkpoint_fits(path):
-        training.unwrap_model(G).load_state_dict(training.strip_module_prefix(state["generator"]))
-        if D is not None:
-            training.unwrap_model(D).load_state_dict(training.strip_module_prefix(state["discriminator"]))
-            opt_d.load_state_dict(state["opt_d"])
-        opt_g.load_state_dict(state["opt_g"])
-        scaler.load_state_dict(state["scaler"])
-        session.restore_rng_state(state["rng"])
-        position, val_history = dict(state["position"]), [tuple(v) for v in state["val_history"]]
-    training.resume_lr((opt_g, opt_d), state["config"].get("lr"), config.lr)
-    return position, val_history
+# ----------------------------------------------------------------------------- export
 
 
 def toy_generator(model: str, output_dir, seed: int = 0) -> Path:
@@ -409,19 +354,11 @@ def run(config: PretrainConfig, resume: bool = False, overwrite: bool = True) ->
     "interrupted" and the signal's name (no summary.json); a NaN/inf loss raises
     NonFiniteLossError, NaN/inf weights NonFiniteWeightsError (never saved).
     """
-    config.validate()
-    data.check_data_root(config.data_root)  # the config holds values; the run checks the files they name
-    with session.run_session(config.device, config.deterministic) as ctx:
-        with run_folder.lock_run_folder(config.output_dir, enabled=ctx.is_main):
-            return _run(config, ctx, resume, overwrite)
+    return lifecycle.run(config, _run, resume, overwrite)
 
 
-def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, overwrite: bool = True) -> dict:
+def _run(config: PretrainConfig, ctx: session.DistributedContext, resuming: bool) -> dict:
     output_dir, device = Path(config.output_dir), ctx.device
-    checkpoint_path = output_dir / "checkpoint.pt"
-    resuming = run_folder.plan_run(output_dir, resume, overwrite, announce=ctx.is_main)
-    session.seed_everything(config.seed)
-
     folder, source = resolve_data_root(config)
     if not resuming and config.manifest_path is None:  # a new run makes its own split, whatever an old run's said
         if ctx.is_main:
@@ -447,12 +384,13 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     fast_path = training.fast_path_summary(dtype, layouts)
     scaler = training.make_grad_scaler(device, dtype)
     position, val_history = {"epoch": 0, "batches_done": 0, "step": 0}, []
+    holders = {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d, "scaler": scaler, "rng": lifecycle.RNG,
+               "position": position, "val_history": val_history}
+    checkpoint = lifecycle.Checkpoint(output_dir, config, holders, data=manifest_hash, fast_path=fast_path, content=content,
+                                      may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED, map_location=device)
     if resuming:
-        position, val_history = restore_checkpoint(checkpoint_path, config, G, D, opt_g, opt_d, scaler, device, manifest_hash,
-                                                   fast_path, content)
-    if ctx.is_main:  # every check has passed: only now does the run folder change
-        session.note(training.describe_fast_path(fast_path, device))
-        run_folder.start_run_folder(output_dir, config.to_dict())
+        checkpoint.restore()
+    lifecycle.start_folder(ctx, config, fast_path)
     G_run = training.maybe_compile(session.wrap_ddp(G, ctx), config.compile)
     D_run = training.maybe_compile(session.wrap_ddp(D, ctx), config.compile) if D is not None else None
 
@@ -464,12 +402,6 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
         resume_step = position["step"] if resuming else None
         loggers["log"] = run_folder.CSVLogger(output_dir / "log.csv", LOG_COLUMNS, resume_step)
         loggers["val"] = run_folder.CSVLogger(output_dir / "validation.csv", VAL_COLUMNS, resume_step)
-
-    def save():
-        if ctx.is_main:
-            run_folder.save_checkpoint(checkpoint_path, checkpoint_state(config, G, D, opt_g, opt_d, scaler, position, val_history,
-                                                                       manifest_hash, fast_path, content))
-        session.barrier()
 
     def run_validation():
         val_l1 = validation_l1(G_run, val_set, config, ctx, dtype, layouts["generator"])
@@ -516,18 +448,16 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
                 if session.all_reduce_any(stop.requested, device):
                     status = "interrupted"
                 if epoch_done or status != "finished" or step >= total_steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                    save()
+                    checkpoint.save(ctx)
                 if epoch_done or status != "finished" or step >= total_steps:
                     break
     progress.close()
     if status == "interrupted":
-        if ctx.is_main:
-            print(f"stopped by {stop.signal_name} at step {position['step']}; resume with --resume (checkpoint: {checkpoint_path})")
-        return {"status": status, "signal": stop.signal_name, "step": position["step"], "output_dir": str(output_dir)}
+        return lifecycle.interrupted(ctx, stop, f"at step {position['step']}", checkpoint, step=position["step"])
 
     if not val_history or val_history[-1][1] != position["step"]:
         run_validation()
-        save()
+        checkpoint.save(ctx)
     info = {
         "source": source,
         "data_root": str(folder),
@@ -546,11 +476,7 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resume: bool, 
     }
     summary = {"status": "finished", "model": config.model, "output_dir": str(output_dir),
                "wall_s": round(time.perf_counter() - started, 3), **info}
-    if ctx.is_main:
-        export_generator(G, config, output_dir, info)
-        run_folder.finish_run_folder(output_dir, summary)
-    session.barrier()
-    return summary
+    return lifecycle.finish(ctx, config, summary, lambda: export_generator(G, config, output_dir, info))
 
 
 def _pair(batch, corruption, config, ctx, step, channels_last=False):
