@@ -216,6 +216,40 @@ class FinetuneConfig:
         training.check_mode("channels_last", self.channels_last)
 
 
+# ----------------------------------------------------------------------------- config from fields
+
+
+def make_config(fields: dict, toy: bool = False) -> FinetuneConfig:
+    """The config of a dict of fields (renamed ones upgraded) over a preset: the task's
+    defaults, or `FinetuneConfig.toy()` with `toy`. The preset takes the fields' task,
+    init and model (the task's model, dataset and sizes; the init's architecture).
+    What `python -m emlib finetune` and the sweep run."""
+    fields = upgrade(fields)
+    given = {name: fields[name] for name in ("task", "init", "model") if fields.get(name) is not None}
+    base = FinetuneConfig.toy(**given) if toy else FinetuneConfig(**given)
+    return config_from_dict(FinetuneConfig, {**config_to_dict(base), **fields})
+
+
+def config_from_args(args) -> FinetuneConfig:
+    """The config of parsed `python -m emlib finetune` arguments (--toy, --config, flags)."""
+    return make_config(fields_from_args(FinetuneConfig, args), args.toy)
+
+
+def field_help() -> dict:
+    """What the values of each field mean, for `--help`."""
+    return {
+        "task": f"{SEGMENTATION}, {', '.join(TEMIMAGENET_TASKS)} (aliases: {', '.join(TASK_ALIASES)})",
+        "model": f"a registry network: {', '.join(models.generator_names())}; unset: the --init export's network",
+        "init": f"random, a generator.safetensors (or its run folder), or a named generator: {', '.join(inits.PRETRAINED)}",
+        "dataset": f"segmentation: {', '.join(SEGMENTATION_DATASETS)} (folder: your own images/ + masks/ under --data-root, "
+                   f"or --images DIR --masks DIR); restoration: {RESTORATION_DATASET}",
+        "data_root": "the dataset's folder (or a folder holding it); unset: the synthetic data",
+        "epoch_size": "train crops per epoch: paper (the paper's Table 1 train count of the dataset, or one pass over a "
+                      "dataset not in the paper), none (one pass over the train images) or a number",
+        "label_fraction": "train on this seeded fraction of the labelled train images, in (0, 1]",
+    }
+
+
 # ----------------------------------------------------------------------------- initialisation
 
 
@@ -626,37 +660,3 @@ def write_qc_images(model, dataset, task: str, folder: Path, device, n: int = QC
             panels = [("input", image), ("prediction", output.clip(0, 1)), ("target", truth)]
         paths.append(qc.save_panels(folder / f"test_{index}.png", panels))
     return paths
-
-
-# ----------------------------------------------------------------------------- config from fields
-
-
-def make_config(fields: dict, toy: bool = False) -> FinetuneConfig:
-    """The config of a dict of fields (renamed ones upgraded) over a preset: the task's
-    defaults, or `FinetuneConfig.toy()` with `toy`. The preset takes the fields' task,
-    init and model (the task's model, dataset and sizes; the init's architecture).
-    What `python -m emlib finetune` and the sweep run."""
-    fields = upgrade(fields)
-    given = {name: fields[name] for name in ("task", "init", "model") if fields.get(name) is not None}
-    base = FinetuneConfig.toy(**given) if toy else FinetuneConfig(**given)
-    return config_from_dict(FinetuneConfig, {**config_to_dict(base), **fields})
-
-
-def config_from_args(args) -> FinetuneConfig:
-    """The config of parsed `python -m emlib finetune` arguments (--toy, --config, flags)."""
-    return make_config(fields_from_args(FinetuneConfig, args), args.toy)
-
-
-def field_help() -> dict:
-    """What the values of each field mean, for `--help`."""
-    return {
-        "task": f"{SEGMENTATION}, {', '.join(TEMIMAGENET_TASKS)} (aliases: {', '.join(TASK_ALIASES)})",
-        "model": f"a registry network: {', '.join(models.generator_names())}; unset: the --init export's network",
-        "init": f"random, a generator.safetensors (or its run folder), or a named generator: {', '.join(inits.PRETRAINED)}",
-        "dataset": f"segmentation: {', '.join(SEGMENTATION_DATASETS)} (folder: your own images/ + masks/ under --data-root, "
-                   f"or --images DIR --masks DIR); restoration: {RESTORATION_DATASET}",
-        "data_root": "the dataset's folder (or a folder holding it); unset: the synthetic data",
-        "epoch_size": "train crops per epoch: paper (the paper's Table 1 train count of the dataset, or one pass over a "
-                      "dataset not in the paper), none (one pass over the train images) or a number",
-        "label_fraction": "train on this seeded fraction of the labelled train images, in (0, 1]",
-    }

@@ -144,6 +144,31 @@ class PretrainConfig:
                           p_blur=self.p_blur, flip=self.flip, rot90=self.rot90)
 
 
+# ----------------------------------------------------------------------------- config from fields
+
+
+def make_config(fields: dict, toy: bool = False) -> PretrainConfig:
+    """The config of a dict of fields (renamed ones upgraded) over the defaults, or over
+    `PretrainConfig.toy()` with `toy`: what `python -m emlib pretrain` and the sweep run."""
+    base = PretrainConfig.toy() if toy else PretrainConfig()
+    return config_from_dict(PretrainConfig, {**config_to_dict(base), **upgrade(fields)})
+
+
+def config_from_args(args) -> PretrainConfig:
+    """The config of parsed `python -m emlib pretrain` arguments (--toy, --config, flags)."""
+    return make_config(fields_from_args(PretrainConfig, args), args.toy)
+
+
+def field_help() -> dict:
+    """What the values of each field mean, for `--help`."""
+    return {
+        "model": f"the generator: {', '.join(models.generator_names())}",
+        "data_root": "any folder of 2-D EM images (TIFF, PNG, BMP; stacks page by page), searched recursively; "
+                     "unset: the synthetic CEM500K stand-in",
+        "subset": "train on the first n train images of the split (the paper: 50000, 100000, 200000); none: every image",
+    }
+
+
 # ----------------------------------------------------------------------------- the models
 
 
@@ -502,28 +527,3 @@ def _checked_values(losses: dict, step: int, ctx) -> dict:
     values = dict(zip(names, stacked.tolist()))
     finite.check_finite(step, **values)
     return values
-
-
-# ----------------------------------------------------------------------------- config from fields
-
-
-def make_config(fields: dict, toy: bool = False) -> PretrainConfig:
-    """The config of a dict of fields (renamed ones upgraded) over the defaults, or over
-    `PretrainConfig.toy()` with `toy`: what `python -m emlib pretrain` and the sweep run."""
-    base = PretrainConfig.toy() if toy else PretrainConfig()
-    return config_from_dict(PretrainConfig, {**config_to_dict(base), **upgrade(fields)})
-
-
-def config_from_args(args) -> PretrainConfig:
-    """The config of parsed `python -m emlib pretrain` arguments (--toy, --config, flags)."""
-    return make_config(fields_from_args(PretrainConfig, args), args.toy)
-
-
-def field_help() -> dict:
-    """What the values of each field mean, for `--help`."""
-    return {
-        "model": f"the generator: {', '.join(models.generator_names())}",
-        "data_root": "any folder of 2-D EM images (TIFF, PNG, BMP; stacks page by page), searched recursively; "
-                     "unset: the synthetic CEM500K stand-in",
-        "subset": "train on the first n train images of the split (the paper: 50000, 100000, 200000); none: every image",
-    }
