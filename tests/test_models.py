@@ -43,6 +43,7 @@ def test_patchgan_is_the_pix2pix_discriminator():
 @pytest.mark.parametrize("name", UNETS)
 def test_receptive_field_formula_and_measurement(name):
     formula = int(name.split("_")[2])
+    torch.manual_seed(0)  # the measurement depends on the init (an unseeded unet_4_424 can measure 0)
     model = models.create(name)
     assert models.receptive_field(name) == formula
     measured = models.measure_receptive_field(model)
