@@ -237,20 +237,32 @@ def pretraining_runs(results_dir) -> dict:
             for run in runs.finished_runs(folder, kind="pretrain") if run.weights.is_file()}
 
 
-def val_improvement(run_folder) -> dict:
-    """A pretraining run's last validation L1 against its identity baseline, and whether the curve had flattened.
+FLATTENED_RULE = ("flattened: the mean validation L1 of the curve's last quarter is not lower than that of the "
+                  "quarter before by more than two standard errors of the difference (the curve's own scatter) "
+                  "or 5 % of the whole curve's drop")
 
-    flattened: the last quarter of the validation curve improved by less than 5 % of
-    the whole curve's improvement.
-    """
+
+def curve_flattened(curve) -> bool:
+    """Whether a validation-loss curve has flattened, by FLATTENED_RULE (a curve of fewer than 8 points cannot say: False)."""
+    curve = [float(v) for v in curve]
+    quarter = len(curve) // 4
+    if quarter < 2:
+        return False
+    before, late = curve[-2 * quarter:-quarter], curve[-quarter:]
+    gain = statistics.fmean(before) - statistics.fmean(late)
+    scatter = math.sqrt((statistics.variance(before) + statistics.variance(late)) / quarter)
+    drop = statistics.fmean(curve[:quarter]) - statistics.fmean(late)
+    return gain < max(2 * scatter, 0.05 * drop)
+
+
+def val_improvement(run_folder) -> dict:
+    """A pretraining run's last validation L1 against its identity baseline, and whether the curve had flattened
+    (`curve_flattened`)."""
     summary = json.loads((Path(run_folder) / "summary.json").read_text())
     curve = read_log(run_file(run_folder, "validation.csv"))["val_l1"]
-    quarter = max(1, len(curve) // 4)
-    total = curve[0] - curve.min()
-    late = curve[-quarter - 1] - curve[-1] if len(curve) > quarter else total
     return {"final_val_l1": summary["final_val_l1"], "identity_val_l1": summary["identity_val_l1"],
             "ratio": summary["final_val_l1"] / summary["identity_val_l1"],
-            "flattened": bool(total > 0 and late < 0.05 * total), "steps": summary["steps"]}
+            "flattened": curve_flattened(curve), "steps": summary["steps"]}
 
 
 def provenance_summary(results_dir) -> dict:
@@ -274,8 +286,8 @@ def provenance_summary(results_dir) -> dict:
 
 def pretraining_design(results_dir) -> dict:
     """{label: one row} of the study's finished pretraining runs, read from their config, summary and manifest:
-    network, objective, steps, crop, batch, lr, patches per split, final validation L1 against the identity's, and whether the
-    validation curve had flattened (`val_improvement`)."""
+    network, objective, steps, crop, batch, lr, patches per split, final validation L1 against the identity's (its change, signed), and whether the
+    validation curve had flattened (`curve_flattened`)."""
     out = {}
     for label, folder in pretraining_runs(results_dir).items():
         run, v = runs.read(folder), val_improvement(folder)
@@ -286,7 +298,7 @@ def pretraining_design(results_dir) -> dict:
                       "lr": run.fields["lr"], "patches train / val / test": " / ".join(str(len(split[k])) for k in ("train", "val", "test"))
                       if all(isinstance(split.get(k), list) for k in ("train", "val", "test")) else None,
                       "final val L1": v["final_val_l1"],
-                      "identity val L1": v["identity_val_l1"], "below identity": 1 - v["ratio"],
+                      "identity val L1": v["identity_val_l1"], "vs identity": f"{v['ratio'] - 1:+.0%}",
                       "flattened": v["flattened"]}
     return out
 

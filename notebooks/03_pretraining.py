@@ -254,8 +254,8 @@ plt.show()
 # the ablation). The table below reads each run's design (steps, crop, batch, lr,
 # patches per split) from its own files. Below it: validation L1 on the held-out
 # real patches against the identity G(A) = A on the same pairs (dotted), and whether
-# each curve had flattened, said from the curve itself (its last quarter improved by
-# less than 5 % of the whole curve's improvement), not from a step count; then what
+# each curve had flattened, said from the curve itself (its last quarter no better
+# than the quarter before, beyond the curve's own scatter), not from a step count; then what
 # each generator returns for held-out real patches (the paper's Fig. 5 on real data).
 # These are *ours, real data, small scale (CPU)*.
 
@@ -271,15 +271,16 @@ if not real_runs:
     print(f"no finished real-data pretraining runs under {real_results}: not finished yet")
 else:
     design = study.pretraining_design(real_results)
-    shown = {name: {k: (f"{v:.0%}" if k == "below identity" else v) for k, v in row.items()} for name, row in design.items()}
     display(Markdown(f"**Pretraining runs on real cellular EM ({figures.REAL_SMALL_LABEL})**\n\n" + figures.markdown_table(
-        shown, row_names=list(shown), column_names=list(next(iter(shown.values()))), fmt=figures.study_cell, corner="run")))
+        design, row_names=list(design), column_names=list(next(iter(design.values()))), fmt=figures.study_cell, corner="run")
+        + f"\n\n({study.FLATTENED_RULE})"))
     figures.plot_pretraining_curves(real_runs)
     plt.show()
     for name, row in design.items():
         print(f"{name:>24}: final val L1 {row['final val L1']:.4f} vs identity {row['identity val L1']:.4f} "
-              f"({row['below identity']:.0%} lower) after {row['steps']} steps; the validation curve "
-              + ("had flattened" if row["flattened"] else "was still falling: longer pretraining would still help"))
+              f"({row['vs identity']}) after {row['steps']} steps: "
+              + ("better than returning the input" if row["final val L1"] < row["identity val L1"] else "no better than returning the input")
+              + "; the validation curve " + ("had flattened" if row["flattened"] else "was still falling: longer pretraining would still help"))
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -245,8 +245,8 @@ for source in sorted({g.source for g in our_groups}):
 #
 # The design, as the finished runs record it: the pretraining runs (steps, crop,
 # the final validation L1 against the identity G(A) = A, and whether the
-# validation curve had flattened: its last quarter improved by less than 5 % of
-# the whole curve's improvement), then the fine-tuning schedules.
+# validation curve had flattened: its last quarter no better than the quarter
+# before, beyond the curve's own scatter), then the fine-tuning schedules.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -270,9 +270,9 @@ if real_results and (made := study.provenance_summary(real_results))["runs"]["pr
 pretraining = study.pretraining_design(real_results) if real_results else {}
 if pretraining:
     columns = list(next(iter(pretraining.values())))
-    shown = {name: {k: (f"{v:.0%}" if k == "below identity" else v) for k, v in row.items()} for name, row in pretraining.items()}
     display(Markdown("**Pretraining runs (real cellular EM)**\n\n" + figures.markdown_table(
-        shown, row_names=list(shown), column_names=columns, fmt=figures.study_cell, corner="run")))
+        pretraining, row_names=list(pretraining), column_names=columns, fmt=figures.study_cell, corner="run")
+        + f"\n\n({study.FLATTENED_RULE})"))
 else:
     print("pretraining: not finished yet")
 schedules = study.finetuning_design(real_groups)

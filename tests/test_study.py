@@ -164,7 +164,16 @@ def test_the_pretraining_design_is_read_from_the_run(tmp_path):
                                                      "identity_val_l1": 0.04}))
     (folder / "generator.safetensors").write_bytes(b"")
     (folder / "manifest.json").write_text(json.dumps({"train": ["a", "b", "c"], "val": ["d"], "test": ["e"]}))
-    (folder / "validation.csv").write_text("step,val_l1\n100,0.06\n200,0.04\n300,0.031\n400,0.03\n")
+    curve = [0.06, 0.05, 0.04, 0.035, 0.031, 0.032, 0.029, 0.031]
+    (folder / "validation.csv").write_text("step,val_l1\n" + "".join(f"{50 * (i + 1)},{v}\n" for i, v in enumerate(curve)))
     row = study.pretraining_design(tmp_path)["unet_2_44-preal"]
     assert (row["objective"], row["steps"], row["crop (px)"], row["patches train / val / test"]) == ("L1-only", 400, 96, "3 / 1 / 1")
-    assert row["below identity"] == pytest.approx(0.25) and row["flattened"]  # the last quarter gained 1/30 of the drop
+    assert row["vs identity"] == "-25%" and row["flattened"]  # the last quarter: within the scatter of the one before
+
+
+def test_a_curve_has_flattened_only_when_its_last_quarter_gains_nothing_beyond_its_scatter():
+    falling = [1.0 - 0.1 * i for i in range(8)]  # steady, noise-free descent: still falling
+    noisy_plateau = [1.0, 0.6, 0.5, 0.52, 0.45, 0.55, 0.48, 0.53]  # the last quarter is within the scatter
+    noisy_falling = [1.0, 0.9, 0.8, 0.82, 0.6, 0.62, 0.3, 0.32]  # a drop far beyond the scatter
+    assert not study.curve_flattened(falling) and study.curve_flattened(noisy_plateau)
+    assert not study.curve_flattened(noisy_falling) and not study.curve_flattened([0.5, 0.4, 0.4, 0.4])  # too short
