@@ -161,6 +161,17 @@ def setbacks(group) -> dict:
     return out
 
 
+def final_train_loss(group) -> float:
+    """Mean over the group's runs of the training loss in each run's last logged epoch: how far its
+    step budget fitted its own training images (a larger training set fitted less is underfit, not worse)."""
+    losses = []
+    for run in group.runs:
+        log = read_log(run_file(run.folder, "log.csv"))
+        last = log["epoch"] == log["epoch"].max()
+        losses.append(float(log["train_loss"][last].mean()))
+    return statistics.fmean(losses)
+
+
 def _text(comparisons: list) -> tuple:
     """(overall verdict, one line per comparison)."""
     verdicts = {c["verdict"] for c in comparisons}

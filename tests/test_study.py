@@ -177,3 +177,11 @@ def test_a_curve_has_flattened_only_when_its_last_quarter_gains_nothing_beyond_i
     noisy_falling = [1.0, 0.9, 0.8, 0.82, 0.6, 0.62, 0.3, 0.32]  # a drop far beyond the scatter
     assert not study.curve_flattened(falling) and study.curve_flattened(noisy_plateau)
     assert not study.curve_flattened(noisy_falling) and not study.curve_flattened([0.5, 0.4, 0.4, 0.4])  # too short
+
+
+def test_the_final_training_loss_is_the_last_epochs_mean_over_the_seeds(runs):
+    for seed, last in enumerate((0.5, 0.6, 0.7)):  # two log rows in the last epoch: their mean counts
+        (runs / f"r{seed}" / "log.csv").write_text(
+            "epoch,step,train_loss\n1,10,0.9\n3,20,%.2f\n3,30,%.2f\n" % (last - 0.1, last + 0.1))
+    group = study.find(study.load_groups(runs), init="random", label_fraction=1.0)
+    assert study.final_train_loss(group) == pytest.approx(0.6)
