@@ -692,14 +692,16 @@ def add_cli(subparsers):
 
 def best_runs(runs_dir) -> dict:
     """{dataset: run folder}: the finished full-label fine-tuning run with the best validation score per dataset
-    (chosen on validation, never on test), and {run id: folder} of every finished pretraining run."""
+    (chosen on validation, never on test; the head ablation's runs, which carry a generator's image head into
+    segmentation, are not candidates), and {run id: folder} of every finished pretraining run."""
     best, scores = {}, {}
     for run in finished_runs(runs_dir):
         if run.kind == "pretrain":
             if run.weights.is_file():
                 best[run.folder.name] = run.folder
             continue
-        if run.fields.get("label_fraction", 1.0) != 1.0:
+        if run.fields.get("label_fraction", 1.0) != 1.0 or (run.fields.get("task") == "segmentation"
+                                                             and run.fields.get("head") == "transfer"):
             continue
         metric = run.summary["metric"]
         score = run.summary[f"best_val_{metric}"] * (1 if metric == "dice_percent" else -1)

@@ -256,3 +256,23 @@ def test_paper_grid_reads_the_folders_the_readme_downloads_to_and_dry_run_marks_
     marked = {line.split()[0] for line in listing if "NO DATA" in line}
     assert marked == {run.run_id for run in runs if run.config["data_root"] != "data/real/au"}
     assert "data/real/cem500k, data/real/temimagenet): download it first" in "\n".join(listing)
+
+
+def test_the_best_run_is_chosen_on_validation_among_the_main_design(tmp_path):
+    """best_runs (the packaged models): best validation score, full labels only, never the head ablation."""
+    def finished(name, val, **fields):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"task": "segmentation", "dataset": "emps", "model": "unet_2_44", "init": "random", "seed": 0,
+                  "label_fraction": 1.0, "head": "reinit", **fields}
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "summary.json").write_text(json.dumps({"status": "finished", "metric": "dice_percent",
+                                                         "best_val_dice_percent": val, "test_dice_percent": 0.0}))
+        (folder / "best_model.safetensors").write_bytes(b"")
+        return folder
+
+    chosen = finished("seg-a", 70.0)
+    finished("seg-b", 60.0)
+    finished("seg-a-head-transfer", 80.0, head="transfer")
+    finished("seg-a-lf0.5", 90.0, label_fraction=0.5)
+    assert sweep.best_runs(tmp_path) == {"emps": chosen}
