@@ -49,4 +49,4 @@ notebooks: venv
 	for f in notebooks/[0-9]*.py; do echo "executing $$f"; \
 	  $(BIN)/jupytext --to ipynb --update --set-kernel python3 $$f && \
 	  $(BIN)/papermill $${f%.py}.ipynb $${f%.py}.ipynb --cwd notebooks -k python3 --language python \
-	    -p show_widgets False && $(BIN)/python -c "$$DROP_INJECTED" $${f%.py}.ipynb || exit 1; done
+	    $$(grep -q '^show_widgets *=' $$f && echo -p show_widgets False) && $(BIN)/python -c "$$DROP_INJECTED" $${f%.py}.ipynb || exit 1; done

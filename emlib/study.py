@@ -127,7 +127,12 @@ def load_baselines(results_dir) -> dict:
 def against_baseline(group, baseline: float, when: str = "last") -> str:
     """"beats Otsu", "does not beat Otsu" or "ties with Otsu": the group's 95 % interval over seeds of its
     test Dice at `when`, wholly above, wholly below or around the baseline's score."""
-    mean, half = pooling.mean_ci95(list(per_seed(group, when).values()))
+    return against_otsu(list(per_seed(group, when).values()), baseline)
+
+
+def against_otsu(scores, baseline: float) -> str:
+    """The words of `against_baseline` for a list of per-seed scores."""
+    mean, half = pooling.mean_ci95(scores)
     if mean - half > baseline:
         return "beats Otsu"
     if mean + half < baseline:
@@ -375,8 +380,8 @@ def baseline_table(groups, baselines: dict) -> dict:
 
 def cross_dataset_table(results_dir, baselines: dict) -> dict:
     """{"trained_on -> scored_on, model, init": row} from the study's cross_dataset.csv: mean Dice on the other
-    dataset's test split with its 95 % interval and seeds, the same runs' Dice on their own test split, and the
-    target dataset's Otsu; {} without the file."""
+    dataset's test split with its 95 % interval and seeds, the same runs' Dice on their own test split, the
+    target dataset's Otsu and the words of `against_otsu` there; {} without the file."""
     rows = [row for folder in results.results_folders(results_dir) for row in
             (results.read_rows(Path(folder) / "cross_dataset.csv") if (Path(folder) / "cross_dataset.csv").is_file() else [])]
     grouped = {}
@@ -388,7 +393,9 @@ def cross_dataset_table(results_dir, baselines: dict) -> dict:
     for key, members in sorted(grouped.items()):
         scored = [float(r["dice_percent"]) for r in members]
         own = [float(r["own_test_dice_percent"]) for r in members if r.get("own_test_dice_percent") not in (None, "")]
+        otsu = baselines.get(members[0]["scored_on"], {}).get("otsu")
         out[key] = {"Dice on the other dataset": (*pooling.mean_ci95(scored), len(scored)),
                     "Dice on its own dataset": (*pooling.mean_ci95(own), len(own)) if own else None,
-                    "Otsu on the other dataset": baselines.get(members[0]["scored_on"], {}).get("otsu")}
+                    "Otsu on the other dataset": otsu,
+                    "against Otsu there": against_otsu(scored, otsu) if otsu is not None else "no baseline"}
     return out

@@ -279,7 +279,8 @@ else:
     for name, row in design.items():
         print(f"{name:>24}: final val L1 {row['final val L1']:.4f} vs identity {row['identity val L1']:.4f} "
               f"({row['vs identity']}) after {row['steps']} steps: "
-              + ("better than returning the input" if row["final val L1"] < row["identity val L1"] else "no better than returning the input")
+              + {-1: "better than returning the input", 0: "no better than returning the input", 1: "worse than returning the input"}[
+                  (row["final val L1"] > 1.01 * row["identity val L1"]) - (row["final val L1"] < 0.99 * row["identity val L1"])]
               + "; the validation curve " + ("had flattened" if row["flattened"] else "was still falling: longer pretraining would still help"))
 
 # %%

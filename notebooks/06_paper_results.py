@@ -377,7 +377,8 @@ transfer = study.cross_dataset_table(real_results, baselines) if real_results el
 if transfer:
     display(Markdown(f"**Cross-dataset test Dice (%) ({figures.REAL_SMALL_LABEL})**\n\n" + figures.markdown_table(
         transfer, row_names=list(transfer), fmt=figures.study_cell, corner="trained on -> scored on, model, init",
-        column_names=("Dice on the other dataset", "Dice on its own dataset", "Otsu on the other dataset"))))
+        column_names=("Dice on the other dataset", "Dice on its own dataset", "Otsu on the other dataset",
+                      "against Otsu there"))))
 else:
     print("cross-dataset scores: not finished yet (the sweep's scores: step writes cross_dataset.csv)")
 

@@ -327,7 +327,8 @@ for kind in ("random", "GAN") if real else ():
     print(f"{kind}: " + (f"{len(higher)} smaller fraction(s) scored higher than all the labels; " if higher
                          else "no smaller fraction scored higher than all the labels; ")
           + f"final training loss per fraction ({losses})"
-          + (" -- the full-label runs ended least fitted: their score is the budget's, not the labels'"
+          + (" -- the full-label runs ended least fitted on their own images: underfit within the step budget,"
+             " which the extra labels need more steps to use, rather than harmed by them"
              if higher and study.final_train_loss(full_group) >= max(study.final_train_loss(g) for g in higher) else ""))
 
 # %% [markdown]
