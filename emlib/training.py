@@ -455,5 +455,7 @@ def progress_bar(total: int, desc: str, initial: int = 0, disable: bool = False)
     log, a sweep's sweep.log) a line every total / LOG_LINES steps, not hundreds of redraws."""
     if disable or sys.stderr.isatty() or in_notebook():
         return auto_tqdm(total=total, initial=initial, disable=disable, desc=desc)
+    # maxinterval=inf: tqdm's monitor thread would otherwise drop miniters to 1 after the first pause
+    # longer than 10 s (an evaluation, a checkpoint) and write a line every step from then on
     return LogLines(total=total, initial=initial, desc=desc, miniters=max(1, total // LOG_LINES), mininterval=0,
-                    file=sys.stderr, ascii=True)
+                    maxinterval=float("inf"), file=sys.stderr, ascii=True)

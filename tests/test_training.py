@@ -3,6 +3,7 @@ import dataclasses
 import os
 import random
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -169,3 +170,20 @@ def test_progress_without_a_terminal_writes_a_line_every_few_steps(capsys):
     assert "\r" not in err  # no carriage-return redraws in a log
     lines = [line for line in err.splitlines() if line.startswith("pretrain unet_2_44")]
     assert training.LOG_LINES <= len(lines) <= training.LOG_LINES + 3 and "200/200" in lines[-1]
+
+
+def test_progress_without_a_terminal_stays_sparse_after_a_long_pause(capsys):
+    """A pause longer than tqdm's maxinterval (an evaluation) must not switch the log to a line a step."""
+    from tqdm._monitor import TMonitor
+
+    bar = training.progress_bar(200, "finetune unet_2_44")
+    bar.update(1)
+    bar.last_print_t -= 3600  # as if the first evaluation had taken an hour
+    monitor = TMonitor(type(bar), 0.01)
+    time.sleep(0.2)  # the monitor looks at every open bar a few times
+    monitor.exit()
+    for _ in range(199):
+        bar.update(1)
+    bar.close()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("finetune unet_2_44")]
+    assert len(lines) <= training.LOG_LINES + 3
