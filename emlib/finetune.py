@@ -246,6 +246,8 @@ def field_help() -> dict:
         "data_root": "the dataset's folder (or a folder holding it); unset: the synthetic data",
         "epoch_size": "train crops per epoch: paper (the paper's Table 1 train count of the dataset, or one pass over a "
                       "dataset not in the paper), none (one pass over the train images) or a number",
+        "head": "a pretrained generator's output layer: reinit (re-initialised; the segmentation default) or transfer "
+                "(carried over; the restoration default); unset: the task's default",
         "label_fraction": "train on this seeded fraction of the labelled train images, in (0, 1]",
     }
 

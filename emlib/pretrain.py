@@ -62,12 +62,12 @@ class PretrainConfig:
     betas: tuple = (0.5, 0.999)
     l1_weight: float = 100.0
     adv_weight: float = 1.0  # 0 = L1-only ablation (no discriminator)
-    noise_std: tuple = (0.0, 0.1)
-    blur_sigma: tuple = (0.0, 2.0)
-    p_noise: float = 0.8
-    p_blur: float = 0.5
-    flip: bool = True
-    rot90: bool = True
+    noise_std: tuple = Corruption.noise_std  # the corruption's fields and defaults: emlib.data.Corruption
+    blur_sigma: tuple = Corruption.blur_sigma
+    p_noise: float = Corruption.p_noise
+    p_blur: float = Corruption.p_blur
+    flip: bool = Corruption.flip
+    rot90: bool = Corruption.rot90
     corrupt_on: str = "device"  # "device": batched on the GPU; "loader": per sample in the workers
     centered: bool = True  # G and D see intensities mapped from [0, 1] to [-1, 1] (the pix2pix convention)
     val_limit: int | None = None  # use only the first n validation images (None = all, paper 5000)

@@ -361,7 +361,9 @@ print(f"pixels where the two masks differ: {(ours[inner] != theirs[inner]).mean(
 # Otsu threshold, its polarity (dark or bright particles) chosen on the train split
 # (`emlib.scoring`). Then one test image a reader can judge: the image, its ground
 # truth, Otsu's mask and the model's mask, side by side (the image of median model
-# Dice among the first few of the test split, so neither the best nor the worst).
+# Dice among the first few of the test split, so neither the best nor the worst;
+# without the study's data on the machine, as after a pip install, the package's own
+# test image, which has no ground truth).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -388,11 +390,15 @@ def dice_of(predicted, truth):
     return 100 * dice_scores(torch.from_numpy(predicted).float() * 2 - 1, torch.from_numpy(truth).float()).item()
 
 
-shown = [masks_of(i) for i in range(min(5, len(test_set)))]
-image, truth, otsu, ours = sorted(shown, key=lambda m: dice_of(m[3], m[1]))[len(shown) // 2]
-fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
-panels = ((image, "test image"), (truth, "ground truth"), (otsu, f"Otsu: Dice {dice_of(otsu, truth):.1f} %"),
-          (ours, f"model: Dice {dice_of(ours, truth):.1f} %"))
+if test_set is not None:
+    shown = [masks_of(i) for i in range(min(5, len(test_set)))]
+    image, truth, otsu, ours = sorted(shown, key=lambda m: dice_of(m[3], m[1]))[len(shown) // 2]
+    panels = ((image, "test image"), (truth, "ground truth"), (otsu, f"Otsu: Dice {dice_of(otsu, truth):.1f} %"),
+              (ours, f"model: Dice {dice_of(ours, truth):.1f} %"))
+else:  # the study's data is not on this machine (a pip install): the package's test image, which has no ground truth
+    otsu, ours = scoring.otsu_mask(raw, polarity), emlib.predict(net, raw, standardize="per_image", amp=amp) > 0
+    panels = ((raw, "the package's test image"), (otsu, "Otsu's mask"), (ours, "the model's mask"))
+fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
 for ax, (panel, title) in zip(axes, panels):
     ax.imshow(panel, cmap="gray")
     ax.set_title(title, fontsize=9)
