@@ -451,3 +451,13 @@ def read_log(path) -> dict:
     rows = [r for r in map(_float_row, complete_rows(path)) if r is not None]
     columns = rows[0].keys() if rows else []
     return {c: np.array([r[c] for r in rows], dtype=float) for c in columns}
+
+
+def run_status(run_dir) -> str:
+    """`finished` (summary.json), `unfinished` (checkpoint.pt, no summary) or `new`."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").exists():
+        return "finished"
+    if (run_dir / "checkpoint.pt").exists():
+        return "unfinished"
+    return "new"

@@ -331,7 +331,7 @@ def setting_label(group) -> str:
 
 
 def planned_settings(grid) -> dict:
-    """{setting label: planned seeds} of a sweep grid's segmentation runs (`emlib.sweep.expand_grid`), in the
+    """{setting label: planned seeds} of a sweep grid's segmentation runs (`emlib.grid.expand_grid`), in the
     grid's order, labelled as `setting_label` labels the finished groups: what is missing has not finished yet."""
     objectives = {run.run_id: "GAN" if run.config.get("adv_weight", 1.0) > 0 else "L1-only"
                   for run in grid if run.kind == "pretrain"}

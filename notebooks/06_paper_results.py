@@ -250,7 +250,7 @@ for source in sorted({g.source for g in our_groups}):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from emlib import study, sweep
+from emlib import grid, study
 from emlib.paths import REPO_ROOT
 
 
@@ -258,7 +258,7 @@ real_groups = [g for g in study.load_groups(real_results) if g.metric == "dice_p
 full_labels = [g for g in real_groups if study.describe(g)["label_fraction"] == 1.0]
 baselines = study.load_baselines(real_results) if real_results else {}
 spec_path = REPO_ROOT / "experiments" / "real_small.yaml"
-planned = study.planned_settings(sweep.expand_grid(sweep.load_spec(spec_path))) if spec_path.is_file() else {}
+planned = study.planned_settings(grid.expand_grid(grid.load_spec(spec_path))) if spec_path.is_file() else {}
 print(f"{len(real_groups)} settings of finished real-data fine-tuning runs under {real_results}, "
       f"of {len(planned)} the sweep plans" + ("" if real_groups else ": none finished yet"))
 if real_results and (made := study.provenance_summary(real_results))["runs"]["pretraining"] + made["runs"]["fine-tuning"]:

@@ -668,7 +668,7 @@ def test_sigterm_to_the_sweep_reaches_its_run_which_checkpoints(cem_folder, tmp_
     assert len((run_dir / "log.csv").read_text().splitlines()) == rows  # the run is not training on, orphaned
     assert not (run_dir / ".lock").exists() and not (runs_dir / ".lock").exists()
     assert run_folder.load_checkpoint(run_dir / "checkpoint.pt")["position"]["step"] >= 3
-    assert sweep.run_status(run_dir) == "unfinished"  # a rerun resumes it
+    assert run_folder.run_status(run_dir) == "unfinished"  # a rerun resumes it
     assert "stopped by SIGTERM" in (run_dir / "sweep.log").read_text()
 
 
@@ -687,9 +687,9 @@ def test_a_second_sweep_on_the_same_runs_folder_says_so_and_stops(tmp_path, monk
 
 
 def test_the_sweep_rewrites_a_torn_config_json_of_an_unfinished_run(tmp_path):
-    from emlib import sweep
+    from emlib import grid, sweep
 
-    run = sweep.expand_grid(sweep.load_spec(REPO / "experiments" / "paper.yaml"), toy=True)[0]
+    run = grid.expand_grid(grid.load_spec(REPO / "experiments" / "paper.yaml"), toy=True)[0]
     run_dir = tmp_path / run.run_id
     run_dir.mkdir()
     (run_dir / "config.json").write_text('{"model": "unet_2')  # torn by a crash

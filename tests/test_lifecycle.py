@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from emlib import cli, finetune, lifecycle, pretrain, run_folder, sweep
+from emlib import cli, finetune, grid, lifecycle, pretrain, run_folder
 
 
 def cli_config(kind: str, fields: dict, folder, toy: bool) -> dict:
@@ -24,8 +24,8 @@ def cli_config(kind: str, fields: dict, folder, toy: bool) -> dict:
 ])
 @pytest.mark.parametrize("toy", [False, True])
 def test_the_sweep_builds_the_config_the_command_line_builds(tmp_path, kind, fields, toy):
-    run = sweep.Run("r0", kind, "pretrain" if kind == "pretrain" else "segmentation", dict(fields))
-    built = sweep.full_config(run, tmp_path, toy)
+    run = grid.GridRun("r0", kind, "pretrain" if kind == "pretrain" else "segmentation", dict(fields))
+    built = grid.full_config(run, tmp_path, toy)
     assert built == cli_config(kind, fields, tmp_path, toy)
     assert not (tmp_path / "config.json").exists()  # no file written, none read back
 
@@ -39,8 +39,8 @@ def test_the_finetune_preset_follows_the_task():
 
 
 def test_a_bad_field_of_a_sweep_run_is_named(tmp_path):
-    runs = [sweep.Run("good", "pretrain", "pretrain", {"epochs": 1}), sweep.Run("bad", "pretrain", "pretrain", {"colour": 1})]
-    errors, missing = sweep.check_configs(runs, toy=True)
+    runs = [grid.GridRun("good", "pretrain", "pretrain", {"epochs": 1}), grid.GridRun("bad", "pretrain", "pretrain", {"colour": 1})]
+    errors, missing = grid.check_configs(runs, toy=True)
     assert errors == ["bad: unknown PretrainConfig field(s): colour"] and missing == {}
 
 

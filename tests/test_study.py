@@ -125,7 +125,7 @@ def test_every_setting_is_set_beside_its_datasets_baselines(runs):
 
 def test_the_planned_settings_are_named_as_the_finished_groups(runs, tmp_path):
     """A setting missing from the finished groups is one the sweep plans and has not finished."""
-    from emlib import sweep
+    from emlib import grid
 
     spec = {"runs_dir": str(tmp_path / "study"), "seeds": [0, 1, 2],
             "pretrain": {"models": ["unet_2_44"], "subsets": {"Preal": None}, "variants": {"L1": {"adv_weight": 0.0}},
@@ -134,7 +134,7 @@ def test_the_planned_settings_are_named_as_the_finished_groups(runs, tmp_path):
                               "label_fractions": [0.5, 1.0], "config": {}},
                              {"datasets": ["emps"], "tag": "head-transfer", "seeds": [0], "models": {"unet_2_44": ["Preal"]},
                               "config": {"head": "transfer"}}]}
-    planned = study.planned_settings(sweep.expand_grid(spec))
+    planned = study.planned_settings(grid.expand_grid(spec))
     assert planned["emps, unet_2_44, GAN (carried head)"] == [0] and planned["emps, unet_2_44, L1-only"] == [0, 1, 2]
     finished = {study.setting_label(g) for g in study.load_groups(runs)}
     assert finished < set(planned)  # every finished group is named as the sweep names its setting

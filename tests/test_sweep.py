@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emlib import cli, sweep
+from emlib import cli, grid, sweep
 from emlib.finetune import FinetuneConfig
 from emlib.pretrain import PretrainConfig
 from emlib.results import SEGMENTATION_COLUMNS, read_rows
@@ -52,11 +52,11 @@ def calls(runs_dir):
 
 @pytest.fixture(scope="module")
 def spec():
-    return sweep.load_spec(SPEC)
+    return grid.load_spec(SPEC)
 
 
 def test_paper_grid_has_30_pretraining_and_212_finetuning_runs(spec):
-    runs = sweep.expand_grid(spec)
+    runs = grid.expand_grid(spec)
     kinds = [(r.kind, r.task) for r in runs]
     assert kinds.count(("pretrain", "pretrain")) == 30
     assert kinds.count(("finetune", "segmentation")) == 200
@@ -72,7 +72,7 @@ def test_paper_grid_has_30_pretraining_and_212_finetuning_runs(spec):
 
 
 def test_seeds_and_label_fractions_multiply_finetuning_only(spec):
-    runs = sweep.expand_grid({**spec, "seeds": [0, 1, 2], "label_fractions": [0.25, 1.0]})
+    runs = grid.expand_grid({**spec, "seeds": [0, 1, 2], "label_fractions": [0.25, 1.0]})
     assert sum(r.kind == "pretrain" for r in runs) == 30
     assert sum(r.task == "segmentation" for r in runs) == 200 * 3 * 2
     assert sum(r.task == "restoration" for r in runs) == 12 * 3
@@ -81,7 +81,7 @@ def test_seeds_and_label_fractions_multiply_finetuning_only(spec):
 def test_grid_rejects_init_without_pretraining(spec):
     bad = {**spec, "segmentation": {**spec["segmentation"], "inits": ["random", "P1M"]}}
     with pytest.raises(ValueError, match="P1M"):
-        sweep.expand_grid(bad)
+        grid.expand_grid(bad)
 
 
 def test_dry_run_lists_runs_with_gpu_estimates_and_writes_nothing(tmp_path, capsys):
@@ -94,14 +94,14 @@ def test_dry_run_lists_runs_with_gpu_estimates_and_writes_nothing(tmp_path, caps
 
 
 def test_toy_grid_is_small_and_has_no_gpu_settings(spec):
-    runs = sweep.expand_grid(spec, toy=True)
+    runs = grid.expand_grid(spec, toy=True)
     assert 0 < len(runs) <= 8
     assert all("epochs" not in r.config and "data_root" not in r.config for r in runs)
 
 
 def test_pretraining_runs_first_then_finished_runs_are_skipped(spec, tmp_path):
     runs_dir = tmp_path / "runs"
-    runs = sweep.expand_grid(spec, toy=True, runs_dir=runs_dir)
+    runs = grid.expand_grid(spec, toy=True, runs_dir=runs_dir)
     outcomes = sweep.execute(runs, runs_dir, fake_builder())
     assert set(outcomes.values()) == {"finished"}
     order = [run_id for run_id, _ in calls(runs_dir)]
@@ -121,7 +121,7 @@ def test_pretraining_runs_first_then_finished_runs_are_skipped(spec, tmp_path):
 
 def test_unfinished_run_is_resumed(spec, tmp_path):
     runs_dir = tmp_path / "runs"
-    runs = sweep.expand_grid(spec, toy=True, runs_dir=runs_dir)[:2]
+    runs = grid.expand_grid(spec, toy=True, runs_dir=runs_dir)[:2]
     interrupted = runs_dir / runs[0].run_id
     interrupted.mkdir(parents=True)
     (interrupted / "checkpoint.pt").write_bytes(b"")
@@ -146,15 +146,15 @@ def test_failing_run_does_not_stop_the_others_and_blocks_its_dependents(spec, tm
 
 
 def test_only_selects_by_regex_and_adds_missing_pretraining(spec, tmp_path):
-    runs = sweep.expand_grid(spec)
-    chosen = sweep.select(runs, r"^seg-Au5nmV1-unet_2_44-p100k", tmp_path)
+    runs = grid.expand_grid(spec)
+    chosen = grid.select(runs, r"^seg-Au5nmV1-unet_2_44-p100k", tmp_path)
     assert [r.run_id for r in chosen] == ["pretrain-unet_2_44-p100k", "seg-Au5nmV1-unet_2_44-p100k-s0"]
     with pytest.raises(ValueError, match="--only"):
-        sweep.select(runs, "(", tmp_path)
+        grid.select(runs, "(", tmp_path)
 
 
 def test_cli_command_follows_the_run_contract(spec, tmp_path):
-    run = sweep.expand_grid(spec)[0]
+    run = grid.expand_grid(spec)[0]
     argv = sweep.build_command(run, tmp_path / run.run_id, resume=True)
     assert argv[1:4] == ["-m", "emlib", "pretrain"]
     assert argv[argv.index("--config") + 1] == str(tmp_path / run.run_id / "config.json")
@@ -172,7 +172,7 @@ def test_papermill_command_passes_the_full_config_as_parameters(spec, tmp_path, 
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "04_segmentation.ipynb").write_text("{}")
     monkeypatch.setattr(sweep, "REPO_ROOT", tmp_path)
-    run = next(r for r in sweep.expand_grid(spec) if r.task == "segmentation" and r.config["init"] == "random")
+    run = next(r for r in grid.expand_grid(spec) if r.task == "segmentation" and r.config["init"] == "random")
     run_dir = tmp_path / "runs" / run.run_id
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(run.config))  # as sweep.prepare writes it before building
@@ -190,7 +190,7 @@ REAL_SMALL = Path(__file__).resolve().parents[1] / "experiments" / "real_small.y
 @pytest.mark.slow
 def test_papermill_and_cli_runners_make_the_same_run(tmp_path):
     """One toy grid cell through both runners: the same config.json and the same results."""
-    runs = [r for r in sweep.expand_grid(sweep.load_spec(REAL_SMALL), toy=True) if r.run_id == "seg-emps-unet_2_44-random-s0"]
+    runs = [r for r in grid.expand_grid(grid.load_spec(REAL_SMALL), toy=True) if r.run_id == "seg-emps-unet_2_44-random-s0"]
     folders = {}
     for runner in ("cli", "papermill"):
         def build(run, run_dir, resume, runner=runner):
@@ -211,28 +211,28 @@ def test_papermill_and_cli_runners_make_the_same_run(tmp_path):
 @pytest.mark.parametrize("spec_path", [SPEC, SPEC.parent / "real_small.yaml"])
 def test_grid_coordinates_are_config_fields_by_name(spec_path):
     """The grid's config keys are fields of the run's config dataclass, with no renaming."""
-    spec = sweep.load_spec(spec_path)
+    spec = grid.load_spec(spec_path)
     for kind, cls in (("pretrain", PretrainConfig), ("finetune", FinetuneConfig)):
         names = {f.name for f in dataclasses.fields(cls)}
         for toy in (False, True):
-            for run in sweep.expand_grid(spec, toy=toy):
+            for run in grid.expand_grid(spec, toy=toy):
                 if run.kind == kind:
                     assert set(run.config) <= names, f"{run.run_id}: not fields of {cls.__name__}: {set(run.config) - names}"
-    pretraining = [run.config for run in sweep.expand_grid(spec) if run.kind == "pretrain"]
+    pretraining = [run.config for run in grid.expand_grid(spec) if run.kind == "pretrain"]
     assert all("model" in config and "subset" in config for config in pretraining)
 
 
 def test_a_fields_renaming_is_refused(spec):
     spec = {**spec, "pretrain": {**spec["pretrain"], "fields": {"model": "generator"}}}
     with pytest.raises(ValueError, match="fields:"):
-        sweep.expand_grid(spec)
+        grid.expand_grid(spec)
 
 
 @pytest.mark.slow
 def test_submitit_local_executor_runs_and_skips(spec, tmp_path):
     pytest.importorskip("submitit")
     runs_dir = tmp_path / "runs"
-    runs = [r for r in sweep.expand_grid(spec, toy=True, runs_dir=runs_dir) if "unet_2_44" in r.run_id]
+    runs = [r for r in grid.expand_grid(spec, toy=True, runs_dir=runs_dir) if "unet_2_44" in r.run_id]
     (runs_dir / runs[1].run_id).mkdir(parents=True)
     (runs_dir / runs[1].run_id / "summary.json").write_text("{}")
     outcomes = sweep.execute(runs, runs_dir, fake_builder([runs[2].run_id]), launcher="slurm", cluster="local",
@@ -245,14 +245,14 @@ def test_submitit_local_executor_runs_and_skips(spec, tmp_path):
 
 def test_paper_grid_reads_the_folders_the_readme_downloads_to_and_dry_run_marks_missing_ones(tmp_path, monkeypatch):
     readme = (SPEC.parents[1] / "README.md").read_text()
-    runs = sweep.expand_grid(sweep.load_spec(SPEC), toy=False, runs_dir=tmp_path / "runs")
+    runs = grid.expand_grid(grid.load_spec(SPEC), toy=False, runs_dir=tmp_path / "runs")
     roots = {run.config["data_root"] for run in runs}
     assert roots == {"data/real/cem500k", "data/real/au", "data/real/temimagenet"}
     for root in roots:
         assert f"--out {root}" in readme
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/real/au").mkdir(parents=True)
-    listing = sweep.format_listing(runs, tmp_path / "runs").splitlines()
+    listing = grid.format_listing(runs, tmp_path / "runs").splitlines()
     marked = {line.split()[0] for line in listing if "NO DATA" in line}
     assert marked == {run.run_id for run in runs if run.config["data_root"] != "data/real/au"}
     assert "data/real/cem500k, data/real/temimagenet): download it first" in "\n".join(listing)
