@@ -142,17 +142,42 @@ def against_otsu(scores, baseline: float) -> str:
 
 def plateau_count(results_dir, last_fraction: float = 0.2) -> dict:
     """How many finished fine-tuning runs set their best validation score before the last `last_fraction`
-    of training (they had stopped learning): {"plateaued", "runs", "still_learning": [run ids]}."""
-    still, total = [], 0
+    of training (they had stopped learning): {"plateaued", "runs", "still_learning": [run ids],
+    "late_gains": {run id: how much the last fraction raised the best validation score (its metric's units,
+    better is positive)}} for the still-learning runs whose summary has its validation history."""
+    still, gains, total = [], {}, 0
     for folder in results.results_folders(results_dir):
         for path in sorted(Path(folder).glob("*/summary.json")):
             summary = json.loads(path.read_text())
             if summary.get("status") != "finished" or "best_epoch" not in summary:
                 continue
             total += 1
-            if summary["best_epoch"] > (1 - last_fraction) * summary["epochs"]:
+            cut = (1 - last_fraction) * summary["epochs"]
+            if summary["best_epoch"] > cut:
                 still.append(path.parent.name)
-    return {"plateaued": total - len(still), "runs": total, "still_learning": still}
+                history = summary.get("val_history") or []
+                sign = 1 if summary.get("metric", "dice_percent") == "dice_percent" else -1
+                before = [sign * score for epoch, score in history if epoch <= cut]
+                after = [sign * score for epoch, score in history if epoch > cut]
+                if before and after:
+                    gains[path.parent.name] = max(after) - max(before)
+    return {"plateaued": total - len(still), "runs": total, "still_learning": still, "late_gains": gains}
+
+
+def plateau_text(count: dict, target: float = 0.8) -> str:
+    """`plateau_count` in words: the count against its target, and what the still-learning runs gained."""
+    if not count["runs"]:
+        return "plateau count: no fine-tuning run finished yet"
+    share = count["plateaued"] / count["runs"]
+    text = (f"{count['plateaued']} of {count['runs']} finished fine-tuning runs ({share:.0%}) set their best validation "
+            f"score before the last fifth of their training ({'meets' if share >= target else 'short of'} the "
+            f"{target:.0%} the study aims for)")
+    gains = sorted(count["late_gains"].values())
+    if gains:
+        big = sum(g > 1 for g in gains)
+        text += (f"; the last fifth raised the others' best validation score by a median of {gains[len(gains) // 2]:.2f} "
+                 f"points, and by more than 1 point in {big} of {len(gains)}: those were still learning")
+    return text
 
 
 def setbacks(group) -> dict:

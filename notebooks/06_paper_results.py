@@ -340,7 +340,8 @@ else:
 # setting "beats Otsu" when its whole interval lies above Otsu's score, "does not
 # beat Otsu" when it lies below, and "ties with Otsu" otherwise. Then the
 # *plateau count*: how many fine-tuning runs set their best validation score before
-# the last fifth of their training (the rest were still learning when they stopped).
+# the last fifth of their training, and how much the last fifth still added for the
+# others (a gain within the validation score's scatter is noise; more is learning).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -356,12 +357,7 @@ if against:
                          column_names=columns, fmt=figures.study_cell, corner="setting")))
 if not baselines:
     print(f"no baselines.csv under {real_results} yet (the sweep's scores: step writes it)")
-plateau = study.plateau_count(real_results) if real_results else {"runs": 0}
-if plateau["runs"]:
-    print(f"plateau: {plateau['plateaued']} of {plateau['runs']} finished fine-tuning runs "
-          f"({plateau['plateaued'] / plateau['runs']:.0%}) set their best validation score before the last fifth of training")
-else:
-    print("plateau count: no fine-tuning run finished yet")
+print("plateau:", study.plateau_text(study.plateau_count(real_results) if real_results else {"runs": 0}))
 
 # %% [markdown]
 # ### Beyond the paper: scored on the other dataset
