@@ -19,6 +19,7 @@ beat Otsu" or "ties with Otsu".
 Epochs: "first" is the first evaluation, "last" the last one, and "mean" the
 average over all evaluations (the area under the curve, a summary of speed).
 """
+import collections
 import json
 import math
 import statistics
@@ -144,7 +145,8 @@ def plateau_count(results_dir, last_fraction: float = 0.2) -> dict:
     """How many finished fine-tuning runs set their best validation score before the last `last_fraction`
     of training (they had stopped learning): {"plateaued", "runs", "still_learning": [run ids],
     "late_gains": {run id: how much the last fraction raised the best validation score (its metric's units,
-    better is positive)}} for the still-learning runs whose summary has its validation history."""
+    better is positive)}, "datasets": {run id: dataset}} for the still-learning runs whose summary has its
+    validation history."""
     still, gains, total = [], {}, 0
     for folder in results.results_folders(results_dir):
         for path in sorted(Path(folder).glob("*/summary.json")):
@@ -160,8 +162,10 @@ def plateau_count(results_dir, last_fraction: float = 0.2) -> dict:
                 before = [sign * score for epoch, score in history if epoch <= cut]
                 after = [sign * score for epoch, score in history if epoch > cut]
                 if before and after:
-                    gains[path.parent.name] = max(after) - max(before)
-    return {"plateaued": total - len(still), "runs": total, "still_learning": still, "late_gains": gains}
+                    gains[path.parent.name] = (max(after) - max(before), summary.get("dataset"))
+    return {"plateaued": total - len(still), "runs": total, "still_learning": still,
+            "late_gains": {run: gain for run, (gain, _) in gains.items()},
+            "datasets": {run: dataset for run, (_, dataset) in gains.items()}}
 
 
 def plateau_text(count: dict, target: float = 0.8) -> str:
@@ -174,9 +178,10 @@ def plateau_text(count: dict, target: float = 0.8) -> str:
             f"{target:.0%} the study aims for)")
     gains = sorted(count["late_gains"].values())
     if gains:
-        big = sum(g > 1 for g in gains)
+        big = collections.Counter(count["datasets"][run] for run, gain in count["late_gains"].items() if gain > 1)
+        where = f" ({', '.join(f'{n} on {dataset}' for dataset, n in big.most_common())})" if big else ""
         text += (f"; the last fifth raised the others' best validation score by a median of {gains[len(gains) // 2]:.2f} "
-                 f"points, and by more than 1 point in {big} of {len(gains)}: those were still learning")
+                 f"points, and by more than 1 point in {sum(big.values())} of {len(gains)}{where}: those were still learning")
     return text
 
 

@@ -88,13 +88,13 @@ def test_groups_are_read_against_otsu_and_the_plateau_is_counted(runs):
                                                                       "epochs": 10}))
         history = [[5, 60.0], [8, 61.0], [10, 61.0 + (0.3, 2.0, 0.0)[seed]]]  # the best comes at epoch 10 (r2: ties)
         (runs / f"r{seed}" / "summary.json").write_text(json.dumps({"status": "finished", "best_epoch": 10, "epochs": 10,
-                                                                      "val_history": history}))
+                                                                      "val_history": history, "dataset": "emps"}))
     count = study.plateau_count(runs)
     assert (count["plateaued"], count["runs"]) == (3, 6) and sorted(count["still_learning"]) == ["r0", "r1", "r2"]
     assert count["late_gains"] == pytest.approx({"r0": 0.3, "r1": 2.0, "r2": 0.0})  # what the last fifth added
     text = study.plateau_text(count)
     assert text.startswith("3 of 6 finished fine-tuning runs (50%)") and "short of the 80%" in text
-    assert "median of 0.30 points, and by more than 1 point in 1 of 3" in text
+    assert "median of 0.30 points, and by more than 1 point in 1 of 3 (1 on emps)" in text
     (runs / "baselines.csv").write_text("dataset,split,baseline,polarity,n_images,dice_percent\n"
                                        "emps,test,otsu,dark,99,54.7\nemps,test,all_foreground,,99,41.6\n")
     assert study.load_baselines(runs) == {"emps": {"otsu": 54.7, "all_foreground": 41.6}}
