@@ -26,6 +26,7 @@ sweep exits 143 / 130; running it again resumes them.
 import concurrent.futures
 import contextlib
 import csv
+import ctypes
 import json
 import os
 import signal
@@ -93,7 +94,8 @@ class Children:
         with self._lock:
             if self.stopped_by is not None:
                 return None
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                       preexec_fn=_stop_with_parent(os.getpid()) if _PRCTL else None)
             self._running.add(process)
         try:
             return process.wait()
@@ -122,6 +124,31 @@ class Children:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _load_prctl():
+    """libc's prctl on Linux (bound once, before any fork), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent_pid: int):
+    """For Popen's preexec_fn: the child gets SIGTERM when the sweep dies, even by SIGKILL or the OOM killer,
+    so its run checkpoints and stops instead of training on, orphaned (Linux; SIGTERM / SIGINT are
+    forwarded by `Children.stop` everywhere)."""
+    def preexec():
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the sweep died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
 
 
 CHILDREN = Children()  # this process's; module-level so that execute_command stays picklable for submitit

@@ -17,6 +17,7 @@ import pickle
 import re
 import signal
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -667,6 +668,36 @@ def test_sigterm_to_the_sweep_reaches_its_run_which_checkpoints(cem_folder, tmp_
     time.sleep(1.5)
     assert len((run_dir / "log.csv").read_text().splitlines()) == rows  # the run is not training on, orphaned
     assert not (run_dir / ".lock").exists() and not (runs_dir / ".lock").exists()
+    assert run_folder.load_checkpoint(run_dir / "checkpoint.pt")["position"]["step"] >= 3
+    assert run_folder.run_status(run_dir) == "unfinished"  # a rerun resumes it
+    assert "stopped by SIGTERM" in (run_dir / "sweep.log").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
+def test_a_sweep_killed_by_sigkill_still_stops_its_run_which_checkpoints(cem_folder, tmp_path):
+    """SIGKILL (the OOM killer, kill -9) cannot be forwarded: the run gets SIGTERM from the kernel instead."""
+    import subprocess
+    import time
+
+    runs_dir = tmp_path / "runs"
+    spec = write_sweep_spec(tmp_path / "spec.yaml", cem_folder, runs_dir)
+    process = subprocess.Popen([sys.executable, "-m", "emlib", "sweep", str(spec)], env=python_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = runs_dir / "pretrain-unet_2_44-all"
+    try:
+        wait_for_rows(run_dir / "log.csv", 3, process)
+        process.kill()
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 120
+        while (run_dir / ".lock").exists() and time.monotonic() < deadline:  # the run releases it as it stops
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (run_dir / ".lock").exists(), "the run trains on, orphaned"
+    rows = len((run_dir / "log.csv").read_text().splitlines())
+    time.sleep(1.5)
+    assert len((run_dir / "log.csv").read_text().splitlines()) == rows
     assert run_folder.load_checkpoint(run_dir / "checkpoint.pt")["position"]["step"] >= 3
     assert run_folder.run_status(run_dir) == "unfinished"  # a rerun resumes it
     assert "stopped by SIGTERM" in (run_dir / "sweep.log").read_text()
