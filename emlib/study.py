@@ -141,6 +141,12 @@ def against_otsu(scores, baseline: float) -> str:
     return "ties with Otsu"
 
 
+def still_learning(summary: dict, last_fraction: float = 0.2) -> bool:
+    """Whether a finished run set its best validation score in the last `last_fraction` of its training
+    (it had not stopped learning when it stopped): the plateau rule of the study."""
+    return summary["best_epoch"] > (1 - last_fraction) * summary["epochs"]
+
+
 def plateau_count(results_dir, last_fraction: float = 0.2) -> dict:
     """How many finished fine-tuning runs set their best validation score before the last `last_fraction`
     of training (they had stopped learning): {"plateaued", "runs", "still_learning": [run ids],
@@ -155,7 +161,7 @@ def plateau_count(results_dir, last_fraction: float = 0.2) -> dict:
                 continue
             total += 1
             cut = (1 - last_fraction) * summary["epochs"]
-            if summary["best_epoch"] > cut:
+            if still_learning(summary, last_fraction):
                 still.append(path.parent.name)
                 history = summary.get("val_history") or []
                 sign = 1 if summary.get("metric", "dice_percent") == "dice_percent" else -1

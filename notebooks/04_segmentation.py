@@ -362,7 +362,9 @@ print(f"pixels where the two masks differ: {(ours[inner] != theirs[inner]).mean(
 # Is the model worth packaging? Its test Dice (the best-by-validation model of
 # its run) beside the training-free baseline on the same test split: a per-image
 # Otsu threshold, its polarity (dark or bright particles) chosen on the train split
-# (`emlib.scoring`). Then one test image a reader can judge: the image, its ground
+# (`emlib.scoring`), and when its run set its best validation score (in the last fifth
+# of training: the run was still learning when it stopped, and a longer run would
+# likely score higher). Then one test image a reader can judge: the image, its ground
 # truth, Otsu's mask and the model's mask, side by side (the image of median model
 # Dice among the first few of the test split, so neither the best nor the worst;
 # without the study's data on the machine, as after a pip install, the package's own
@@ -377,9 +379,11 @@ if not otsu_rows:  # no study beside the model: compute the baseline here, on th
     otsu_rows = [r for r in scoring.baselines(run_config.dataset, finetune.resolve_data_root(run_config)[0])
                  if r["baseline"] == "otsu"]
 polarity, otsu_dice = otsu_rows[0]["polarity"], float(otsu_rows[0]["dice_percent"])
-model_dice = runs.read(run_folder).summary.get("test_dice_percent", float("nan"))
-print(f"{run_folder.name}: test Dice {model_dice:.1f} % on {run_config.dataset}'s test split; "
-      f"Otsu ({polarity} particles, no training): {otsu_dice:.1f} %")
+summary = runs.read(run_folder).summary
+print(f"{run_folder.name}: test Dice {summary.get('test_dice_percent', float('nan')):.1f} % on {run_config.dataset}'s "
+      f"test split; Otsu ({polarity} particles, no training): {otsu_dice:.1f} %")
+print(f"its best validation score came at epoch {summary['best_epoch']} of {summary['epochs']}"
+      + (": it was still learning when it stopped" if study.still_learning(summary) else ""))
 
 
 def masks_of(index):

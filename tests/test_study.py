@@ -89,6 +89,7 @@ def test_groups_are_read_against_otsu_and_the_plateau_is_counted(runs):
         history = [[5, 60.0], [8, 61.0], [10, 61.0 + (0.3, 2.0, 0.0)[seed]]]  # the best comes at epoch 10 (r2: ties)
         (runs / f"r{seed}" / "summary.json").write_text(json.dumps({"status": "finished", "best_epoch": 10, "epochs": 10,
                                                                       "val_history": history, "dataset": "emps"}))
+    assert study.still_learning({"best_epoch": 9, "epochs": 10}) and not study.still_learning({"best_epoch": 8, "epochs": 10})
     count = study.plateau_count(runs)
     assert (count["plateaued"], count["runs"]) == (3, 6) and sorted(count["still_learning"]) == ["r0", "r1", "r2"]
     assert count["late_gains"] == pytest.approx({"r0": 0.3, "r1": 2.0, "r2": 0.0})  # what the last fifth added
