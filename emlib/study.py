@@ -30,6 +30,7 @@ from emlib.paper import CLAIMS
 from emlib.run_folder import read_log, run_file
 
 SUPPORTS, CONTRADICTS, CANNOT_TELL = "supports", "contradicts", "cannot tell"
+STILL_LEARNING = "not compared: still learning"  # a run of either side set its best score in its last fifth
 
 
 def load_groups(results_dir) -> list:
@@ -88,14 +89,24 @@ def verdict(mean: float, half: float) -> str:
     return CANNOT_TELL
 
 
+def learning_seeds(*groups) -> list:
+    """Seeds of the groups' finished runs that were still learning when they stopped (`still_learning`)."""
+    return sorted({run.seed for group in groups for run in group.runs
+                   if run.finished and "best_epoch" in run.summary and still_learning(run.summary)})
+
+
 def compare(better, worse, when: str) -> dict:
     """How far `better` is above `worse` (Dice points) at `when`, seed by seed, the verdict on "better > worse",
-    and the smallest difference these seeds could have detected (`detectable`)."""
+    and the smallest difference these seeds could have detected (`detectable`). Where the runs end ("mean",
+    "last") is compared only when they plateaued: with a run of either side still learning, the verdict is
+    STILL_LEARNING (`learning` names its seeds). The first evaluation, a fixed point early in training, is
+    compared as it is."""
     a, b = per_seed(better, when), per_seed(worse, when)
     mean, half, n = paired_difference(a, b)
     seeds = sorted(set(a) & set(b))
-    return {"difference": mean, "ci95": half, "n": n, "verdict": verdict(mean, half),
-            "detectable": detectable_difference([a[s] - b[s] for s in seeds])}
+    learning = learning_seeds(better, worse) if when != "first" else []
+    return {"difference": mean, "ci95": half, "n": n, "verdict": STILL_LEARNING if learning else verdict(mean, half),
+            "detectable": detectable_difference([a[s] - b[s] for s in seeds]), "learning": learning}
 
 
 # t(0.80, df) for df = 1..10; beyond, z + (z^3 + z) / (4 df) with z = 0.8416 (error < 0.002)
@@ -214,12 +225,12 @@ def final_train_loss(group) -> float:
 
 
 def _text(comparisons: list) -> tuple:
-    """(overall verdict, one line per comparison)."""
-    verdicts = {c["verdict"] for c in comparisons}
+    """(overall verdict over the comparisons that were made, one line per comparison)."""
+    verdicts = {c["verdict"] for c in comparisons} - {STILL_LEARNING} or {STILL_LEARNING}
     overall = verdicts.pop() if len(verdicts) == 1 else "mixed"
-    lines = [f"{c['what']}: {c['difference']:+.1f} ± {c['ci95']:.1f} (n={c['n']}; detectable ≥ {c['detectable']:.1f}) → "
-             f"{c['verdict']}" if "detectable" in c else
-             f"{c['what']}: {c['difference']:+.1f} ± {c['ci95']:.1f} (n={c['n']}) → {c['verdict']}" for c in comparisons]
+    lines = [f"{c['what']}: {c['difference']:+.1f} ± {c['ci95']:.1f} (n={c['n']}"
+             + (f"; detectable ≥ {c['detectable']:.1f}" if "detectable" in c else "") + f") → {c['verdict']}"
+             + (f" (seeds {', '.join(map(str, c['learning']))})" if c.get("learning") else "") for c in comparisons]
     return overall, lines
 
 
@@ -240,8 +251,9 @@ def claims_evidence(groups) -> list:
                 for when in ("first", "mean", "last"):
                     helps.append({"what": f"{dataset}, {model}, GAN - random, {when}", **compare(gan, random, when)})
                 mean, half, n = paired_difference(setbacks(random), setbacks(gan))
+                learning = learning_seeds(random, gan)
                 stable.append({"what": f"{dataset}, {model}, setback random - GAN", "difference": mean, "ci95": half, "n": n,
-                               "verdict": verdict(mean, half)})
+                               "verdict": STILL_LEARNING if learning else verdict(mean, half), "learning": learning})
             l1 = find(full, dataset=dataset, model=model, init="L1-only")
             if gan and l1:
                 for when in ("first", "last"):
@@ -400,8 +412,8 @@ def finetuning_design(groups) -> dict:
 
 def baseline_table(groups, baselines: dict) -> dict:
     """{setting label: row} for each group: mean test Dice at the last evaluation with its 95 % interval and
-    seeds, the dataset's Otsu and all-foreground Dice (`load_baselines`), and the words of `against_baseline`
-    ("no baseline" where baselines.csv lacks the dataset)."""
+    seeds, the dataset's Otsu and all-foreground Dice (`load_baselines`), the words of `against_baseline`
+    ("no baseline" where baselines.csv lacks the dataset) and how many of its seeds were still learning."""
     out = {}
     for group in groups:
         scores = list(per_seed(group, "last").values())
@@ -410,7 +422,8 @@ def baseline_table(groups, baselines: dict) -> dict:
         out[setting_label(group)] = {
             "test Dice, last evaluation": (mean, half, len(scores)), "Otsu": dataset.get("otsu"),
             "all-foreground": dataset.get("all_foreground"),
-            "against Otsu": against_baseline(group, dataset["otsu"]) if "otsu" in dataset else "no baseline"}
+            "against Otsu": against_baseline(group, dataset["otsu"]) if "otsu" in dataset else "no baseline",
+            "seeds still learning": f"{len(learning_seeds(group))} of {len(scores)}"}
     return out
 
 

@@ -350,7 +350,7 @@ full_planned = [s for s in planned if "labels" not in s]
 for setting in full_planned:
     against.setdefault(setting, {"test Dice, last evaluation": "not finished yet"})
 if against:
-    columns = ("test Dice, last evaluation", "Otsu", "all-foreground", "against Otsu")
+    columns = ("test Dice, last evaluation", "Otsu", "all-foreground", "against Otsu", "seeds still learning")
     display(Markdown("**Test Dice (%) at the last evaluation, full labels, beside the training-free baselines "
                      f"({figures.REAL_SMALL_LABEL})**\n\n" + figures.markdown_table(
                          against, row_names=full_planned + sorted(set(against) - set(full_planned)),
@@ -419,8 +419,13 @@ else:
 # then reads as "no difference larger than that". A verdict is *supports* when the
 # whole interval lies on the claimed side, *contradicts* when it lies on the other,
 # *cannot tell* otherwise, and *mixed* when comparisons disagree (the lines below
-# each verdict say which). Two rows are ours, not the paper's: the L1-only ablation
-# and the output head.
+# each verdict say which). Where runs *end* (their last evaluation, their mean over
+# training, their setbacks) is compared only when both sides plateaued: with a run
+# still learning when it stopped (its best validation score in its last fifth), the
+# line says *not compared: still learning* and names its seeds, and the verdict
+# rests on the comparisons that were made. The first evaluation, a fixed point
+# early in training (a head start), is compared as it is. Two rows are ours, not
+# the paper's: the L1-only ablation and the output head.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -333,7 +333,10 @@ for kind in ("random", "GAN") if real else ():
 
 # %% [markdown]
 # The verdicts printed above are computed from the committed runs (see
-# `emlib.study` for the rule: seed-paired differences and their 95% intervals).
+# `emlib.study` for the rule: seed-paired differences and their 95% intervals). A
+# fraction whose runs were still learning when they stopped (best validation score
+# in their last fifth) is *not compared*: where such runs end says more about the
+# step budget than about the labels or the initialisation.
 # What a study at the paper's scale would add: the paper's generators
 # (P50k-P200k, a hundred times more pretraining data and steps), the Au datasets,
 # 60 full epochs, and more seeds and split seeds, since which images are labelled

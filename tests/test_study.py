@@ -56,6 +56,25 @@ def test_paired_difference_and_verdicts(runs):
     assert study.verdict(1.0, float("inf")) == study.CANNOT_TELL  # one seed: no interval
 
 
+def test_where_runs_end_is_compared_only_when_they_plateaued(runs):
+    for seed in range(3):  # the random runs set their best validation score at their last epoch: still learning
+        (runs / f"r{seed}" / "summary.json").write_text(json.dumps({"status": "finished", "best_epoch": 3, "epochs": 3}))
+    groups = study.load_groups(runs)
+    gan, random = study.find(groups, init="GAN"), study.find(groups, init="random", label_fraction=1.0)
+    assert study.learning_seeds(gan) == [] and study.learning_seeds(gan, random) == [0, 1, 2]
+    last = study.compare(gan, random, "last")
+    assert last["verdict"] == study.STILL_LEARNING and last["difference"] == pytest.approx(1.0)
+    assert study.compare(gan, random, "first")["verdict"] == study.SUPPORTS  # a fixed early point: compared
+    helps = study.claims_evidence(groups)[0]
+    assert helps["verdict"] == study.SUPPORTS  # from the first evaluation alone; mean and last are not compared
+    assert any("mean" in line and "not compared: still learning (seeds 0, 1, 2)" in line for line in helps["details"])
+    stable = study.claims_evidence(groups)[3]
+    assert stable["verdict"] == study.STILL_LEARNING
+    table = study.baseline_table(groups, {"emps": {"otsu": 65.0, "all_foreground": 40.0}})
+    assert table["emps, unet_2_44, random"]["seeds still learning"] == "3 of 3"
+    assert table["emps, unet_2_44, GAN"]["seeds still learning"] == "0 of 3"
+
+
 def test_claims_evidence(runs):
     evidence = {e["claim"][:20]: e for e in study.claims_evidence(study.load_groups(runs))}
     helps = next(e for e in evidence.values() if e["claim"].startswith("Pretraining helps"))
