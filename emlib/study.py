@@ -105,8 +105,13 @@ def compare(better, worse, when: str) -> dict:
     mean, half, n = paired_difference(a, b)
     seeds = sorted(set(a) & set(b))
     learning = learning_seeds(better, worse) if when != "first" else []
-    return {"difference": mean, "ci95": half, "n": n, "verdict": STILL_LEARNING if learning else verdict(mean, half),
+    return {"difference": mean, "ci95": half, "n": n, "verdict": plateau_verdict(mean, half, learning),
             "detectable": detectable_difference([a[s] - b[s] for s in seeds]), "learning": learning}
+
+
+def plateau_verdict(mean: float, half: float, learning: list) -> str:
+    """`verdict`, or STILL_LEARNING when `learning` names seeds that had not plateaued."""
+    return STILL_LEARNING if learning else verdict(mean, half)
 
 
 # t(0.80, df) for df = 1..10; beyond, z + (z^3 + z) / (4 df) with z = 0.8416 (error < 0.002)
@@ -164,25 +169,24 @@ def plateau_count(results_dir, last_fraction: float = 0.2) -> dict:
     "late_gains": {run id: how much the last fraction raised the best validation score (its metric's units,
     better is positive)}, "datasets": {run id: dataset}} for the still-learning runs whose summary has its
     validation history."""
-    still, gains, total = [], {}, 0
+    still, gains, datasets, total = [], {}, {}, 0
     for folder in results.results_folders(results_dir):
-        for path in sorted(Path(folder).glob("*/summary.json")):
-            summary = json.loads(path.read_text())
-            if summary.get("status") != "finished" or "best_epoch" not in summary:
+        for run in runs.finished_runs(folder, kind="finetune"):
+            summary, name = run.summary, run.folder.name
+            if "best_epoch" not in summary:
                 continue
             total += 1
-            cut = (1 - last_fraction) * summary["epochs"]
             if still_learning(summary, last_fraction):
-                still.append(path.parent.name)
+                still.append(name)
+                cut = (1 - last_fraction) * summary["epochs"]
                 history = summary.get("val_history") or []
                 sign = 1 if summary.get("metric", "dice_percent") == "dice_percent" else -1
                 before = [sign * score for epoch, score in history if epoch <= cut]
                 after = [sign * score for epoch, score in history if epoch > cut]
                 if before and after:
-                    gains[path.parent.name] = (max(after) - max(before), summary.get("dataset"))
-    return {"plateaued": total - len(still), "runs": total, "still_learning": still,
-            "late_gains": {run: gain for run, (gain, _) in gains.items()},
-            "datasets": {run: dataset for run, (_, dataset) in gains.items()}}
+                    gains[name], datasets[name] = max(after) - max(before), summary.get("dataset")
+    return {"plateaued": total - len(still), "runs": total, "still_learning": still, "late_gains": gains,
+            "datasets": datasets}
 
 
 def plateau_text(count: dict, target: float = 0.8) -> str:
@@ -253,7 +257,7 @@ def claims_evidence(groups) -> list:
                 mean, half, n = paired_difference(setbacks(random), setbacks(gan))
                 learning = learning_seeds(random, gan)
                 stable.append({"what": f"{dataset}, {model}, setback random - GAN", "difference": mean, "ci95": half, "n": n,
-                               "verdict": STILL_LEARNING if learning else verdict(mean, half), "learning": learning})
+                               "verdict": plateau_verdict(mean, half, learning), "learning": learning})
             l1 = find(full, dataset=dataset, model=model, init="L1-only")
             if gan and l1:
                 for when in ("first", "last"):

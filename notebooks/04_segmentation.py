@@ -403,7 +403,7 @@ if test_set is not None:
     panels = ((image, "test image"), (truth, "ground truth"), (otsu, f"Otsu: Dice {dice_of(otsu, truth):.1f} %"),
               (ours, f"model: Dice {dice_of(ours, truth):.1f} %"))
 else:  # the study's data is not on this machine (a pip install): the package's test image, which has no ground truth
-    otsu, ours = scoring.otsu_mask(raw, polarity), emlib.predict(net, raw, standardize="per_image", amp=amp) > 0
+    otsu = scoring.otsu_mask(raw, polarity)  # beside `ours`, the model's mask of the same image from the cell above
     panels = ((raw, "the package's test image"), (otsu, "Otsu's mask"), (ours, "the model's mask"))
 fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
 for ax, (panel, title) in zip(axes, panels):
