@@ -432,8 +432,11 @@ def _data_lines(run: runs.Run) -> list:
                 f"{c.image_size} px, corrupted on the fly (Gaussian noise std in {list(c.noise_std)}, blur sigma in "
                 f"{list(c.blur_sigma)}, flips and 90-degree rotations); the generator learns to return the clean image."]
     task = "nanoparticle segmentation" if segmentation(run) else run.task.replace("_", " ")
+    size = "" if c.downsample == 1 else (f" Images and masks were read at 1/{c.downsample} of their size per side "
+                                         f"(area averages), scores too: give the model images at that scale.")
     return [f"{task.capitalize()} on {run.config.dataset} from {where}: {s['train_images']} training images (label fraction "
-            f"{c.label_fraction}), crops of {c.crop} px; seeded train/validation/test split (split seed {c.split_seed})."]
+            f"{c.label_fraction}), crops of {c.crop} px; seeded train/validation/test split (split seed {c.split_seed})."
+            + size]
 
 
 def _training_lines(run: runs.Run) -> list:

@@ -48,8 +48,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from emlib import data, finite, inits, lifecycle, models, paper, provenance, qc, results, run_folder, session, training
 from emlib.config import check_config_types, config_from_dict, config_to_dict, fields_from_args, upgrade
-from emlib.data import RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
+from emlib.data import AU_DATASETS, RESTORATION_DATASET, SEGMENTATION_DATASETS, TASK_ALIASES, TEMIMAGENET_TASKS
 from emlib.data.augment import Augmented, CentreCropped, PairAugment
+from emlib.data.segmentation_folder import check_downsample
 from emlib.data.subsets import check_fraction, labelled
 from emlib.intensity import CenteredIntensities
 from emlib.metrics import dice_scores, restoration_scores
@@ -104,6 +105,7 @@ class FinetuneConfig:
     masks_dir: str | None = None  # dataset folder: the folder of their masks
     crop: int | None = None  # train crop: 448 of the 512 tiles (segmentation), 256 = whole image (restoration)
     eval_crop: int | None = None  # centre crop for validation/test images; None = whole images (paper)
+    downsample: int = 1  # segmentation folders read at 1/n of their size per side, train, val and test alike
     batch_size: int | None = None  # per process: 16 (segmentation, not stated in the paper), 64 (restoration, paper)
     epochs: int = 60
     epoch_size: int | str | None = "paper"  # train items per epoch: "paper" (Table 1), None (one pass) or n
@@ -112,6 +114,10 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     eval_every: int = 5  # paper: every 5 epochs (and always after the last)
     eval_dense_epochs: int = 0  # also evaluate after each of the first n epochs (where pretraining's gain is largest)
+    lr_drops: int = 0  # divide the lr by 10 this many times, each when the best validation score is `patience` epochs old
+    patience: int = 10  # epochs without a better validation score (and since the last drop) before the lr drops
+    plateau_stop: float | None = None  # after the drops (and `patience` epochs at the last lr), stop once the best
+    min_epochs: int = 0  # validation score is older than this fraction of the epochs run; no drop or stop before
     label_fraction: float = 1.0  # train on a seeded fraction of the labelled train images, in (0, 1]
     augment_dihedral: bool = True  # random flips / 90-degree rotations (input and target alike)
     augment_resize: bool = True  # random rescaling before the crop (masks nearest-neighbour)
@@ -199,10 +205,20 @@ class FinetuneConfig:
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         check_fraction(self.label_fraction)
+        check_downsample(self.downsample)
+        if self.downsample != 1 and (not self.is_segmentation or self.dataset in AU_DATASETS):
+            raise ValueError(f"downsample={self.downsample} is for segmentation image folders (msa_segtrack, emps, folder), "
+                             f"not {self.dataset!r}")
         if self.head not in models.HEAD_MODES:
             raise ValueError(f"head must be one of {models.HEAD_MODES}, got {self.head!r}")
-        if self.eval_dense_epochs < 0:
-            raise ValueError(f"eval_dense_epochs must be >= 0, got {self.eval_dense_epochs}")
+        for name in ("eval_dense_epochs", "min_epochs", "lr_drops"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
+        if self.plateau_stop is not None and not 0 < self.plateau_stop < 1:
+            raise ValueError(f"plateau_stop must be a fraction in (0, 1) (1/3: stop when the last third of the epochs "
+                             f"brought no better validation score) or None, got {self.plateau_stop!r}")
         for name in ("seed", "split_seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -249,6 +265,11 @@ def field_help() -> dict:
         "head": "a pretrained generator's output layer: reinit (re-initialised; the segmentation default) or transfer "
                 "(carried over; the restoration default); unset: the task's default",
         "label_fraction": "train on this seeded fraction of the labelled train images, in (0, 1]",
+        "plateau_stop": "stop early once the best validation score is older than this fraction of the epochs run "
+                        "(0.33: the last third brought nothing better), checked at evaluations from --min-epochs on; "
+                        "unset: train all --epochs",
+        "downsample": "read the images and masks at 1/n of their size per side (area averages), train, val and test "
+                      "alike, so scores are at that size too: for particles much larger than the network's reach",
     }
 
 
@@ -345,7 +366,7 @@ def build_datasets(config: FinetuneConfig, folder: Path) -> dict:
         if config.is_segmentation:
             fraction = config.label_fraction if split == "train" else 1.0
             item = data.catalog.segmentation_dataset(config.dataset, folder, split, config.split_seed, fraction,
-                                                     masks_dir=config.masks_dir)
+                                                     masks_dir=config.masks_dir, downsample=config.downsample)
         else:
             item = data.catalog.restoration_dataset(config.task, folder, split, config.split_seed)
             if split == "train":
@@ -447,6 +468,52 @@ class BestModel:
         self.state = state["state"] or None
 
 
+# ----------------------------------------------------------------------------- schedule: lr drops and the stop
+# Both are functions of the validation history (checkpointed), so a resumed run drops and stops where it would have.
+
+LR_DROP = 0.1  # the lr is multiplied by this at each drop
+
+
+def best_epochs(history, config: FinetuneConfig) -> list:
+    """[(epoch, the epoch of the best validation score so far)] along the (epoch, score) history; strictly
+    better scores only, as BestModel keeps them."""
+    higher_is_better = primary_metric(config.task)[1]
+    out, best, best_epoch = [], None, None
+    for epoch, score in history:
+        if best is None or (score > best if higher_is_better else score < best):
+            best, best_epoch = score, epoch
+        out.append((epoch, best_epoch))
+    return out
+
+
+def lr_drop_epochs(history, config: FinetuneConfig) -> list:
+    """The evaluation epochs after which the lr dropped (at most `lr_drops`), from `min_epochs` on: the best
+    validation score was `patience` epochs old, and the last drop as old."""
+    drops = []
+    for epoch, best_epoch in best_epochs(history, config):
+        since_drop = epoch - (drops[-1] if drops else 0)
+        if (len(drops) < config.lr_drops and epoch >= config.min_epochs and epoch - best_epoch >= config.patience
+                and since_drop >= config.patience):
+            drops.append(epoch)
+    return drops
+
+
+def scheduled_lr(history, config: FinetuneConfig) -> float:
+    """The lr after the drops the validation history has brought."""
+    return config.lr * LR_DROP ** len(lr_drop_epochs(history, config))
+
+
+def plateaued(epoch: int, history, config: FinetuneConfig) -> bool:
+    """Whether the run stops after `epoch` (`plateau_stop`): an evaluation epoch from `min_epochs` on, at
+    least `patience` epochs after the last of the `lr_drops`, whose best validation score came at or before
+    (1 - plateau_stop) x epoch, so that the run ends with no better score in its last `plateau_stop` of epochs."""
+    if config.plateau_stop is None or not history or history[-1][0] != epoch or epoch < config.min_epochs:
+        return False
+    drops, best_epoch = lr_drop_epochs(history, config), best_epochs(history, config)[-1][1]
+    return (len(drops) == config.lr_drops and epoch - (drops[-1] if drops else 0) >= config.patience
+            and best_epoch <= (1 - config.plateau_stop) * epoch)
+
+
 def is_evaluation_epoch(epoch: int, config: FinetuneConfig) -> bool:
     """Evaluate after each of the first `eval_dense_epochs` epochs, every `eval_every`-th epoch (1-based)
     and after the last one."""
@@ -538,6 +605,8 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resuming: bool
                                       may_grow=RESUME_MAY_GROW, ignore=RESUME_IGNORED)
     if resuming:
         checkpoint.restore()
+        for group in optimizer.param_groups:  # the config's lr (it may change on resume), after the drops so far
+            group["lr"] = scheduled_lr(history, config)
     lifecycle.start_folder(ctx, config, fast_path)
     if ctx.is_main:
         if resuming:
@@ -553,16 +622,19 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resuming: bool
 
     def evaluate_epoch(epoch):
         """Validation score; the best model's test score; one row each in the results files."""
+        score = float("nan")
         if ctx.is_main:
             scores = evaluate(model, datasets["val"], config.task, device, config.batch_size, dtype, channels_last)
-            history.append((epoch, scores[metric]))
+            score = scores[metric]
             if best.update(epoch, scores[metric], model) and config.test:
                 best.test = evaluate(model, datasets["test"], config.task, device, config.batch_size, dtype, channels_last)
             results.append_rows(validation_path, [result_row(config, epoch, scores, tag, source)], columns)
             if config.test:
                 results.append_rows(results_path, [result_row(config, epoch, best.test, tag, source)], columns)
-        session.barrier()
-        return history[-1][1] if ctx.is_main else float("nan")
+        history.append((epoch, session.share_from_main(score, device)))  # every rank drops the lr and stops alike
+        for group in optimizer.param_groups:
+            group["lr"] = scheduled_lr(history, config)
+        return history[-1][1]
 
     meter, started, status = training.Throughput(), time.perf_counter(), "finished"
     images_per_s = float("nan")
@@ -573,7 +645,8 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resuming: bool
                                      disable=not ctx.is_main)
     model_run.train()
     with training.StopRequest() as stop:
-        while position["epoch"] < config.epochs and status == "finished":
+        while (position["epoch"] < config.epochs and status == "finished"
+               and not plateaued(position["epoch"], history, config)):
             epoch = position["epoch"] + 1  # 1-based, as in the paper's tables
             sampler.set_epoch(epoch, start_index=position["batches_done"] * config.batch_size)
             train_data.epoch = epoch
@@ -622,6 +695,8 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resuming: bool
         "metric": metric, "best_epoch": best.epoch, f"best_val_{metric}": best.score,
         **{f"test_{k}": v for k, v in best.test.items()},
         "val_history": [list(h) for h in history], "epochs": position["epoch"], "steps": position["step"],
+        "stopped_at_plateau": plateaued(position["epoch"], history, config),
+        "lr_drop_epochs": lr_drop_epochs(history, config),
         "train_images": n_train, "transferred_tensors": len(report.loaded) if report else 0,
         "reinitialised_tensors": report.reinitialised if report else [],
         "world_size": ctx.world_size, "fast_path": fast_path, "wall_s": round(time.perf_counter() - started, 3),

@@ -7,6 +7,7 @@ anything runs; `format_listing` is the dry run's table. Running them is
 `emlib.sweep`'s part.
 """
 import copy
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,6 +237,33 @@ def full_config(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
     return loop.make_config({**run.config, "output_dir": str(run_dir)}, toy).to_dict()
 
 
+# Where and how a run ran, not what it computes: a finished run moved to another machine is still the same run.
+PLACE_FIELDS = ("output_dir", "device", "workers", "compile", "data_root", "images_dir", "masks_dir")
+
+
+def changed_fields(run: GridRun, run_dir: Path, toy: bool = False) -> list:
+    """["field: its value -> the spec's"] where a finished run's config.json differs from the config the
+    spec gives it now (PLACE_FIELDS aside; fields newer than the run count at their defaults); [] when
+    the run is not finished or agrees."""
+    path = Path(run_dir) / "config.json"
+    if run_status(run_dir) != "finished" or not path.is_file():
+        return []
+    loop = pretrain if run.kind == "pretrain" else finetune
+    config_class = loop.PretrainConfig if run.kind == "pretrain" else loop.FinetuneConfig
+    ran = config_class.from_dict(json.loads(path.read_text())).to_dict()
+    wanted = full_config(run, run_dir, toy)
+    return [f"{name}: {ran.get(name)!r} -> {value!r}" for name, value in wanted.items()
+            if name not in PLACE_FIELDS and ran.get(name) != value]
+
+
+def status(run: GridRun, runs_dir, toy: bool = False) -> str:
+    """The run's folder status (`run_folder.run_status`), "changed" for a finished run whose config differs
+    from the spec's (`changed_fields`)."""
+    run_dir = Path(runs_dir) / run.run_id
+    state = run_status(run_dir)
+    return "changed" if state == "finished" and changed_fields(run, run_dir, toy) else state
+
+
 def check_configs(runs, toy: bool = False) -> tuple:
     """(errors, missing): what would make the runs fail at their start, found before any
     of them runs. Each run's full config is built as its run builds it (`full_config`),
@@ -257,13 +285,18 @@ def check_configs(runs, toy: bool = False) -> tuple:
 
 
 def segmentation_data(spec: dict, toy: bool = False) -> dict:
-    """{dataset: data_root} of the spec's segmentation sections (the toy grid: synthetic data, None)."""
+    """{dataset: (data_root, downsample)} of the spec's segmentation sections (the toy grid: synthetic
+    data, None). Sections that read one dataset at two sizes raise ValueError: its baselines need one."""
     spec = toy_spec(spec) if toy else spec
     sections = spec.get("segmentation") or []
     out = {}
     for section in sections if isinstance(sections, list) else [sections]:
+        config = section.get("config") or {}
         for dataset in section["datasets"]:
-            out.setdefault(dataset, (section.get("config") or {}).get("data_root"))
+            read = (config.get("data_root"), config.get("downsample", 1))
+            if out.setdefault(dataset, read)[1] != read[1]:
+                raise ValueError(f"the spec's segmentation sections read {dataset} with downsample {out[dataset][1]} "
+                                 f"and {read[1]}: one size per dataset, so that its baselines score what its runs see")
     return out
 
 
@@ -282,7 +315,7 @@ def format_listing(runs, runs_dir, toy=False, hardware="GPU", jobs=1) -> str:
         hours = "toy" if toy else f"{run.est_gpu_hours * run.gpus:7.2f}"
         total += run.est_gpu_hours * run.gpus
         missing = f"  NO DATA: {run.config['data_root']} is missing" if missing_data(run) else ""
-        lines.append(f"{run.run_id:<52} {run_status(Path(runs_dir) / run.run_id):<10} {hours:>7}  {run.depends_on or ''}{missing}")
+        lines.append(f"{run.run_id:<52} {status(run, runs_dir, toy):<10} {hours:>7}  {run.depends_on or ''}{missing}")
     n_pre = sum(r.kind == "pretrain" for r in runs)
     summary = f"{len(runs)} runs ({n_pre} pretraining, {len(runs) - n_pre} fine-tuning)"
     without_data = sorted({str(r.config["data_root"]) for r in runs if missing_data(r)})

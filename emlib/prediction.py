@@ -8,7 +8,9 @@ uint8 / 255, other types between their 0.1 and 99.9 percentiles); a multi-page T
 (a stack) is predicted page by page and written as a stack.
 
 Every image is predicted whole by overlapping tiles (`emlib.predict`, exact), so
-any size fits in memory. Written under --out, with the input's path below the folder
+any size fits in memory. A segmentation model trained on images read at 1/n of their
+size (`FinetuneConfig.downsample`) sees each image so, and its logits are resized
+back (bilinear): the outputs always have the input's size. Written under --out, with the input's path below the folder
 it came from:
 
     NAME_mask.tif          segmentation: uint8, 255 = particle (logit > 0), 0 elsewhere
@@ -25,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+import torch.nn.functional as F
 import yaml
 from tqdm.auto import tqdm
 
 from emlib import finetune, models, qc, runs, session
-from emlib.data.images import IMAGE_SUFFIXES, find_images, page_count, read_unit
+from emlib.data.images import IMAGE_SUFFIXES, downsample, find_images, page_count, read_unit
 from emlib.intensity import CenteredIntensities
 from emlib.pretrain import PretrainConfig
 from emlib.tiling import predict as predict_tiled
@@ -46,6 +49,7 @@ class Model:
     network: torch.nn.Module
     task: str
     origin: str
+    downsample: int = 1  # the network sees images at 1/n of their size per side (FinetuneConfig.downsample)
 
     @property
     def segmentation(self) -> bool:
@@ -59,7 +63,7 @@ def load_model(path) -> Model:
         return _from_package(path)
     if (path / "best_model.safetensors").is_file():
         network, config = runs.load_finetuned(path)
-        return Model(network, config.task, f"fine-tuning run {path}")
+        return Model(network, config.task, f"fine-tuning run {path}", config.downsample)
     if (path / "generator.safetensors").is_file() and (path / "config.json").is_file():
         config = PretrainConfig.from_dict(json.loads((path / "config.json").read_text()))
         network = models.load(path / "generator.safetensors", expected_name=config.model)
@@ -91,7 +95,7 @@ def _from_package(path: Path) -> Model:
     if emlib_config.get("run_kind") == "pretrain":
         return Model(_restoration(network, run_config.get("centered", True)), "restoration", f"package {path}")
     task = finetune.canonical_task(run_config["task"])
-    return Model(finetune.for_task(network, task).eval(), task, f"package {path}")
+    return Model(finetune.for_task(network, task).eval(), task, f"package {path}", run_config.get("downsample", 1))
 
 
 def image_files(inputs) -> list:
@@ -109,9 +113,14 @@ def image_files(inputs) -> list:
 
 @torch.no_grad()
 def predict_image(model: Model, image: np.ndarray, device, amp="auto") -> np.ndarray:
-    """The model's output for one [0, 1] image: logits (segmentation) or the restored image."""
+    """The model's output for one [0, 1] image, at the image's size: logits (segmentation) or the restored image."""
     standardize = "per_image" if model.segmentation else None
-    return predict_tiled(model.network, image, standardize=standardize, device=device, amp=amp)
+    output = predict_tiled(model.network, downsample(image, model.downsample), standardize=standardize, device=device,
+                           amp=amp)
+    if output.shape == image.shape:
+        return output
+    resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(output))[None, None], size=image.shape, mode="bilinear")
+    return resized[0, 0].numpy()
 
 
 def run(model_path, inputs, out, probabilities=False, n_qc=3, device="auto", amp="auto") -> list:

@@ -67,10 +67,11 @@ def choose_polarity(train) -> str:
     return max(POLARITIES, key=lambda polarity: baseline_dice(train, lambda image: otsu_mask(image, polarity)))
 
 
-def baselines(dataset: str, folder, split_seed: int = 0) -> list:
-    """Rows (BASELINE_COLUMNS) of the training-free baselines on the test split of `dataset` in `folder`."""
-    train = catalog.segmentation_dataset(dataset, folder, "train", split_seed)
-    test = catalog.segmentation_dataset(dataset, folder, "test", split_seed)
+def baselines(dataset: str, folder, split_seed: int = 0, downsample: int = 1) -> list:
+    """Rows (BASELINE_COLUMNS) of the training-free baselines on the test split of `dataset` in `folder`
+    (read at 1/`downsample` of its size, as the runs read it: `FinetuneConfig.downsample`)."""
+    train = catalog.segmentation_dataset(dataset, folder, "train", split_seed, downsample=downsample)
+    test = catalog.segmentation_dataset(dataset, folder, "test", split_seed, downsample=downsample)
     polarity = choose_polarity(train)
     common = dict(dataset=dataset, split="test", n_images=len(test))
     return [
@@ -82,9 +83,10 @@ def baselines(dataset: str, folder, split_seed: int = 0) -> list:
 
 
 def cross_dataset_score(run_dir, dataset: str, folder, split_seed: int = 0, amp="auto") -> float:
-    """Test Dice (percent) of a finished fine-tuning run's best model on another dataset's test split."""
+    """Test Dice (percent) of a finished fine-tuning run's best model on another dataset's test split, read at
+    the run's own `downsample`."""
     model, config = runs.load_finetuned(run_dir)
-    test = catalog.segmentation_dataset(dataset, folder, "test", split_seed)
+    test = catalog.segmentation_dataset(dataset, folder, "test", split_seed, downsample=config.downsample)
     device = torch.device("cpu")
     channels_last = training.use_channels_last(device, amp, finetune.registry_model(model)) if amp == "auto" else False
     model = training.prepare_model(model, device, channels_last)

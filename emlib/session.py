@@ -166,6 +166,15 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value / dist.get_world_size()
 
 
+def share_from_main(value: float, device: torch.device) -> float:
+    """Rank 0's `value` on every rank (itself in single-process runs)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.item()
+
+
 def all_reduce_any(flag: bool, device: torch.device) -> bool:
     """True when `flag` is true on any rank (so that all ranks stop together)."""
     if not dist.is_initialized():

@@ -398,20 +398,36 @@ def planned_settings(grid) -> dict:
 
 
 def finetuning_design(groups) -> dict:
-    """{setting label: row} of the fine-tuning groups' schedules, read from their configs: epochs x steps an
-    epoch, crop, batch, lr, the evaluation cadence and the seeds that finished."""
+    """{setting label: row} of the fine-tuning groups' schedules, read from their configs and summaries: epochs
+    x steps an epoch (at most, and as run), image scale, crop, batch, lr and its drops, the stop, the evaluation
+    cadence and the seeds that finished."""
     out = {}
     for group in groups:
         config = group.runs[0].fields
         steps = -(-config["epoch_size"] // config["batch_size"]) if isinstance(config.get("epoch_size"), int) else None
         dense, every = config.get("eval_dense_epochs", 0), config.get("eval_every", 1)
+        run_epochs = sorted(run.summary["epochs"] for run in group.runs if run.finished)
         out[setting_label(group)] = {
             "epochs x steps": f"{config['epochs']} x {steps}" if steps else f"{config['epochs']} epochs",
-            "crop (px)": config.get("crop"), "batch": config.get("batch_size"), "lr": config.get("lr"),
+            "epochs run": (f"{run_epochs[0]}-{run_epochs[-1]}" if run_epochs and run_epochs[0] != run_epochs[-1]
+                           else str(run_epochs[0]) if run_epochs else ""),
+            "image scale": f"1/{config.get('downsample', 1)}", "crop (px)": config.get("crop"),
+            "batch": config.get("batch_size"), "lr": schedule_text(config),
             "evaluated": (f"epochs 1-{dense}, then every {every}" if dense else
                           "every epoch" if every == 1 else f"every {every} epochs"),
             "seeds": ", ".join(str(s) for s in group.seeds)}
     return out
+
+
+def schedule_text(config: dict) -> str:
+    """The lr schedule and stop of a fine-tuning config in words (`FinetuneConfig.lr_drops`, `plateau_stop`)."""
+    text = f"{config.get('lr')}"
+    if config.get("lr_drops"):
+        text += f", /10 up to {config['lr_drops']}x after {config['patience']} epochs without a better score"
+    if config.get("plateau_stop"):
+        text += (f"; stops once its last {config['plateau_stop']:.0%} of epochs brought none"
+                 f" (not before epoch {config.get('min_epochs', 0)})")
+    return text
 
 
 def baseline_table(groups, baselines: dict) -> dict:

@@ -40,7 +40,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from emlib import atomic, bioimageio, data, run_folder
-from emlib.grid import check_configs, expand_grid, format_listing, full_config, load_spec, segmentation_data, select
+from emlib.grid import (changed_fields, check_configs, expand_grid, format_listing, full_config, load_spec,
+                        segmentation_data, select)
 from emlib.paths import REPO_ROOT
 from emlib.pooling import group_runs, load_runs, summary_table
 from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, read_rows
@@ -361,9 +362,10 @@ def score(spec: dict, runs_dir, toy: bool = False) -> dict:
     from emlib import data, scoring
 
     wanted, runs_dir, written = spec.get("scores") or {}, Path(runs_dir), {}
-    folders = {name: data.dataset_folder(name, root)[0] for name, root in segmentation_data(spec, toy).items()}
+    reads = segmentation_data(spec, toy)
+    folders = {name: data.dataset_folder(name, root)[0] for name, (root, _) in reads.items()}
     if wanted.get("baselines"):
-        rows = [row for name, folder in folders.items() for row in scoring.baselines(name, folder)]
+        rows = [row for name, folder in folders.items() for row in scoring.baselines(name, folder, downsample=reads[name][1])]
         write_rows(runs_dir / "baselines.csv", rows, scoring.BASELINE_COLUMNS)
         written[str(runs_dir / "baselines.csv")] = len(rows)
     if wanted.get("cross_dataset") and len(folders) > 1:
@@ -471,6 +473,13 @@ def main(args) -> int:
     if errors:
         raise ValueError(f"sweep spec {args.spec}: {len(errors)} run(s) would fail at their start: "
                          + "; ".join(errors[:5]) + (" ..." if len(errors) > 5 else ""))
+    changed = {run.run_id: fields for run in runs if (fields := changed_fields(run, runs_dir / run.run_id, args.toy))}
+    if changed and not args.dry_run:
+        first, fields = next(iter(changed.items()))
+        raise ValueError(f"sweep spec {args.spec}: {len(changed)} finished run(s) in {runs_dir} were made with another "
+                         f"config than the spec's now, e.g. {first} ({'; '.join(fields[:4])}): the sweep would skip them "
+                         "and report their old results. Move or delete those run folders (git history keeps committed "
+                         "runs) to run them anew, or restore the spec")
     if args.dry_run:
         return 0
     if missing:

@@ -205,3 +205,39 @@ def test_finetune_cli_takes_images_and_masks_folders(tmp_path):
     assert [len(datasets[s].dataset if s == "train" else datasets[s]) for s in ("train", "val", "test")] == [6, 2, 2]
     with pytest.raises(ValueError, match="images_dir and masks_dir .* go together"):
         finetune.FinetuneConfig.toy(dataset="folder", images_dir=str(folder / "images"))
+
+
+def test_downsample_reads_images_and_masks_at_a_fraction_of_their_size(tmp_path):
+    folder = tmp_path / "seg"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    image = np.zeros((40, 60), np.uint8)
+    image[:, 30:] = 200  # a bright right half
+    mask = np.zeros((40, 60), np.uint8)
+    mask[:21, :] = 255  # 21 of 40 rows: each 2 x 2 block of rows 0-19 is all particle, rows 20-21 half
+    for stem in ("a", "b", "c", "d", "e"):
+        Image.fromarray(image).save(folder / "images" / f"{stem}.png")
+        Image.fromarray(mask).save(folder / "masks" / f"{stem}.png")
+    full, half = (SegmentationFolder(folder, split="test", downsample=n)[0] for n in (1, 2))
+    assert full[0].shape == (1, 40, 60) and half[0].shape == half[1].shape == (1, 20, 30)
+    assert half[1][0, :10].eq(1).all() and half[1][0, 11:].eq(0).all()  # a block half particle counts as particle
+    assert half[1][0, 10].eq(1).all()
+    assert abs(float(half[0].mean())) < 1e-5 and abs(float(half[0].std(unbiased=False)) - 1) < 1e-4  # standardised after
+    assert half[0][0, :, :15].unique().numel() == 1 and (half[0][0, :, 15:] > half[0][0, :, :15]).all()
+    with pytest.raises(ValueError, match="downsample must be a whole number >= 1"):
+        SegmentationFolder(folder, split="test", downsample=0)
+    with pytest.raises(ValueError, match="Au datasets are read as the paper's 512 px tiles"):
+        catalog.segmentation_dataset("Au5nm", folder, "test", downsample=2)
+
+
+def test_items_read_once_are_served_from_memory_and_never_shared(tmp_path):
+    folder = flat_folder(tmp_path)
+    dataset, tiny = SegmentationFolder(folder, split="train"), SegmentationFolder(folder, split="train")
+    image, mask = dataset[0]
+    (folder / "images" / Path(dataset.pairs[0][0]).name).unlink()  # read again from disk, it would fail
+    image[:] = 99  # a caller writing into its item changes nothing the dataset holds
+    again, mask_again = dataset[0]
+    assert not again.eq(99).any() and torch.equal(mask, mask_again)
+    tiny.cache.budget = 0  # a dataset larger than the budget reads from disk each time
+    tiny[1]
+    assert tiny.cache.items == {}

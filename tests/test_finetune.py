@@ -164,6 +164,9 @@ def test_pretrained_file_of_another_architecture_is_refused(tmp_path):
     (dict(label_fraction=1.5), ValueError, "label_fraction"),
     (dict(model="resnet50"), ValueError, "model"),
     (dict(eval_every=0), ValueError, "eval_every"),
+    (dict(downsample=0), ValueError, "downsample must be a whole number"),
+    (dict(downsample=2), ValueError, "downsample=2 is for segmentation image folders"),  # the toy's Au5nmV1 tiles
+    (dict(task="denoising", downsample=2), ValueError, "downsample=2 is for segmentation image folders"),
 ])
 def test_bad_config_is_named(overrides, error, match):
     with pytest.raises(error, match=match):
@@ -337,3 +340,30 @@ def test_a_finished_run_draws_qc_images_of_test_predictions(segmentation_run):
     panel = np.asarray(Image.open(pngs[0]).convert("RGB"))
     red = (panel[..., 0] > panel[..., 1] + 60).sum()
     assert red > 0  # the masks drawn in red
+
+
+def test_the_lr_drops_and_the_run_stops_by_its_validation_history(data_root, tmp_path):
+    from emlib.finetune import lr_drop_epochs, plateaued, scheduled_lr
+    config = FinetuneConfig.toy(lr=1e-3, lr_drops=2, patience=2, plateau_stop=0.5, min_epochs=3, epochs=20)
+    history = [(1, 50.0), (2, 60.0), (3, 59.0), (4, 58.0), (5, 61.0), (6, 60.0), (7, 61.0), (8, 60.0), (9, 60.5),
+               (10, 60.0), (11, 60.0), (12, 60.0)]
+    # best 60 at 2, old by 2 epochs at 4: drop; best 61 at 5 (61 at 7 is no better), old by 2 at 7: drop
+    assert lr_drop_epochs(history, config) == [4, 7]
+    assert scheduled_lr(history[:3], config) == 1e-3 and scheduled_lr(history[:4], config) == pytest.approx(1e-4)
+    assert scheduled_lr(history, config) == pytest.approx(1e-5)
+    # after both drops: stop once the best (epoch 5) is at or before half the epochs run
+    assert [e for e in range(1, 13) if plateaued(e, history[:e], config)] == [10, 11, 12]
+    assert not plateaued(10, history[:10], FinetuneConfig.toy(lr_drops=4, patience=2, plateau_stop=0.5))  # 3 drops by 10
+    assert not plateaued(12, history, FinetuneConfig.toy())  # off by default
+    assert not plateaued(8, history[:8], dataclasses.replace(config, lr_drops=1))  # one drop at 4, best 5 > 4
+    assert not plateaued(10, history[:10], dataclasses.replace(config, patience=4))  # no drop yet by 10
+    assert lr_drop_epochs(history, dataclasses.replace(config, min_epochs=6)) == [7, 9]  # none before min_epochs
+    frozen = dict(lr=1e-12, plateau_stop=0.5, patience=2, min_epochs=3, epochs=8, eval_every=1, data_root=str(data_root),
+                  output_dir=str(tmp_path / "run"))
+    summary = run(FinetuneConfig.toy(**frozen))  # nothing is learnt: the best is epoch 1's, the run ends at 3
+    assert summary["best_epoch"] == 1 and summary["epochs"] == 3 and summary["stopped_at_plateau"]
+    assert [row["epoch"] for row in results.read_rows(tmp_path / "run" / "validation.csv")] == ["1", "2", "3"]
+    with pytest.raises(ValueError, match="plateau_stop must be a fraction"):
+        FinetuneConfig.toy(plateau_stop=1.0)
+    with pytest.raises(ValueError, match="patience must be >= 1"):
+        FinetuneConfig.toy(patience=0)

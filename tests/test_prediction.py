@@ -54,6 +54,23 @@ def test_segments_a_folder_of_any_size_and_stacks_exactly(segmentation_run, imag
     assert len(list((out / "qc").rglob("*.png"))) == 2
 
 
+def test_a_model_trained_downsampled_sees_images_so_and_answers_at_their_size(segmentation_run, images, tmp_path):
+    config = FinetuneConfig.toy(dataset="emps", downsample=2).to_dict()
+    (segmentation_run / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    assert cli.main(["predict", str(segmentation_run), str(images / "day1"), "--out", str(out), "--probabilities",
+                     "--device", "cpu", "--amp", "off"]) == 0
+    network, _ = prediction.runs.load_finetuned(segmentation_run)
+    image = read_unit(images / "day1" / "a.tif")  # 70 x 90
+    small = torch.nn.functional.interpolate(torch.from_numpy(image)[None, None], size=(35, 45), mode="area")
+    with torch.no_grad():
+        logits = network((small - small.mean()) / small.std(unbiased=False))
+    expected = torch.nn.functional.interpolate(logits, size=image.shape, mode="bilinear")[0, 0].numpy()
+    probability = tifffile.imread(out / "a_probability.tif")
+    assert probability.shape == image.shape
+    assert np.allclose(probability, 1 / (1 + np.exp(-expected)), atol=1e-4)
+
+
 def test_restores_with_a_pretraining_run(tmp_path, images):
     folder = tmp_path / "pre_run"
     folder.mkdir()

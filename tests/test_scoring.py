@@ -41,3 +41,12 @@ def test_baselines_on_a_split_choose_polarity_on_train(data_root):
     other = "bright" if rows["otsu"]["polarity"] == "dark" else "dark"
     chosen = scoring.baseline_dice(train, lambda image: scoring.otsu_mask(image, rows["otsu"]["polarity"]))
     assert chosen >= scoring.baseline_dice(train, lambda image: scoring.otsu_mask(image, other))
+
+
+def test_baselines_score_the_test_split_at_the_size_the_runs_read_it(data_root):
+    folder, _ = catalog.dataset_folder("emps", data_root, verbose=False)
+    full, half = (catalog.segmentation_dataset("emps", folder, "test", downsample=n) for n in (1, 2))
+    assert half[0][1].shape[-1] == round(full[0][1].shape[-1] / 2)
+    rows = {row["baseline"]: row for row in scoring.baselines("emps", folder, downsample=2)}
+    assert rows["all_foreground"]["dice_percent"] == pytest.approx(
+        scoring.baseline_dice(half, lambda image: np.ones(image.shape, bool)), abs=1e-3)

@@ -5,6 +5,7 @@ exercise the runner's rules without training anything.
 """
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -276,3 +277,32 @@ def test_the_best_run_is_chosen_on_validation_among_the_main_design(tmp_path):
     finished("seg-a-head-transfer", 80.0, head="transfer")
     finished("seg-a-lf0.5", 90.0, label_fraction=0.5)
     assert sweep.best_runs(tmp_path) == {"emps": chosen}
+
+
+def test_a_dataset_is_read_at_one_size_across_the_sections_so_its_baselines_fit_its_runs():
+    section = {"datasets": ["emps", "msa_segtrack"], "models": {"unet_2_44": ["random"]}}
+    spec = {"segmentation": [{**section, "config": {"data_root": "d", "downsample": 2}},
+                             {**section, "datasets": ["msa_segtrack"], "config": {"data_root": "d"}}]}
+    with pytest.raises(ValueError, match="read msa_segtrack with downsample 2 and 1"):
+        grid.segmentation_data(spec)
+    spec["segmentation"][1]["config"]["downsample"] = 2
+    assert grid.segmentation_data(spec) == {"emps": ("d", 2), "msa_segtrack": ("d", 2)}
+
+
+def test_a_finished_run_made_with_another_config_is_refused_not_skipped(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    spec = grid.load_spec(REAL_SMALL)
+    run = next(r for r in grid.expand_grid(spec, toy=True, runs_dir=runs_dir) if r.run_id.startswith("seg-"))
+    run_dir = runs_dir / run.run_id
+    run_dir.mkdir(parents=True)
+    config = grid.full_config(run, run_dir, toy=True)
+    (run_dir / "config.json").write_text(json.dumps({**config, "device": "cuda", "workers": 3}))  # where, not what
+    (run_dir / "summary.json").write_text("{}")
+    assert grid.changed_fields(run, run_dir, toy=True) == [] and grid.status(run, runs_dir, toy=True) == "finished"
+    (run_dir / "config.json").write_text(json.dumps({**config, "crop": 32}))
+    assert grid.changed_fields(run, run_dir, toy=True) == ["crop: 32 -> 64"]
+    assert cli.main(["sweep", str(REAL_SMALL), "--toy", "--runs-dir", str(runs_dir), "--dry-run"]) == 0
+    assert re.search(rf"{run.run_id}\s+changed", capsys.readouterr().out)
+    assert cli.main(["sweep", str(REAL_SMALL), "--toy", "--runs-dir", str(runs_dir)]) == 2
+    assert f"e.g. {run.run_id} (crop: 32 -> 64)" in capsys.readouterr().err
+    assert json.loads((run_dir / "config.json").read_text())["crop"] == 32  # nothing was touched

@@ -86,15 +86,21 @@ def dataset_folder(dataset: str, data_root, verbose: bool = True):
     return locate(data_root, FOLDER_NAMES[dataset], verbose)
 
 
-def segmentation_dataset(dataset: str, folder, split: str, seed: int = 0, label_fraction: float = 1.0, masks_dir=None):
+def segmentation_dataset(dataset: str, folder, split: str, seed: int = 0, label_fraction: float = 1.0, masks_dir=None,
+                         downsample: int = 1):
     """One split of a segmentation dataset by name: whole tiles or images, (image, mask) items with `sources`.
-    `masks_dir` (dataset "folder" only): `folder` holds the images and `masks_dir` their masks."""
+    `masks_dir` (dataset "folder" only): `folder` holds the images and `masks_dir` their masks.
+    `downsample`: images and masks at 1/n of their size per side (image folders; the Au tiles are the paper's)."""
     if dataset in AU_DATASETS:
+        if downsample != 1:
+            raise ValueError(f"downsample={downsample!r}: the Au datasets are read as the paper's 512 px tiles; "
+                             "downsample is for image folders (msa_segtrack, emps, folder)")
         return AuSegmentation(folder, dataset, split=split, seed=seed, label_fraction=label_fraction)
     options = NANOPARTICLE_DATASETS.get(dataset, {})
     if dataset != USER_FOLDER and not options:
         raise ValueError(f"{dataset!r} is not a segmentation dataset; choose one of {list(SEGMENTATION_DATASETS)}")
-    return SegmentationFolder(folder, masks_dir, split=split, seed=seed, label_fraction=label_fraction, **options)
+    return SegmentationFolder(folder, masks_dir, split=split, seed=seed, label_fraction=label_fraction,
+                              downsample=downsample, **options)
 
 
 def restoration_dataset(task: str, folder, split: str, seed: int = 0):

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -35,6 +36,7 @@ IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".bmp")
 # The most pixels (values) an image file may hold: PIL's own limit for PNG and BMP
 # (DecompressionBombError), applied to a TIFF's header before its pixels are decoded.
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+CACHE_BYTES = 1 << 30  # decoded pixels a dataset keeps in memory (DecodedCache)
 
 
 def find_images(root, suffixes=IMAGE_SUFFIXES, what="image"):
@@ -88,6 +90,29 @@ def read_raw(path, page: int | None = None) -> np.ndarray:
     except Exception as err:  # PIL and tifffile raise many types for broken files
         raise ValueError(f"cannot read image {path}: {err}") from err
     return _to_2d(array, path)
+
+
+class DecodedCache:
+    """Decoded images kept in memory up to `budget_bytes`: a fine-tuning run reads every image of its
+    splits at each epoch and evaluation, and decoding a PNG costs more than augmenting a crop of it.
+
+    `get(key, load)` returns `load()`'s tuple of arrays, read once while the budget lasts (later
+    items are read from disk each time, so a dataset larger than memory still works). Callers
+    must not modify the arrays it returns.
+    """
+
+    def __init__(self, budget_bytes: int = CACHE_BYTES):
+        self.budget, self.used, self.items = budget_bytes, 0, {}
+
+    def get(self, key, load):
+        if key in self.items:
+            return self.items[key]
+        value = load()
+        size = sum(array.nbytes for array in value)
+        if self.used + size <= self.budget:
+            self.items[key] = value
+            self.used += size
+        return value
 
 
 class ImageTooLargeError(ValueError):
@@ -167,6 +192,23 @@ def pad_to_at_least(image, size):
     if not any(sum(p) for p in pads):
         return image
     return np.pad(image, pads, mode="symmetric")
+
+
+def downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """A (H, W) image at 1/factor of its size per side (rounded, at least 1 pixel), each pixel the
+    mean of the area it covers; float32. factor 1 returns the image as float32."""
+    image = np.asarray(image, dtype=np.float32)
+    if factor == 1:
+        return image
+    height, width = image.shape
+    size = (max(1, round(height / factor)), max(1, round(width / factor)))
+    return F.interpolate(torch.from_numpy(np.ascontiguousarray(image))[None, None], size=size, mode="area")[0, 0].numpy()
+
+
+def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """A binary (H, W) mask at 1/factor of its size per side: a pixel is 1 where at least half of the
+    area it covers is (uint8 {0, 1})."""
+    return (downsample(mask, factor) >= 0.5).astype(np.uint8)
 
 
 def crop_window(height, width, size, random):

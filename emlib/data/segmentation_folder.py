@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emlib.data.images import IMAGE_SUFFIXES, find_images, read_raw, read_unit, standardize
+from emlib.data.images import (IMAGE_SUFFIXES, DecodedCache, downsample, downsample_mask, find_images, read_raw,
+                               read_unit, standardize)
 from emlib.data.registry import read_by
 from emlib.data.subsets import check_fraction, labelled
 
@@ -251,6 +252,12 @@ def split_pairs(layout: dict, split: str, seed: int, sources: dict | None = None
 # ----------------------------------------------------------------------------- the dataset
 
 
+def check_downsample(factor) -> None:
+    """ValueError unless `factor` is a whole number >= 1."""
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"downsample must be a whole number >= 1 (1: images as they are), got {factor!r}")
+
+
 class SegmentationFolder(Dataset):
     """(image (1, H, W) standardised, mask (1, H, W) in {0, 1}) pairs of one split of a segmentation folder.
 
@@ -258,10 +265,12 @@ class SegmentationFolder(Dataset):
     images when `masks_dir` names the folder of masks. split: "train", "val" or "test". masks: "auto", "binary" or "instances". pair_by: "stem" or
     "index". seed: the seeded parts of the split (validation carve-out, label subset).
     label_fraction: keep a seeded fraction of the train images, in (0, 1].
+    downsample: read images and masks at 1/n of their size per side (`emlib.data.images.downsample`).
     Attributes: pairs [(image path, mask path)], sources (the image file of each item).
     """
 
-    def __init__(self, root, masks_dir=None, split="train", masks="auto", pair_by="stem", seed=0, label_fraction=1.0):
+    def __init__(self, root, masks_dir=None, split="train", masks="auto", pair_by="stem", seed=0, label_fraction=1.0,
+                 downsample=1):
         if masks_dir in SPLITS:  # SegmentationFolder(root, "test"): the split in second place, as before masks_dir
             masks_dir, split = None, masks_dir
         if masks_dir is not None and not Path(masks_dir).is_dir():
@@ -271,19 +280,26 @@ class SegmentationFolder(Dataset):
         if masks not in MASK_KINDS:
             raise ValueError(f"masks must be one of {MASK_KINDS}, got {masks!r}")
         check_fraction(label_fraction)
-        self.root, self.split, self.masks = Path(root), split, masks
+        check_downsample(downsample)
+        self.root, self.split, self.masks, self.downsample = Path(root), split, masks, downsample
         self.pairs = split_pairs(find_layout(self.root, pair_by, masks_dir), split, seed, read_sources(self.root))
         if split == "train":
             self.pairs = [self.pairs[i] for i in labelled(len(self.pairs), label_fraction, seed)]
         self.sources = [str(image.relative_to(self.root)) for image, _ in self.pairs]
+        self.cache = DecodedCache()
 
     def __len__(self):
         return len(self.pairs)
 
     def __getitem__(self, index):
         image_path, mask_path = self.pairs[index]
-        image = standardize(read_unit(image_path))
+        image, mask = self.cache.get(index, lambda: self._read(image_path, mask_path))
+        return torch.from_numpy(image.copy()).unsqueeze(0), torch.from_numpy(mask.astype(np.float32)).unsqueeze(0)
+
+    def _read(self, image_path, mask_path) -> tuple:
+        """(the standardised image, its binary mask as uint8), checked to be the same size."""
+        image = read_unit(image_path)
         mask = to_binary_mask(read_raw(mask_path), self.masks, mask_path)
         if image.shape != mask.shape:
             raise ValueError(f"image {image_path} is {image.shape} but its mask {mask_path} is {mask.shape}")
-        return torch.from_numpy(image).unsqueeze(0), torch.from_numpy(mask.astype(np.float32)).unsqueeze(0)
+        return standardize(downsample(image, self.downsample)), downsample_mask(mask, self.downsample)
