@@ -368,8 +368,8 @@ print(f"pixels where the two masks differ: {(ours[inner] != theirs[inner]).mean(
 # its run) beside the training-free baseline on the same test split: a per-image
 # Otsu threshold, its polarity (dark or bright particles) chosen on the train split
 # (`emlib.scoring`), and when its run set its best validation score (in the last fifth
-# of training: the run was still learning when it stopped, and a longer run would
-# likely score higher). Then one test image a reader can judge: the image, its ground
+# of training, the run was still learning when it stopped, and a longer run would
+# likely have scored higher). Then one test image a reader can judge: the image, its ground
 # truth, Otsu's mask and the model's mask, side by side (the image of median model
 # Dice among the first few of the test split, so neither the best nor the worst;
 # without the study's data on the machine, as after a pip install, the package's own
