@@ -168,14 +168,16 @@ def plateau_count(results_dir, last_fraction: float = 0.2) -> dict:
     of training (they had stopped learning): {"plateaued", "runs", "still_learning": [run ids],
     "late_gains": {run id: how much the last fraction raised the best validation score (its metric's units,
     better is positive)}, "datasets": {run id: dataset}} for the still-learning runs whose summary has its
-    validation history."""
-    still, gains, datasets, total = [], {}, {}, 0
+    validation history, and "stopped": how many runs their own plateau stop ended (`FinetuneConfig.plateau_stop`)
+    rather than their last epoch."""
+    still, gains, datasets, total, stopped = [], {}, {}, 0, 0
     for folder in results.results_folders(results_dir):
         for run in runs.finished_runs(folder, kind="finetune"):
             summary, name = run.summary, run.folder.name
             if "best_epoch" not in summary:
                 continue
             total += 1
+            stopped += bool(summary.get("stopped_at_plateau"))
             if still_learning(summary, last_fraction):
                 still.append(name)
                 cut = (1 - last_fraction) * summary["epochs"]
@@ -186,7 +188,7 @@ def plateau_count(results_dir, last_fraction: float = 0.2) -> dict:
                 if before and after:
                     gains[name], datasets[name] = max(after) - max(before), summary.get("dataset")
     return {"plateaued": total - len(still), "runs": total, "still_learning": still, "late_gains": gains,
-            "datasets": datasets}
+            "datasets": datasets, "stopped": stopped}
 
 
 def plateau_text(count: dict, target: float = 0.8) -> str:
@@ -197,6 +199,9 @@ def plateau_text(count: dict, target: float = 0.8) -> str:
     text = (f"{count['plateaued']} of {count['runs']} finished fine-tuning runs ({share:.0%}) set their best validation "
             f"score before the last fifth of their training ({'meets' if share >= target else 'short of'} the "
             f"{target:.0%} the study aims for)")
+    if count.get("stopped"):
+        text += (f"; {count['stopped']} of the {count['runs']} ended at their own plateau stop (lr dropped, then no better score in "
+                 "their last quarter), the others at their last epoch")
     gains = sorted(count["late_gains"].values())
     if gains:
         big = collections.Counter(count["datasets"][run] for run, gain in count["late_gains"].items() if gain > 1)

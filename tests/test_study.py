@@ -104,7 +104,7 @@ def test_groups_are_read_against_otsu_and_the_plateau_is_counted(runs):
     assert study.against_baseline(random, 70.0) == "ties with Otsu"
     for seed in range(3):  # a finished run's summary: its best validation epoch of its epochs
         (runs / f"g{seed}" / "summary.json").write_text(json.dumps({"status": "finished", "best_epoch": 3 if seed else 2,
-                                                                      "epochs": 10}))
+                                                                      "epochs": 10, "stopped_at_plateau": seed == 0}))
         history = [[5, 60.0], [8, 61.0], [10, 61.0 + (0.3, 2.0, 0.0)[seed]]]  # the best comes at epoch 10 (r2: ties)
         (runs / f"r{seed}" / "summary.json").write_text(json.dumps({"status": "finished", "best_epoch": 10, "epochs": 10,
                                                                       "val_history": history, "dataset": "emps"}))
@@ -115,6 +115,7 @@ def test_groups_are_read_against_otsu_and_the_plateau_is_counted(runs):
     text = study.plateau_text(count)
     assert text.startswith("3 of 6 finished fine-tuning runs (50%)") and "short of the 80%" in text
     assert "median of 0.30 points, and by more than 1 point in 1 of 3 (1 on emps)" in text
+    assert count["stopped"] == 1 and "1 of the 6 ended at their own plateau stop" in text
     (runs / "baselines.csv").write_text("dataset,split,baseline,polarity,n_images,dice_percent\n"
                                        "emps,test,otsu,dark,99,54.7\nemps,test,all_foreground,,99,41.6\n")
     assert study.load_baselines(runs) == {"emps": {"otsu": 54.7, "all_foreground": 41.6}}
