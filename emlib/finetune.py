@@ -116,8 +116,8 @@ class FinetuneConfig:
     eval_dense_epochs: int = 0  # also evaluate after each of the first n epochs (where pretraining's gain is largest)
     lr_drops: int = 0  # divide the lr by 10 this many times, each when the best validation score is `patience` epochs old
     patience: int = 10  # epochs without a better validation score (and since the last drop) before the lr drops
-    plateau_stop: float | None = None  # after the drops (and `patience` epochs at the last lr), stop once the best
-    min_epochs: int = 0  # validation score is older than this fraction of the epochs run; no drop or stop before
+    plateau_stop: float | None = None  # stop once no better validation score came in this last fraction of the epochs
+    min_epochs: int = 0  # no lr drop and no plateau stop before this epoch
     label_fraction: float = 1.0  # train on a seeded fraction of the labelled train images, in (0, 1]
     augment_dihedral: bool = True  # random flips / 90-degree rotations (input and target alike)
     augment_resize: bool = True  # random rescaling before the crop (masks nearest-neighbour)
@@ -265,9 +265,14 @@ def field_help() -> dict:
         "head": "a pretrained generator's output layer: reinit (re-initialised; the segmentation default) or transfer "
                 "(carried over; the restoration default); unset: the task's default",
         "label_fraction": "train on this seeded fraction of the labelled train images, in (0, 1]",
+        "lr_drops": "divide the lr by 10 this many times, each when the best validation score is --patience epochs "
+                    "old (and the last drop as old), not before --min-epochs",
+        "patience": "epochs without a better validation score before the lr drops (and at the last lr before "
+                    "--plateau-stop may stop the run)",
+        "min_epochs": "no lr drop and no plateau stop before this epoch",
         "plateau_stop": "stop early once the best validation score is older than this fraction of the epochs run "
-                        "(0.33: the last third brought nothing better), checked at evaluations from --min-epochs on; "
-                        "unset: train all --epochs",
+                        "(0.25: the last quarter brought nothing better), checked at evaluations from --min-epochs on, "
+                        "after every --lr-drops drop and --patience epochs at the last lr; unset: train all --epochs",
         "downsample": "read the images and masks at 1/n of their size per side (area averages), train, val and test "
                       "alike, so scores are at that size too: for particles much larger than the network's reach",
     }

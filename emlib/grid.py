@@ -237,23 +237,20 @@ def full_config(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
     return loop.make_config({**run.config, "output_dir": str(run_dir)}, toy).to_dict()
 
 
-# Where and how a run ran, not what it computes: a finished run moved to another machine is still the same run.
-PLACE_FIELDS = ("output_dir", "device", "workers", "compile", "data_root", "images_dir", "masks_dir")
-
-
 def changed_fields(run: GridRun, run_dir: Path, toy: bool = False) -> list:
     """["field: its value -> the spec's"] where a finished run's config.json differs from the config the
-    spec gives it now (PLACE_FIELDS aside; fields newer than the run count at their defaults); [] when
-    the run is not finished or agrees."""
+    spec gives it now; fields that only say where and how it ran (its loop's RESUME_IGNORED, lr aside:
+    a finished run moved to another machine is still the same run) are not compared, and fields newer
+    than the run count at their defaults. [] when the run is not finished or agrees."""
     path = Path(run_dir) / "config.json"
     if run_status(run_dir) != "finished" or not path.is_file():
         return []
     loop = pretrain if run.kind == "pretrain" else finetune
     config_class = loop.PretrainConfig if run.kind == "pretrain" else loop.FinetuneConfig
     ran = config_class.from_dict(json.loads(path.read_text())).to_dict()
-    wanted = full_config(run, run_dir, toy)
+    wanted, place = full_config(run, run_dir, toy), set(loop.RESUME_IGNORED) - {"lr"}
     return [f"{name}: {ran.get(name)!r} -> {value!r}" for name, value in wanted.items()
-            if name not in PLACE_FIELDS and ran.get(name) != value]
+            if name not in place and ran.get(name) != value]
 
 
 def status(run: GridRun, runs_dir, toy: bool = False) -> str:
