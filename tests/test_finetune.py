@@ -235,6 +235,19 @@ def test_resume_continues_like_an_uninterrupted_run(data_root, tmp_path):
         run(FinetuneConfig.toy(epochs=3, seed=1, output_dir=str(tmp_path / "resumed"), **tiny), resume=True)
 
 
+def test_a_resumed_run_trains_at_the_lr_its_drops_had_reached(data_root, tmp_path):
+    """A drop by epoch 2, then --resume: epochs 3-4 train at the dropped lr, as the run in one go did."""
+    tiny = dict(data_root=data_root, crop=64, eval_crop=128, epoch_size=4, batch_size=2, test=False, lr=3e-3,
+                lr_drops=1, patience=1)
+    straight = run(FinetuneConfig.toy(epochs=4, output_dir=str(tmp_path / "straight"), **tiny))
+    assert straight["lr_drop_epochs"] and straight["lr_drop_epochs"][0] <= 2
+    run(FinetuneConfig.toy(epochs=2, output_dir=str(tmp_path / "resumed"), **tiny))
+    resumed = run(FinetuneConfig.toy(epochs=4, output_dir=str(tmp_path / "resumed"), **tiny), resume=True)
+    losses = [read_log(tmp_path / name / "log.csv")["train_loss"] for name in ("straight", "resumed")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    assert resumed["lr_drop_epochs"] == straight["lr_drop_epochs"]
+
+
 def test_cli_runs_a_tiny_restoration(data_root, tmp_path, capsys):
     from emlib.cli import main
 
