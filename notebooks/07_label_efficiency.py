@@ -327,6 +327,9 @@ for kind in ("random", "GAN") if real else ():
     full_group = next((g for g in members if study.describe(g)["label_fraction"] == 1.0), None)
     if full_group is None:
         continue
+    if len(members) == 1:
+        print(f"{kind}: only the runs with all the labels have finished; no smaller fraction to compare yet")
+        continue
     higher = [g for g in members if g.final()[0] > full_group.final()[0] and g is not full_group]
     losses = ", ".join(f"{study.describe(g)['label_fraction']:.0%}: {study.final_train_loss(g):.3f}" for g in members)
     print(f"{kind}: " + (f"{len(higher)} smaller fraction(s) scored higher than all the labels; " if higher
