@@ -253,12 +253,9 @@ def changed_fields(run: GridRun, run_dir: Path, toy: bool = False) -> list:
             if name not in place and ran.get(name) != value]
 
 
-def status(run: GridRun, runs_dir, toy: bool = False) -> str:
-    """The run's folder status (`run_folder.run_status`), "changed" for a finished run whose config differs
-    from the spec's (`changed_fields`)."""
-    run_dir = Path(runs_dir) / run.run_id
-    state = run_status(run_dir)
-    return "changed" if state == "finished" and changed_fields(run, run_dir, toy) else state
+def changed_runs(runs, runs_dir, toy: bool = False) -> dict:
+    """{run id: its changed_fields} of the finished runs whose config differs from the spec's."""
+    return {run.run_id: fields for run in runs if (fields := changed_fields(run, Path(runs_dir) / run.run_id, toy))}
 
 
 def check_configs(runs, toy: bool = False) -> tuple:
@@ -303,8 +300,9 @@ def missing_data(run: GridRun) -> bool:
     return data_root is not None and not Path(data_root).is_dir()
 
 
-def format_listing(runs, runs_dir, toy=False, hardware="GPU", jobs=1) -> str:
-    """The dry-run table: id, status, dependency and estimated hours on `hardware` (the spec's, default GPU)."""
+def format_listing(runs, runs_dir, changed=(), toy=False, hardware="GPU", jobs=1) -> str:
+    """The dry-run table: id, status (`run_folder.run_status`, or "changed" for the ids in `changed`: see
+    `changed_runs`), dependency and estimated hours on `hardware` (the spec's, default GPU)."""
     unit = "GPU h" if hardware == "GPU" else "CPU h"
     lines = [f"{'run':<52} {'status':<10} {unit:>7}  depends on"]
     total = 0.0
@@ -312,7 +310,8 @@ def format_listing(runs, runs_dir, toy=False, hardware="GPU", jobs=1) -> str:
         hours = "toy" if toy else f"{run.est_gpu_hours * run.gpus:7.2f}"
         total += run.est_gpu_hours * run.gpus
         missing = f"  NO DATA: {run.config['data_root']} is missing" if missing_data(run) else ""
-        lines.append(f"{run.run_id:<52} {status(run, runs_dir, toy):<10} {hours:>7}  {run.depends_on or ''}{missing}")
+        state = "changed" if run.run_id in changed else run_status(Path(runs_dir) / run.run_id)
+        lines.append(f"{run.run_id:<52} {state:<10} {hours:>7}  {run.depends_on or ''}{missing}")
     n_pre = sum(r.kind == "pretrain" for r in runs)
     summary = f"{len(runs)} runs ({n_pre} pretraining, {len(runs) - n_pre} fine-tuning)"
     without_data = sorted({str(r.config["data_root"]) for r in runs if missing_data(r)})

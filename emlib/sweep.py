@@ -40,7 +40,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from emlib import atomic, bioimageio, data, run_folder
-from emlib.grid import (changed_fields, check_configs, expand_grid, format_listing, full_config, load_spec,
+from emlib.grid import (changed_runs, check_configs, expand_grid, format_listing, full_config, load_spec,
                         segmentation_data, select)
 from emlib.paths import REPO_ROOT
 from emlib.pooling import group_runs, load_runs, summary_table
@@ -464,7 +464,8 @@ def main(args) -> int:
     except (TypeError, KeyError, AttributeError) as err:  # a section of the wrong shape, a missing key
         raise ValueError(f"sweep spec {args.spec} is malformed ({type(err).__name__}: {err}); see experiments/paper.yaml") from None
     jobs = args.jobs or spec.get("jobs", 1)
-    print(format_listing(runs, runs_dir, toy=args.toy, hardware=spec.get("hardware", "GPU"), jobs=jobs))
+    changed = changed_runs(runs, runs_dir, args.toy)
+    print(format_listing(runs, runs_dir, changed, toy=args.toy, hardware=spec.get("hardware", "GPU"), jobs=jobs))
     to_run = runs if args.dry_run else [run for run in runs if run_status(runs_dir / run.run_id) != "finished"]
     errors, missing = check_configs(to_run, toy=args.toy)
     for data_root, run_ids in missing.items():
@@ -473,7 +474,6 @@ def main(args) -> int:
     if errors:
         raise ValueError(f"sweep spec {args.spec}: {len(errors)} run(s) would fail at their start: "
                          + "; ".join(errors[:5]) + (" ..." if len(errors) > 5 else ""))
-    changed = {run.run_id: fields for run in runs if (fields := changed_fields(run, runs_dir / run.run_id, args.toy))}
     if changed and not args.dry_run:
         first, fields = next(iter(changed.items()))
         raise ValueError(f"sweep spec {args.spec}: {len(changed)} finished run(s) in {runs_dir} were made with another "
