@@ -243,6 +243,14 @@ def _text(comparisons: list) -> tuple:
     return overall, lines
 
 
+def _not_measured(claim: str, models) -> str:
+    if "HRNet" not in claim:
+        return "not measured"
+    if any(m.startswith("hrnet") for m in models):
+        return "not measured: no GAN-pretrained HRNet run has finished"
+    return "not measured: the study has no HRNet"
+
+
 def claims_evidence(groups) -> list:
     """For each of the paper's claims (emlib.paper.CLAIMS) and the L1-only ablation: what our real runs say.
 
@@ -291,7 +299,7 @@ def claims_evidence(groups) -> list:
         if comparisons:
             overall, lines = _text(comparisons)
         else:
-            overall, lines = CANNOT_TELL, ["not measured: the study has no HRNet" if "HRNet" in claim else "not measured"]
+            overall, lines = CANNOT_TELL, [_not_measured(claim, models)]
         out.append({"claim": claim, "verdict": overall, "details": lines})
     if adversarial:
         overall, lines = _text(adversarial)

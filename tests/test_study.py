@@ -137,6 +137,10 @@ def test_the_head_ablation_and_hrnet_are_compared(tmp_path):
     hrnet = evidence["Pretrained HRNet beats al"]
     assert hrnet["verdict"] == study.SUPPORTS and len(hrnet["details"]) == 2  # vs random HRNet, vs GAN U-Net
     assert "detectable ≥" in hrnet["details"][0]
+    for seed in range(5):  # random HRNet alone: measured, but not the claim
+        (tmp_path / f"hg{seed}" / "results.csv").unlink()
+    hrnet = next(e for e in study.claims_evidence(study.load_groups(tmp_path)) if "HRNet" in e["claim"])
+    assert hrnet["details"] == ["not measured: no GAN-pretrained HRNet run has finished"]
 
 
 def test_every_setting_is_set_beside_its_datasets_baselines(runs):
