@@ -38,7 +38,6 @@ Files in `output_dir` (the run contract of `emlib.run_folder`):
     summary.json         written last, at successful completion
 """
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -641,7 +640,7 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resuming: bool
             group["lr"] = scheduled_lr(history, config)
         return history[-1][1]
 
-    meter, started, status = training.Throughput(), time.perf_counter(), "finished"
+    meter, status = training.Throughput(), "finished"
     images_per_s = float("nan")
     total_steps = config.epochs * epoch_steps
     estimate = training.RunEstimate(epoch_steps, total_steps, position["step"], SMALLER_RUN_FLAGS, enabled=ctx.is_main)
@@ -704,7 +703,7 @@ def _run(config: FinetuneConfig, ctx: session.DistributedContext, resuming: bool
         "lr_drop_epochs": lr_drop_epochs(history, config),
         "train_images": n_train, "transferred_tensors": len(report.loaded) if report else 0,
         "reinitialised_tensors": report.reinitialised if report else [],
-        "world_size": ctx.world_size, "fast_path": fast_path, "wall_s": round(time.perf_counter() - started, 3),
+        "world_size": ctx.world_size, "fast_path": fast_path, "wall_s": checkpoint.wall_s(),
         "data_sha256": fingerprint, **provenance.provenance(device),
     }
 

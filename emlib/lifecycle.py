@@ -11,6 +11,7 @@
 
 The loops keep what is theirs: the config, the data, one epoch, evaluation and export.
 """
+import time
 from pathlib import Path
 
 import torch
@@ -56,7 +57,10 @@ class Checkpoint:
     state_dict / load_state_dict (optimisers, the grad scaler, `RNG`, a best model),
     a dict (the loop position) or a list of tuples (a history), both restored in
     place, or None (saved as {}, skipped on restore). The file's keys: format, config,
-    data, fast_path, data_content, then the holders' names in their order.
+    data, fast_path, data_content, wall_s, then the holders' names in their order.
+
+    `wall_s()` is the run's wall time across resumes: what the checkpoint it resumed
+    from had run, plus this process's time, so a summary's wall_s is the whole run's.
 
     `data` is the fingerprint of the train data's items and `content` that of its
     bytes, which a resumed run must see again; `fast_path` the resolved autocast /
@@ -70,11 +74,16 @@ class Checkpoint:
         self.config, self.holders, self.map_location = config, holders, map_location
         self.data, self.fast_path, self.content = data, fast_path, content
         self.may_grow, self.ignore = may_grow, ignore
+        self.started, self.wall_before = time.perf_counter(), 0.0
+
+    def wall_s(self) -> float:
+        """Seconds the run has taken, over all its processes (see the class docstring)."""
+        return round(self.wall_before + time.perf_counter() - self.started, 3)
 
     def state(self) -> dict:
         """Everything a resumed run needs, as weights_only-safe containers."""
         return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "data": self.data,
-                "fast_path": self.fast_path, "data_content": self.content,
+                "fast_path": self.fast_path, "data_content": self.content, "wall_s": self.wall_s(),
                 **{name: _state_of(holder) for name, holder in self.holders.items()}}
 
     def save(self, ctx) -> None:
@@ -105,6 +114,7 @@ class Checkpoint:
                 _load_into(holder, state[name])
         optimizers = [h for h in self.holders.values() if isinstance(h, torch.optim.Optimizer)]
         training.resume_lr(optimizers, state["config"].get("lr"), config.lr)
+        self.wall_before = float(state.get("wall_s", 0.0))  # a checkpoint from before wall_s was kept: 0
 
 
 def _state_of(holder):

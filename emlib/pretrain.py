@@ -20,7 +20,6 @@ Every sample is a pure function of (seed, epoch, index) and every device-side
 corruption of (seed, step, rank), so a run resumed from a checkpoint continues
 exactly like one that was never stopped, whatever the number of loader workers.
 """
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -438,7 +437,7 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resuming: bool
     total_steps = config.epochs * epoch_steps
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    meter, started, status = training.Throughput(), time.perf_counter(), "finished"
+    meter, status = training.Throughput(), "finished"
     estimate = training.RunEstimate(epoch_steps, total_steps, position["step"], SMALLER_RUN_FLAGS, enabled=ctx.is_main)
     workers = training.loader_workers(config.workers)
     progress = training.progress_bar(total_steps, f"pretrain {config.model}", initial=position["step"],
@@ -500,7 +499,7 @@ def _run(config: PretrainConfig, ctx: session.DistributedContext, resuming: bool
         "val_l1": [list(v) for v in val_history],
     }
     summary = {"status": "finished", "model": config.model, "output_dir": str(output_dir),
-               "wall_s": round(time.perf_counter() - started, 3), **info}
+               "wall_s": checkpoint.wall_s(), **info}
     return lifecycle.finish(ctx, config, summary, lambda: export_generator(G, config, output_dir, info))
 
 

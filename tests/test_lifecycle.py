@@ -60,8 +60,8 @@ def test_a_checkpoint_restores_every_holder_in_place(tmp_path):
     checkpoint = lifecycle.Checkpoint(tmp_path, config, saved, data="abc", fast_path={"dtype": "fp32"})
     checkpoint.save(type("Ctx", (), {"is_main": True})())
     expected_draw = torch.rand(3)
-    assert list(checkpoint.state())[:5] == ["format", "config", "data", "fast_path", "data_content"]
-    assert list(checkpoint.state())[5:] == list(saved)
+    assert list(checkpoint.state())[:6] == ["format", "config", "data", "fast_path", "data_content", "wall_s"]
+    assert list(checkpoint.state())[6:] == list(saved)
 
     fresh = holders(2)
     position, history = fresh["position"], fresh["history"]
@@ -77,3 +77,15 @@ def test_a_checkpoint_restores_every_holder_in_place(tmp_path):
         lifecycle.Checkpoint(tmp_path, config, holders(3), data="other", fast_path={"dtype": "fp32"}).restore()
     with pytest.raises(run_folder.CheckpointError, match="no extra"):
         lifecycle.Checkpoint(tmp_path, config, {**holders(3), "extra": None}).restore()
+
+
+def test_a_resumed_runs_wall_time_counts_the_time_before_the_resume(tmp_path):
+    """summary.json's wall_s is the whole run's, not the last process's: the checkpoint carries the time so far."""
+    config = pretrain.PretrainConfig.toy(output_dir=str(tmp_path))
+    first = lifecycle.Checkpoint(tmp_path, config, holders(1))
+    first.started -= 600.0  # as if the first process had run ten minutes before it was stopped
+    first.save(type("Ctx", (), {"is_main": True})())
+    resumed = lifecycle.Checkpoint(tmp_path, config, holders(2))
+    assert resumed.wall_s() < 60
+    resumed.restore()
+    assert 600.0 <= resumed.wall_s() < 660.0
