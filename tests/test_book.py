@@ -118,3 +118,21 @@ def test_choices_table_agrees_with_the_code():
             assert ast.literal_eval(literal.group(1)) == actual, row
             checked += 1
     assert checked >= 15
+
+
+def test_choices_quotes_the_head_ablation_as_the_study_measured_it():
+    """The output-head row of book/choices.md quotes the study's head ablation (fresh minus carried head, first
+    evaluation, per dataset): the numbers must be the committed runs', not an earlier study's."""
+    from emlib import study
+
+    groups = study.load_groups(ROOT / "results" / "real_small")
+    row = next(line for line in (ROOT / "book" / "choices.md").read_text().splitlines()
+               if line.startswith("| output head of a pretrained generator"))
+    quoted = 0
+    for carried in (g for g in groups if study.describe(g)["head"] == "transfer"):
+        axes = study.describe(carried)
+        fresh = study.find(groups, dataset=axes["dataset"], model=axes["model"], init=axes["init"])
+        first = study.compare(fresh, carried, "first")
+        assert f"{axes['dataset']} {first['difference']:+.1f} ± {first['ci95']:.1f}" in row, axes["dataset"]
+        quoted += 1
+    assert quoted > 0, "the committed study has no head ablation"
