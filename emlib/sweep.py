@@ -446,13 +446,19 @@ def best_runs(runs_dir) -> dict:
 
 
 def export_packages(runs_dir) -> list:
-    """BioImage.IO packages of `best_runs` in runs_dir/bioimageio/<run id>.zip (existing ones are kept)."""
-    written = []
-    for folder in best_runs(runs_dir).values():
-        out = Path(runs_dir) / "bioimageio" / f"{folder.name}.zip"
+    """BioImage.IO packages of `best_runs` in runs_dir/bioimageio/<run id>.zip. Existing ones are kept; the package
+    of a run that is no longer the best of its dataset (more runs finished since) is removed, so the folder holds
+    exactly the best runs' packages."""
+    folder, written = Path(runs_dir) / "bioimageio", []
+    for run in best_runs(runs_dir).values():
+        out = folder / f"{run.name}.zip"
         if not out.exists():
-            bioimageio.export(folder, out)
+            bioimageio.export(run, out)
         written.append(out)
+    for stale in sorted(set(folder.glob("*.zip")) - set(written)):
+        if (Path(runs_dir) / stale.stem / "summary.json").is_file():  # a run's package, not a user's file
+            print(f"removed {stale}: {stale.stem} is no longer its dataset's best run")
+            stale.unlink()
     return written
 
 

@@ -259,24 +259,39 @@ def test_paper_grid_reads_the_folders_the_readme_downloads_to_and_dry_run_marks_
     assert "data/real/cem500k, data/real/temimagenet): download it first" in "\n".join(listing)
 
 
+def finished_segmentation_run(root, name, val, **fields):
+    folder = root / name
+    folder.mkdir()
+    config = {"task": "segmentation", "dataset": "emps", "model": "unet_2_44", "init": "random", "seed": 0,
+              "label_fraction": 1.0, "head": "reinit", **fields}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "summary.json").write_text(json.dumps({"status": "finished", "metric": "dice_percent",
+                                                     "best_val_dice_percent": val, "test_dice_percent": 0.0}))
+    (folder / "best_model.safetensors").write_bytes(b"")
+    return folder
+
+
 def test_the_best_run_is_chosen_on_validation_among_the_main_design(tmp_path):
     """best_runs (the packaged models): best validation score, full labels only, never the head ablation."""
-    def finished(name, val, **fields):
-        folder = tmp_path / name
-        folder.mkdir()
-        config = {"task": "segmentation", "dataset": "emps", "model": "unet_2_44", "init": "random", "seed": 0,
-                  "label_fraction": 1.0, "head": "reinit", **fields}
-        (folder / "config.json").write_text(json.dumps(config))
-        (folder / "summary.json").write_text(json.dumps({"status": "finished", "metric": "dice_percent",
-                                                         "best_val_dice_percent": val, "test_dice_percent": 0.0}))
-        (folder / "best_model.safetensors").write_bytes(b"")
-        return folder
-
-    chosen = finished("seg-a", 70.0)
-    finished("seg-b", 60.0)
-    finished("seg-a-head-transfer", 80.0, head="transfer")
-    finished("seg-a-lf0.5", 90.0, label_fraction=0.5)
+    chosen = finished_segmentation_run(tmp_path, "seg-a", 70.0)
+    finished_segmentation_run(tmp_path, "seg-b", 60.0)
+    finished_segmentation_run(tmp_path, "seg-a-head-transfer", 80.0, head="transfer")
+    finished_segmentation_run(tmp_path, "seg-a-lf0.5", 90.0, label_fraction=0.5)
     assert sweep.best_runs(tmp_path) == {"emps": chosen}
+
+
+def test_the_packages_are_the_best_runs_and_a_former_best_ones_is_removed(tmp_path, monkeypatch):
+    exported = []
+    monkeypatch.setattr(sweep.bioimageio, "export", lambda run, out: exported.append(run.name) or out.write_bytes(b"zip"))
+    finished_segmentation_run(tmp_path, "seg-b", 60.0)
+    packages = tmp_path / "bioimageio"
+    packages.mkdir()
+    (packages / "seg-b.zip").write_bytes(b"zip")  # the best run until seg-a finished
+    (packages / "notes.zip").write_bytes(b"mine")  # not a run's package: left alone
+    assert sweep.export_packages(tmp_path) == [packages / "seg-b.zip"] and exported == []  # kept, not re-exported
+    finished_segmentation_run(tmp_path, "seg-a", 70.0)
+    assert sweep.export_packages(tmp_path) == [packages / "seg-a.zip"] and exported == ["seg-a"]
+    assert sorted(p.name for p in packages.iterdir()) == ["notes.zip", "seg-a.zip"]
 
 
 def test_a_dataset_is_read_at_one_size_across_the_sections_so_its_baselines_fit_its_runs():
