@@ -33,9 +33,14 @@ book: venv
 pairing: venv
 	$(BIN)/python tests/check_pairing.py
 
+# One worker per core (at most 4), each on one thread; conftest.py's scheduler keeps a test file, or a notebook,
+# on one worker (and chapters 04-06 together, since 06 reads the toy runs that 04 and 05 write).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: venv pairing
-	$(BIN)/python -m pytest tests -q
-	$(BIN)/python -m pytest --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider
+	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider \
+	  -n $(TEST_WORKERS)
 
 clean:
 	rm -rf _build .jupyter_cache
