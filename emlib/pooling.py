@@ -207,10 +207,21 @@ class Group:
                 by_epoch.setdefault(row["epoch"], []).append(row[metric])
         return {epoch: (*mean_ci95(values), len(values)) for epoch, values in sorted(by_epoch.items())}
 
+    def last_rows(self, metric=None) -> list:
+        """Each seed's row at its own last evaluation of the metric: runs that stop at their plateau end at
+        different epochs, and the group's last epoch would hold only the seeds that ran longest."""
+        metric = metric or self.metric
+        last = {}
+        for row in self.rows():  # by seed, then epoch
+            if row.get(metric) is not None:
+                last[row["seed"]] = row
+        return list(last.values())
+
     def final(self, metric=None) -> tuple:
-        """(mean, ci95, n) at the last evaluated epoch."""
-        curve = self.curve(metric)
-        return curve[max(curve)]
+        """(mean, ci95, n) over the seeds, each at its own last evaluation."""
+        metric = metric or self.metric
+        values = [row[metric] for row in self.last_rows(metric)]
+        return (*mean_ci95(values), len(values))
 
 
 def _canonical(value) -> str:
@@ -296,14 +307,15 @@ def settings(groups) -> dict:
 
 def summary_table(groups, markdown=False) -> str:
     """One line per group: the fields that tell the groups apart, then runs, distinct
-    seeds (n), the seeds, and the main metric at the last epoch as mean ± 95% CI."""
+    seeds (n), the seeds, and the main metric at each seed's last evaluation (their epochs) as mean ± 95% CI."""
     fields = varying_fields(groups)
     header = fields + ["runs", "n", "seeds", "last epoch", "metric", "mean ± 95% CI"]
     lines = []
     for group in groups:
         flat = _fields_of(group)
         mean, ci, n = group.final()
-        epoch = max(group.curve())
+        last = sorted({row["epoch"] for row in group.last_rows()})
+        epoch = f"{last[0]}-{last[-1]}" if len(last) > 1 else last[0]
         lines.append([str(flat.get(k, "<missing>")) for k in fields]
                      + [str(len(group.runs)), str(group.n), " ".join(map(str, group.seeds)), str(epoch), group.metric,
                         f"{mean:.4g}" + (f" ± {ci:.2g}" if n > 1 else " (one seed)")])

@@ -95,6 +95,19 @@ def test_only_runs_identical_but_for_the_seed_are_pooled(mixed_runs):
     assert all(g.source == "synthetic" and g.metric == "dice_percent" for g in groups)
 
 
+def test_a_groups_final_score_takes_each_seed_at_its_own_last_evaluation(tmp_path):
+    """Runs that stop at their plateau end at different epochs: seed 1 stops after epoch 1."""
+    write_run(tmp_path / "s0", 90.0)
+    write_run(tmp_path / "s1", 70.0, seed=1)
+    results_csv = tmp_path / "s1" / "results.csv"
+    results_csv.write_text("\n".join(results_csv.read_text().splitlines()[:2]) + "\n")  # header and epoch 1 (60.0)
+    (group,) = pooling.group_runs(pooling.load_runs(tmp_path))
+    mean, _, n = group.final()
+    assert n == 2 and mean == pytest.approx(75.0)  # (90 + 60) / 2; the last epoch alone would give 90 (one seed)
+    assert [row["epoch"] for row in group.last_rows()] == [2, 1]
+    assert "1-2" in pooling.summary_table([group]).splitlines()[1]
+
+
 def test_every_config_field_but_execution_ones_separates_groups(tmp_path):
     write_run(tmp_path / "a", 80.0)
     write_run(tmp_path / "b", 81.0, seed=1, device="cuda", workers=4, compile=True, channels_last=True,
