@@ -384,6 +384,28 @@ def pretraining_design(results_dir) -> dict:
     return out
 
 
+def pretrained_against_random(results_dir, groups) -> dict:
+    """{"dataset, model": row} for each full-label setting with random and GAN-pretrained runs: what its GAN
+    generator had learnt (final validation L1 against the identity's, `pretraining_design`) beside the paired
+    test-Dice difference GAN - random at the first and the last evaluation, and the seeds still learning. It puts
+    a pretrained init that trails its random twin next to the cause to look at first: a generator that did not
+    learn to restore."""
+    generators = {row["model"]: row for row in pretraining_design(results_dir).values() if row["objective"] == "GAN"}
+    full = [g for g in groups if describe(g)["label_fraction"] == 1.0]
+    out = {}
+    for dataset in sorted({describe(g)["dataset"] for g in full}):
+        for model, generator in generators.items():
+            random, gan = (find(full, dataset=dataset, model=model, init=i) for i in ("random", "GAN"))
+            if random and gan:
+                row = {"generator's val L1 vs identity": generator["vs identity"]}
+                for when in ("first", "last"):
+                    mean, half, n = paired_difference(per_seed(gan, when), per_seed(random, when))
+                    row[f"GAN - random, {when} (Dice points)"] = f"{mean:+.1f} ± {half:.1f} (n = {n})"
+                row["seeds still learning"] = " ".join(map(str, learning_seeds(random, gan))) or "none"
+                out[f"{dataset}, {model}"] = row
+    return out
+
+
 def _label(dataset, model, init, head=None, label_fraction=1.0) -> str:
     carried = " (carried head)" if head == "transfer" else ""
     labels = "" if label_fraction == 1.0 else f", {label_fraction:.0%} labels"

@@ -443,3 +443,28 @@ else:
         print(f"{i}. {e['verdict']}:")
         for line in e["details"]:
             print("     " + line)
+
+# %% [markdown]
+# ### When a pretrained start trails the random one
+#
+# A pretrained network that ends below its random twin is a surprise, and the
+# first place to look for its cause is the generator it started from. The table
+# sets, for each setting with both starts, what its GAN generator had learnt by the
+# end of pretraining (its validation L1 against the identity G(A) = A's: a positive
+# change means it restores *worse* than returning its input) beside the paired
+# test-Dice difference GAN - random at the first evaluation (the head start) and at
+# the last. A generator that never beat the identity hands fine-tuning weights of
+# unknown worth, so a setting started from one cannot test the claim that
+# pretraining helps: the curves of chapter 3 show which generators those are. The
+# last column names the seeds still learning when they stopped, whose end points the
+# verdicts above do not compare.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+against_random = study.pretrained_against_random(real_results, real_groups) if real_groups else {}
+if against_random:
+    columns = list(next(iter(against_random.values())))
+    display(Markdown(f"**GAN-pretrained against random starts ({figures.REAL_SMALL_LABEL})**\n\n" + figures.markdown_table(
+        against_random, row_names=list(against_random), column_names=columns, fmt="{}", corner="setting")))
+else:
+    print("pretrained against random starts: not finished yet")

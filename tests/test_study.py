@@ -187,20 +187,36 @@ def test_cross_dataset_scores_are_pooled_over_seeds(tmp_path):
     assert study.cross_dataset_table(tmp_path / "none", {}) == {}
 
 
-def test_the_pretraining_design_is_read_from_the_run(tmp_path):
-    folder = tmp_path / "pretrain-unet_2_44-preal"
+def write_pretraining(root, name, adv_weight, final_val_l1, identity_val_l1=0.04, model="unet_2_44"):
+    folder = root / name
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model": "unet_2_44", "adv_weight": 0.0, "image_size": 96,
+    (folder / "config.json").write_text(json.dumps({"model": model, "adv_weight": adv_weight, "image_size": 96,
                                                     "batch_size": 8, "lr": 2e-4}))
-    (folder / "summary.json").write_text(json.dumps({"status": "finished", "steps": 400, "final_val_l1": 0.03,
-                                                     "identity_val_l1": 0.04}))
+    (folder / "summary.json").write_text(json.dumps({"status": "finished", "steps": 400, "final_val_l1": final_val_l1,
+                                                     "identity_val_l1": identity_val_l1}))
     (folder / "generator.safetensors").write_bytes(b"")
     (folder / "manifest.json").write_text(json.dumps({"train": ["a", "b", "c"], "val": ["d"], "test": ["e"]}))
     curve = [0.06, 0.05, 0.04, 0.035, 0.031, 0.032, 0.029, 0.031]
     (folder / "validation.csv").write_text("step,val_l1\n" + "".join(f"{50 * (i + 1)},{v}\n" for i, v in enumerate(curve)))
+
+
+def test_the_pretraining_design_is_read_from_the_run(tmp_path):
+    write_pretraining(tmp_path, "pretrain-unet_2_44-preal", adv_weight=0.0, final_val_l1=0.03)
     row = study.pretraining_design(tmp_path)["unet_2_44-preal"]
     assert (row["objective"], row["steps"], row["crop (px)"], row["patches train / val / test"]) == ("L1-only", 400, 96, "3 / 1 / 1")
     assert row["vs identity"] == "-25%" and row["flattened"]  # the last quarter: within the scatter of the one before
+
+
+def test_a_pretrained_init_is_set_beside_what_its_generator_had_learnt(runs):
+    write_pretraining(runs, "pretrain-unet_2_44-preal", adv_weight=1.0, final_val_l1=0.05)  # 25 % worse than the identity
+    write_pretraining(runs, "pretrain-unet_2_44-preal-l1", adv_weight=0.0, final_val_l1=0.03)  # L1-only: not the GAN init
+    table = study.pretrained_against_random(runs, study.load_groups(runs))
+    assert list(table) == ["emps, unet_2_44"]
+    row = table["emps, unet_2_44"]
+    assert row["generator's val L1 vs identity"] == "+25%"
+    assert row["GAN - random, first (Dice points)"].startswith("+40.0 ± ") and row["GAN - random, first (Dice points)"].endswith("(n = 3)")
+    assert row["GAN - random, last (Dice points)"].startswith("+1.0 ± ")
+    assert row["seeds still learning"] == "none"
 
 
 def test_a_curve_has_flattened_only_when_its_last_quarter_gains_nothing_beyond_its_scatter():
