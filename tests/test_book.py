@@ -131,7 +131,8 @@ def test_choices_quotes_the_head_ablation_as_the_study_measured_it():
     quoted = 0
     for carried in (g for g in groups if study.describe(g)["head"] == "transfer"):
         axes = study.describe(carried)
-        fresh = study.find(groups, dataset=axes["dataset"], model=axes["model"], init=axes["init"])
+        fresh = study.find(groups, dataset=axes["dataset"], model=axes["model"], init=axes["init"],
+                           label_fraction=axes["label_fraction"])
         first = study.compare(fresh, carried, "first")
         assert f"{axes['dataset']} {first['difference']:+.1f} ± {first['ci95']:.1f}" in row, axes["dataset"]
         quoted += 1
