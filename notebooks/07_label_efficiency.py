@@ -316,9 +316,11 @@ else:
 # %% [markdown]
 # Read the curve against its own design: every fraction trains for the same number
 # of steps, so a small fraction sees each of its images many more times. If fewer
-# labels score *higher*, the training loss each group ended with tells whether the
-# full-label runs were simply not fitted within that budget (a higher final loss on
-# their own training images) rather than hurt by the extra labels.
+# labels score *higher*, the training loss each group ended with is a first hint of
+# whether the full-label runs were simply not fitted within that budget (a higher
+# final loss on their own training images) rather than hurt by the extra labels. A
+# hint, not a proof: a smaller set is easier to fit whatever the budget, and only
+# full-label runs given more steps would settle it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -335,8 +337,9 @@ for kind in ("random", "GAN") if real else ():
     print(f"{kind}: " + (f"{len(higher)} smaller fraction(s) scored higher than all the labels; " if higher
                          else "no smaller fraction scored higher than all the labels; ")
           + f"final training loss per fraction ({losses})"
-          + (" -- the full-label runs ended least fitted on their own images: underfit within the step budget,"
-             " which the extra labels need more steps to use, rather than harmed by them"
+          + (" -- the full-label runs ended least fitted on their own images, as runs underfit within the step budget"
+             " would; a smaller set is also easier to fit, so this alone does not show the cause: full-label runs"
+             " with more steps would"
              if higher and study.final_train_loss(full_group) >= max(study.final_train_loss(g) for g in higher) else ""))
 
 # %% [markdown]
