@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from emlib import data, finetune, paper, pretrain
+from emlib import data, finetune, paper, pretrain, run_folder
 from emlib.run_folder import run_status
 
 # Estimated seconds per 224x224 training image (forward + backward, AMP) on one
@@ -233,29 +233,67 @@ def select(runs: list, pattern: str | None, runs_dir) -> list:
 def full_config(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
     """Every field of the run's config, as the CLI runner's run builds it: the loop's
     `make_config` of the spec's fields, with run_dir as output_dir."""
-    loop = pretrain if run.kind == "pretrain" else finetune
-    return loop.make_config({**run.config, "output_dir": str(run_dir)}, toy).to_dict()
+    return _loop(run).make_config({**run.config, "output_dir": str(run_dir)}, toy).to_dict()
 
 
-def changed_fields(run: GridRun, run_dir: Path, toy: bool = False) -> list:
-    """["field: its value -> the spec's"] where a finished run's config.json differs from the config the
-    spec gives it now; fields that only say where and how it ran (its loop's RESUME_IGNORED, lr aside:
+def config_changes(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
+    """{field: (the run's value, the spec's)} where a finished run's config.json differs from the config
+    the spec gives it now; fields that only say where and how it ran (its loop's RESUME_IGNORED, lr aside:
     a finished run moved to another machine is still the same run) are not compared, and fields newer
-    than the run count at their defaults. [] when the run is not finished or agrees."""
+    than the run count at their defaults. {} when the run is not finished or agrees."""
     path = Path(run_dir) / "config.json"
     if run_status(run_dir) != "finished" or not path.is_file():
-        return []
-    loop = pretrain if run.kind == "pretrain" else finetune
+        return {}
+    loop = _loop(run)
     config_class = loop.PretrainConfig if run.kind == "pretrain" else loop.FinetuneConfig
     ran = config_class.from_dict(json.loads(path.read_text())).to_dict()
     wanted, place = full_config(run, run_dir, toy), set(loop.RESUME_IGNORED) - {"lr"}
-    return [f"{name}: {ran.get(name)!r} -> {value!r}" for name, value in wanted.items()
-            if name not in place and ran.get(name) != value]
+    return {name: (ran.get(name), value) for name, value in wanted.items() if name not in place and ran.get(name) != value}
+
+
+def run_change(run: GridRun, run_dir: Path, toy: bool = False) -> str:
+    """How a run folder stands against the spec: "same" (agrees, or is not finished), "extend" or "changed".
+
+    A finished run whose spec only lets it train longer (its loop's RESUME_MAY_GROW fields grew: a higher
+    epoch cap, more steps) is "extend" when its checkpoint.pt is kept: the sweep resumes it, and it goes on
+    exactly as a run started under the longer schedule would have. One that stopped at its own plateau
+    (summary `stopped_at_plateau`) would have stopped there under any higher cap: "same". Any other
+    difference, or a run to extend without its checkpoint, is "changed"."""
+    changes = config_changes(run, run_dir, toy)
+    if not changes:
+        return "same"
+    grown_only = all(name in _loop(run).RESUME_MAY_GROW and run_folder.grows(old, new) for name, (old, new) in changes.items())
+    if not grown_only:
+        return "changed"
+    if json.loads((Path(run_dir) / "summary.json").read_text()).get("stopped_at_plateau"):
+        return "same"
+    return "extend" if (Path(run_dir) / "checkpoint.pt").is_file() else "changed"
+
+
+def changed_fields(run: GridRun, run_dir: Path, toy: bool = False) -> list:
+    """["field: its value -> the spec's"] of a finished run the spec changed (`run_change`), else []."""
+    if run_change(run, run_dir, toy) != "changed":
+        return []
+    return [f"{name}: {old!r} -> {new!r}" for name, (old, new) in config_changes(run, run_dir, toy).items()]
 
 
 def changed_runs(runs, runs_dir, toy: bool = False) -> dict:
-    """{run id: its changed_fields} of the finished runs whose config differs from the spec's."""
+    """{run id: its changed_fields} of the finished runs whose config differs from the spec's (`run_change`)."""
     return {run.run_id: fields for run in runs if (fields := changed_fields(run, Path(runs_dir) / run.run_id, toy))}
+
+
+def extended_runs(runs, runs_dir, toy: bool = False) -> set:
+    """The ids of the finished runs the sweep resumes to train longer (`run_change`: "extend")."""
+    return {run.run_id for run in runs if run_change(run, Path(runs_dir) / run.run_id, toy) == "extend"}
+
+
+def grown_fields(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
+    """{field: the spec's value} of the fields an extended run grows (its new cap)."""
+    return {name: new for name, (_, new) in config_changes(run, run_dir, toy).items()}
+
+
+def _loop(run: GridRun):
+    return pretrain if run.kind == "pretrain" else finetune
 
 
 def check_configs(runs, toy: bool = False) -> tuple:
@@ -300,9 +338,9 @@ def missing_data(run: GridRun) -> bool:
     return data_root is not None and not Path(data_root).is_dir()
 
 
-def format_listing(runs, runs_dir, changed=(), toy=False, hardware="GPU", jobs=1) -> str:
-    """The dry-run table: id, status (`run_folder.run_status`, or "changed" for the ids in `changed`: see
-    `changed_runs`), dependency and estimated hours on `hardware` (the spec's, default GPU)."""
+def format_listing(runs, runs_dir, changed=(), toy=False, hardware="GPU", jobs=1, extended=()) -> str:
+    """The dry-run table: id, status (`run_folder.run_status`, or "changed" / "extend" for the ids in `changed` /
+    `extended`: see `run_change`), dependency and estimated hours on `hardware` (the spec's, default GPU)."""
     unit = "GPU h" if hardware == "GPU" else "CPU h"
     lines = [f"{'run':<52} {'status':<10} {unit:>7}  depends on"]
     total = 0.0
@@ -310,7 +348,8 @@ def format_listing(runs, runs_dir, changed=(), toy=False, hardware="GPU", jobs=1
         hours = "toy" if toy else f"{run.est_gpu_hours * run.gpus:7.2f}"
         total += run.est_gpu_hours * run.gpus
         missing = f"  NO DATA: {run.config['data_root']} is missing" if missing_data(run) else ""
-        state = "changed" if run.run_id in changed else run_status(Path(runs_dir) / run.run_id)
+        state = ("changed" if run.run_id in changed else "extend" if run.run_id in extended
+                 else run_status(Path(runs_dir) / run.run_id))
         lines.append(f"{run.run_id:<52} {state:<10} {hours:>7}  {run.depends_on or ''}{missing}")
     n_pre = sum(r.kind == "pretrain" for r in runs)
     summary = f"{len(runs)} runs ({n_pre} pretraining, {len(runs) - n_pre} fine-tuning)"

@@ -11,6 +11,7 @@
 
 The loops keep what is theirs: the config, the data, one epoch, evaluation and export.
 """
+import json
 import time
 from pathlib import Path
 
@@ -114,7 +115,16 @@ class Checkpoint:
                 _load_into(holder, state[name])
         optimizers = [h for h in self.holders.values() if isinstance(h, torch.optim.Optimizer)]
         training.resume_lr(optimizers, state["config"].get("lr"), config.lr)
-        self.wall_before = float(state.get("wall_s", 0.0))  # a checkpoint from before wall_s was kept: 0
+        self.wall_before = float(state.get("wall_s", self._finished_wall_s()))
+
+    def _finished_wall_s(self) -> float:
+        """The wall time of a checkpoint written before checkpoints kept it: a finished run's (summary.json, whose
+        last checkpoint it is: a run extended to more epochs), else 0 (an interrupted run's time is lost)."""
+        summary = self.path.parent / "summary.json"
+        try:
+            return float(json.loads(summary.read_text()).get("wall_s", 0.0))
+        except (OSError, ValueError, AttributeError):
+            return 0.0
 
 
 def _state_of(holder):

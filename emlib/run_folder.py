@@ -288,7 +288,7 @@ def config_differences(saved: dict, current: dict, may_grow=("epochs",), ignore=
         old, new = saved.get(key, "<missing>"), current.get(key, "<missing>")
         if _same(old, new):
             continue
-        if key in may_grow and _grows(old, new):
+        if key in may_grow and grows(old, new):
             continue
         diffs.append(f"{key}: {old!r} -> {new!r}")
     return diffs
@@ -308,7 +308,8 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _grows(old, new) -> bool:
+def grows(old, new) -> bool:
+    """Whether a may-grow field's new value is at least its old one (None: unbounded)."""
     if new is None:  # None = unbounded (e.g. max_steps)
         return True
     return old is not None and isinstance(old, (int, float)) and isinstance(new, (int, float)) and new >= old

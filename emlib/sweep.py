@@ -10,7 +10,8 @@ x inits), optionally times seeds and label fractions. Each run is one folder
 
 (or executes the matching notebook with papermill). A run counts as finished iff
 its `summary.json` exists; finished runs are skipped, interrupted ones (a
-`checkpoint.pt` but no `summary.json`) are resumed with `--resume`, and
+`checkpoint.pt` but no `summary.json`) are resumed with `--resume`, finished ones
+whose spec now only raises their cap resume to train longer (`grid.run_change`), and
 pretraining runs go before the fine-tuning runs that load their generator. A
 failing run is reported and does not stop the others. At the end the results
 CSVs of the finished runs are concatenated into `runs/results_segmentation.csv` and
@@ -40,8 +41,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from emlib import atomic, bioimageio, data, run_folder
-from emlib.grid import (changed_runs, check_configs, expand_grid, format_listing, full_config, load_spec,
-                        segmentation_data, select)
+from emlib.grid import (changed_runs, check_configs, expand_grid, extended_runs, format_listing, full_config, grown_fields,
+                        load_spec, segmentation_data, select)
 from emlib.paths import REPO_ROOT
 from emlib.pooling import group_runs, load_runs, summary_table
 from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, read_rows
@@ -79,6 +80,9 @@ def build_command(run, run_dir: Path, resume: bool, toy: bool = False, runner: s
     if run.gpus > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={run.gpus}"]
     argv = launcher + ["-m", "emlib", run.kind, "--config", str(run_dir / "config.json"), "--output-dir", str(run_dir)]
+    if resume and run_status(run_dir) == "finished":  # extended: its config.json changes once the run has checked it
+        for name, value in grown_fields(run, run_dir, toy).items():
+            argv += [f"--{name.replace('_', '-')}", str(value)]
     return argv + (["--resume"] if resume else []) + (["--toy"] if toy else [])
 
 
@@ -170,7 +174,7 @@ def prepare(run, runs_dir, command_builder) -> tuple:
     without summary.json (torn by a crash) is written again, with a line in sweep.log."""
     run_dir = Path(runs_dir) / run.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume = run_status(run_dir) == "unfinished"
+    resume = run_status(run_dir) != "new"  # unfinished, or finished and extended (`grid.run_change`)
     config_path, log_path = run_dir / "config.json", run_dir / "sweep.log"
     if config_path.exists() and run_status(run_dir) != "finished" and not _parses(config_path):
         with open(log_path, "a") as log:
@@ -202,6 +206,10 @@ def _outcome(run_dir, exit_code):
     return "finished"
 
 
+def _done(run, runs_dir, extend) -> bool:
+    return run_status(Path(runs_dir) / run.run_id) == "finished" and run.run_id not in extend
+
+
 def _stages(runs):
     """Pretraining first, then everything else (fine-tuning needs the generators)."""
     return [[r for r in runs if r.kind == "pretrain"], [r for r in runs if r.kind != "pretrain"]]
@@ -213,24 +221,26 @@ def _blocked(run, runs_dir, outcomes):
     return None
 
 
-def execute(runs, runs_dir="runs", command_builder=None, launcher="local", cluster=None, slurm=None, jobs=1) -> dict:
+def execute(runs, runs_dir="runs", command_builder=None, launcher="local", cluster=None, slurm=None, jobs=1,
+            extend=()) -> dict:
     """Run every unfinished run, each after the pretraining run it depends on; return {run_id: outcome}.
 
     `command_builder(run, run_dir, resume) -> argv` defaults to the emlib CLI.
     `launcher` is `local` (here, `jobs` runs at a time) or `slurm` (one submitit job
     per run; `cluster="local"` uses submitit's local executor, for tests).
+    Finished runs are skipped but for those in `extend` (`grid.extended_runs`), which resume to train longer.
     Outcomes are `skipped (finished)`, `finished`, `failed (...)` or `blocked (...)`.
     """
     command_builder = command_builder or build_command
     if launcher not in ("local", "slurm"):
         raise ValueError(f"launcher must be 'local' or 'slurm', got {launcher!r}")
     if launcher == "local":
-        return _execute_local(runs, runs_dir, command_builder, max(1, int(jobs)))
+        return _execute_local(runs, runs_dir, command_builder, max(1, int(jobs)), extend)
     outcomes = {}
     for stage in _stages(runs):
         todo = []
         for run in stage:
-            if run_status(Path(runs_dir) / run.run_id) == "finished":
+            if _done(run, runs_dir, extend):
                 outcomes[run.run_id] = "skipped (finished)"
             elif blocked := _blocked(run, runs_dir, outcomes):
                 outcomes[run.run_id] = blocked
@@ -240,16 +250,16 @@ def execute(runs, runs_dir="runs", command_builder=None, launcher="local", clust
     return outcomes
 
 
-def _execute_local(runs, runs_dir, command_builder, jobs: int) -> dict:
+def _execute_local(runs, runs_dir, command_builder, jobs: int, extend=()) -> dict:
     """Run up to `jobs` runs at once, in the listed order, each as soon as its dependency has finished."""
     with CHILDREN.forwarding_signals():
-        return _run_local(runs, runs_dir, command_builder, jobs)
+        return _run_local(runs, runs_dir, command_builder, jobs, extend)
 
 
-def _run_local(runs, runs_dir, command_builder, jobs: int) -> dict:
+def _run_local(runs, runs_dir, command_builder, jobs: int, extend=()) -> dict:
     outcomes, waiting, running = {}, [], {}
     for run in runs:
-        if run_status(Path(runs_dir) / run.run_id) == "finished":
+        if _done(run, runs_dir, extend):
             outcomes[run.run_id] = "skipped (finished)"
         else:
             waiting.append(run)
@@ -470,9 +480,10 @@ def main(args) -> int:
     except (TypeError, KeyError, AttributeError) as err:  # a section of the wrong shape, a missing key
         raise ValueError(f"sweep spec {args.spec} is malformed ({type(err).__name__}: {err}); see experiments/paper.yaml") from None
     jobs = args.jobs or spec.get("jobs", 1)
-    changed = changed_runs(runs, runs_dir, args.toy)
-    print(format_listing(runs, runs_dir, changed, toy=args.toy, hardware=spec.get("hardware", "GPU"), jobs=jobs))
-    to_run = runs if args.dry_run else [run for run in runs if run_status(runs_dir / run.run_id) != "finished"]
+    changed, extend = changed_runs(runs, runs_dir, args.toy), extended_runs(runs, runs_dir, args.toy)
+    print(format_listing(runs, runs_dir, changed, toy=args.toy, hardware=spec.get("hardware", "GPU"), jobs=jobs,
+                         extended=extend))
+    to_run = runs if args.dry_run else [run for run in runs if not _done(run, runs_dir, extend)]
     errors, missing = check_configs(to_run, toy=args.toy)
     for data_root, run_ids in missing.items():
         print(f"{'warning' if args.dry_run else 'error'}: data_root {data_root} not found here ({len(run_ids)} run(s), "
@@ -485,23 +496,24 @@ def main(args) -> int:
         raise ValueError(f"sweep spec {args.spec}: {len(changed)} finished run(s) in {runs_dir} were made with another "
                          f"config than the spec's now, e.g. {first} ({'; '.join(fields[:4])}): the sweep would skip them "
                          "and report their old results. Move or delete those run folders (git history keeps committed "
-                         "runs) to run them anew, or restore the spec")
+                         "runs) to run them anew, or restore the spec (a finished run whose spec only raises its cap "
+                         "resumes from its checkpoint.pt, where that is kept)")
     if args.dry_run:
         return 0
     if missing:
         raise FileNotFoundError(f"sweep spec {args.spec}: data_root not found: {', '.join(missing)}")
     with run_folder.lock_run_folder(runs_dir, holder="sweep"):
-        return _run_sweep(args, spec, runs, runs_dir, jobs)
+        return _run_sweep(args, spec, runs, runs_dir, jobs, extend)
 
 
-def _run_sweep(args, spec, runs, runs_dir, jobs) -> int:
+def _run_sweep(args, spec, runs, runs_dir, jobs, extend=()) -> int:
     def command_builder(run, run_dir, resume):
         return build_command(run, run_dir, resume, toy=args.toy, runner=args.runner)
 
     slurm = {"timeout_min": args.timeout_min, **({"partition": args.slurm_partition} if args.slurm_partition else {})}
     start = time.time()
     outcomes = execute(runs, runs_dir, command_builder, launcher=args.launcher, cluster=args.submitit_cluster, slurm=slurm,
-                       jobs=jobs)
+                       jobs=jobs, extend=extend)
     if CHILDREN.stopped_by:
         stopped = [f"  {run_id}: {outcome}" for run_id, outcome in outcomes.items() if outcome.startswith(("interrupted", "not"))]
         print(f"sweep stopped by {CHILDREN.stopped_by} after {time.time() - start:.0f} s; run the same command again "

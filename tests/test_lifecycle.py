@@ -89,3 +89,19 @@ def test_a_resumed_runs_wall_time_counts_the_time_before_the_resume(tmp_path):
     assert resumed.wall_s() < 60
     resumed.restore()
     assert 600.0 <= resumed.wall_s() < 660.0
+
+
+def test_a_finished_run_extended_from_a_checkpoint_without_its_time_counts_the_summarys(tmp_path):
+    """Checkpoints written before they kept wall_s: a finished run's summary.json says how long it ran; an
+    interrupted run's time before the resume is unknown (0)."""
+    config = pretrain.PretrainConfig.toy(output_dir=str(tmp_path))
+    lifecycle.Checkpoint(tmp_path, config, holders(1)).save(type("Ctx", (), {"is_main": True})())
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["wall_s"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    resumed = lifecycle.Checkpoint(tmp_path, config, holders(2))
+    resumed.restore()
+    assert resumed.wall_s() < 60
+    (tmp_path / "summary.json").write_text(json.dumps({"wall_s": 900.0}))
+    resumed.restore()
+    assert 900.0 <= resumed.wall_s() < 960.0

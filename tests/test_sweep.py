@@ -321,3 +321,59 @@ def test_a_finished_run_made_with_another_config_is_refused_not_skipped(tmp_path
     assert cli.main(["sweep", str(REAL_SMALL), "--toy", "--runs-dir", str(runs_dir)]) == 2
     assert f"e.g. {run.run_id} (crop: 32 -> 64)" in capsys.readouterr().err
     assert json.loads((run_dir / "config.json").read_text())["crop"] == 32  # nothing was touched
+
+
+def toy_spec_file(path, epochs, **config):
+    """A one-run toy sweep spec (random unet_2_44 on the synthetic EMPS) with its epoch cap."""
+    section = {"datasets": ["emps"], "models": {"unet_2_44": ["random"]},
+               "config": {"epochs": epochs, "epoch_size": 4, "crop": 64, "downsample": 2, "eval_dense_epochs": 9, **config}}
+    path.write_text(json.dumps({"seeds": [0], "pretrain": {"models": []}, "toy": {"seeds": [0], "segmentation": [section]}}))
+    return path
+
+
+def test_a_finished_run_whose_cap_rises_trains_on_from_its_checkpoint_as_if_started_under_the_new_cap(tmp_path, capsys):
+    runs_dir, spec = tmp_path / "runs", tmp_path / "spec.yaml"
+    run_dir = runs_dir / "seg-emps-unet_2_44-random-s0"
+    sweep_args = ["sweep", str(spec), "--toy", "--runs-dir", str(runs_dir)]
+    toy_spec_file(spec, 2)
+    assert cli.main(sweep_args) == 0
+    first = json.loads((run_dir / "summary.json").read_text())
+    assert first["epochs"] == 2 and len(first["val_history"]) == 2
+
+    toy_spec_file(spec, 3)
+    assert cli.main(sweep_args + ["--dry-run"]) == 0
+    assert re.search(r"seg-emps-unet_2_44-random-s0\s+extend", capsys.readouterr().out)
+    assert cli.main(sweep_args) == 0
+    extended = json.loads((run_dir / "summary.json").read_text())
+    assert extended["epochs"] == 3 and json.loads((run_dir / "config.json").read_text())["epochs"] == 3
+    assert extended["val_history"][:2] == first["val_history"] and len(extended["val_history"]) == 3
+    assert extended["wall_s"] > first["wall_s"]  # the whole run's time, both parts
+    assert [row["epoch"] for row in read_rows(run_dir / "validation.csv")] == ["1", "2", "3"]
+
+    # Without its checkpoint the run cannot go on: the sweep refuses instead of reporting the old result.
+    (run_dir / "checkpoint.pt").unlink()
+    toy_spec_file(spec, 4)
+    assert cli.main(sweep_args) == 2
+    assert "(epochs: 3 -> 4)" in capsys.readouterr().err
+    assert json.loads((run_dir / "summary.json").read_text()) == extended  # nothing was touched
+
+
+def test_a_run_that_stopped_at_its_plateau_is_the_same_run_under_a_higher_cap(spec, tmp_path):
+    runs_dir = tmp_path / "runs"
+    run = next(r for r in grid.expand_grid(grid.load_spec(REAL_SMALL), toy=True, runs_dir=runs_dir)
+               if r.run_id.startswith("seg-"))
+    run = dataclasses.replace(run, config={**run.config, "epochs": 3})
+    run_dir = runs_dir / run.run_id
+    run_dir.mkdir(parents=True)
+    config = grid.full_config(run, run_dir, toy=True)
+    (run_dir / "config.json").write_text(json.dumps({**config, "epochs": config["epochs"] - 1}))
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+    (run_dir / "summary.json").write_text(json.dumps({"stopped_at_plateau": False}))
+    assert grid.run_change(run, run_dir, toy=True) == "extend"
+    assert grid.extended_runs([run], runs_dir, toy=True) == {run.run_id}
+    (run_dir / "summary.json").write_text(json.dumps({"stopped_at_plateau": True}))
+    assert grid.run_change(run, run_dir, toy=True) == "same" and grid.changed_runs([run], runs_dir, toy=True) == {}
+    (run_dir / "config.json").write_text(json.dumps({**config, "epochs": config["epochs"] + 1}))  # a lower cap
+    assert grid.changed_runs([run], runs_dir, toy=True) == {run.run_id: [f"epochs: {config['epochs'] + 1} -> {config['epochs']}"]}
+    (run_dir / "config.json").write_text(json.dumps({**config, "epochs": config["epochs"] - 1, "crop": 32}))
+    assert grid.run_change(run, run_dir, toy=True) == "changed"  # longer, but also another run
