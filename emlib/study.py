@@ -63,11 +63,13 @@ def find(groups, head="default", **axes):
 def per_seed(group, when: str, metric=None) -> dict:
     """{seed: the group's metric at the first or last evaluation, or averaged over all ("mean")}."""
     metric = metric or group.metric
+    if when == "last":  # each seed at its own last evaluation, as the group's final score takes it
+        return {row["seed"]: row[metric] for row in group.last_rows(metric)}
     by_seed = {}
     for row in group.rows():
         if row.get(metric) is not None:
             by_seed.setdefault(row["seed"], {})[row["epoch"]] = row[metric]
-    pick = {"first": lambda c: c[min(c)], "last": lambda c: c[max(c)], "mean": lambda c: statistics.fmean(c.values())}[when]
+    pick = {"first": lambda c: c[min(c)], "mean": lambda c: statistics.fmean(c.values())}[when]
     return {seed: pick(curve) for seed, curve in by_seed.items()}
 
 
