@@ -67,8 +67,11 @@ TASK_DEFAULTS = {
 LOG_COLUMNS = ["epoch", "step", "train_loss", "val_metric", "lr", "images_per_s"]
 RESUME_MAY_GROW = ("epochs",)
 # lr may change on resume (to continue a diverged run at a lower one); data_root may
-# move (the data fingerprint in the checkpoint decides whether the data is the same).
-RESUME_IGNORED = ("device", "workers", "output_dir", "compile", "data_root", "images_dir", "masks_dir", "lr")
+# move (the data fingerprint in the checkpoint decides whether the data is the same);
+# amp / channels_last may be spelled otherwise (the mode they resolve to must be the checkpoint's:
+# training.check_fast_path_matches), so that a run with "auto" can go on on another processor.
+RESUME_IGNORED = ("device", "workers", "output_dir", "compile", "data_root", "images_dir", "masks_dir", "lr", "amp",
+                  "channels_last")
 SMALLER_RUN_FLAGS = "--toy (a CPU preset), --epochs, --epoch-size, --crop or --batch-size"
 
 

@@ -236,10 +236,15 @@ def full_config(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
     return _loop(run).make_config({**run.config, "output_dir": str(run_dir)}, toy).to_dict()
 
 
+# Fields a resume may change (RESUME_IGNORED) that a spec still asks of a finished run: its lr, and the
+# numeric mode it asks for (a finished run's own is in its summary's fast_path).
+ASKED_OF_A_RUN = {"lr", "amp", "channels_last"}
+
+
 def config_changes(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
     """{field: (the run's value, the spec's)} where a finished run's config.json differs from the config
-    the spec gives it now; fields that only say where and how it ran (its loop's RESUME_IGNORED, lr aside:
-    a finished run moved to another machine is still the same run) are not compared, and fields newer
+    the spec gives it now; fields that only say where and how it ran (its loop's RESUME_IGNORED but for
+    ASKED_OF_A_RUN: a finished run moved to another machine is still the same run) are not compared, and fields newer
     than the run count at their defaults. {} when the run is not finished or agrees."""
     path = Path(run_dir) / "config.json"
     if run_status(run_dir) != "finished" or not path.is_file():
@@ -247,7 +252,7 @@ def config_changes(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
     loop = _loop(run)
     config_class = loop.PretrainConfig if run.kind == "pretrain" else loop.FinetuneConfig
     ran = config_class.from_dict(json.loads(path.read_text())).to_dict()
-    wanted, place = full_config(run, run_dir, toy), set(loop.RESUME_IGNORED) - {"lr"}
+    wanted, place = full_config(run, run_dir, toy), set(loop.RESUME_IGNORED) - ASKED_OF_A_RUN
     return {name: (ran.get(name), value) for name, value in wanted.items() if name not in place and ran.get(name) != value}
 
 

@@ -37,10 +37,11 @@ VAL_COLUMNS = ["epoch", "step", "val_l1"]
 CORRUPT_ON = ("device", "loader")
 VAL_SEED_OFFSET = 1_000_003  # the validation corruptions use their own seed stream
 # Fields that may change between a checkpoint and its resumption (lr: to continue a
-# diverged run at a lower one; data_root / manifest_path: the data fingerprint decides).
+# diverged run at a lower one; data_root / manifest_path: the data fingerprint decides;
+# amp / channels_last: the mode they resolve to must be the checkpoint's, checked instead).
 RESUME_MAY_GROW = ("epochs", "max_steps")
 RESUME_IGNORED = ("device", "workers", "output_dir", "checkpoint_every", "log_every", "compile", "deterministic", "data_root",
-                  "manifest_path", "lr")
+                  "manifest_path", "lr", "amp", "channels_last")
 SMALLER_RUN_FLAGS = "--toy (a CPU preset), --max-steps, --image-size or --batch-size"
 
 

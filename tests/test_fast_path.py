@@ -6,6 +6,7 @@ amp=True, so they run (slowly, emulated) on processors without native bf16 too.
 """
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -140,6 +141,10 @@ def test_bf16_resume_is_exact_and_another_mode_is_refused(cem_folder, tmp_path, 
     with pytest.raises(ValueError, match="written with bfloat16 autocast.*fp32.*--amp / --no-amp"):
         pretrain.run(pretraining(cem_folder, tmp_path / "resumed", **fast), resume=True)
     assert (tmp_path / "resumed" / "config.json").read_text() == before  # a refused resume changes nothing
+    stray = tmp_path / "stray"  # the advice can be followed: --amp --channels-last asks for the checkpoint's mode
+    shutil.copytree(tmp_path / "resumed", stray)
+    assert pretrain.run(pretraining(cem_folder, stray, **{**fast, "amp": True, "channels_last": True}),
+                        resume=True)["status"] == "finished"
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
     pretrain.run(pretraining(cem_folder, tmp_path / "resumed", **fast), resume=True)
     logs = [run_folder.read_log(tmp_path / name / "log.csv") for name in ("straight", "resumed")]

@@ -314,6 +314,8 @@ def test_a_finished_run_made_with_another_config_is_refused_not_skipped(tmp_path
     (run_dir / "config.json").write_text(json.dumps({**config, "device": "cuda", "workers": 3}))  # where, not what
     (run_dir / "summary.json").write_text("{}")
     assert grid.changed_fields(run, run_dir, toy=True) == [] and grid.changed_runs([run], runs_dir, toy=True) == {}
+    (run_dir / "config.json").write_text(json.dumps({**config, "amp": not config["amp"]}))  # another numeric mode
+    assert grid.changed_runs([run], runs_dir, toy=True) == {run.run_id: [f"amp: {not config['amp']!r} -> {config['amp']!r}"]}
     (run_dir / "config.json").write_text(json.dumps({**config, "crop": 32}))
     assert grid.changed_runs([run], runs_dir, toy=True) == {run.run_id: ["crop: 32 -> 64"]}
     assert cli.main(["sweep", str(REAL_SMALL), "--toy", "--runs-dir", str(runs_dir), "--dry-run"]) == 0
