@@ -349,8 +349,8 @@ def val_improvement(run_folder) -> dict:
 
 
 def provenance_summary(results_dir) -> dict:
-    """What ran, where and from which code: counts, total and per-kind wall time, commits and machines of the
-    finished runs under `results_dir` (from their summary.json files)."""
+    """What ran, where and from which code: counts, total and per-kind wall time, commits, machines and
+    precisions (`precision_text`) of the finished runs under `results_dir` (from their summary.json files)."""
     names = {"pretrain": "pretraining", "finetune": "fine-tuning"}
     finished = [(names[run.kind], run.summary) for folder in results.results_folders(results_dir)
                 for run in runs.finished_runs(folder)]
@@ -362,6 +362,7 @@ def provenance_summary(results_dir) -> dict:
         "commits": sorted({s.get("commit") or "unknown" for _, s in finished}),
         "machines": sorted(machines),
         "threads": sorted({(s.get("machine") or {}).get("torch_threads") for _, s in finished} - {None}),
+        "precision": precision_text(s for _, s in finished),
     }
 
 
@@ -434,10 +435,25 @@ def planned_settings(grid) -> dict:
     return out
 
 
+def precision(summary: dict) -> str:
+    """The arithmetic a run trained in, as its summary's fast_path records it: "bf16 autocast", "fp16 autocast"
+    or "fp32" (amp "auto" resolves by processor, so one config can give either)."""
+    amp = (summary.get("fast_path") or {}).get("amp")
+    return {None: "fp32", "bfloat16": "bf16 autocast", "float16": "fp16 autocast"}.get(amp, str(amp))
+
+
+def precision_text(summaries) -> str:
+    """The precisions of a set of runs: one name, or each with its count ("bf16 autocast 3, fp32 2")."""
+    counts = collections.Counter(precision(summary) for summary in summaries)
+    if len(counts) < 2:
+        return next(iter(counts), "")
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+
+
 def finetuning_design(groups) -> dict:
     """{setting label: row} of the fine-tuning groups' schedules, read from their configs and summaries: epochs
     x steps an epoch (at most, and as run), image scale, crop, batch, lr and its drops, the stop, the evaluation
-    cadence and the seeds that finished."""
+    cadence, the precision the runs trained in and the seeds that finished."""
     out = {}
     for group in groups:
         config = group.runs[0].fields
@@ -452,6 +468,7 @@ def finetuning_design(groups) -> dict:
             "batch": config.get("batch_size"), "lr": schedule_text(config),
             "evaluated": (f"epochs 1-{dense}, then every {every}" if dense else
                           "every epoch" if every == 1 else f"every {every} epochs"),
+            "precision": precision_text(run.summary for run in group.runs if run.finished),
             "seeds": ", ".join(str(s) for s in group.seeds)}
     return out
 

@@ -265,6 +265,7 @@ if real_results and (made := study.provenance_summary(real_results))["runs"]["pr
     print(f"runs: {made['runs']['pretraining']} pretraining ({made['wall_hours']['pretraining']:.1f} h), "
           f"{made['runs']['fine-tuning']} fine-tuning ({made['wall_hours']['fine-tuning']:.1f} h) of wall time per run, summed")
     print(f"hardware: {'; '.join(made['machines'])}, torch threads per run: {made['threads']}")
+    print(f"precision (amp 'auto': bf16 autocast where the processor has it natively): {made['precision']}")
     print(f"code: commit(s) {', '.join(c[:12] for c in made['commits'])}")
 
 pretraining = study.pretraining_design(real_results) if real_results else {}

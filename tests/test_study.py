@@ -233,3 +233,16 @@ def test_the_final_training_loss_is_the_last_epochs_mean_over_the_seeds(runs):
             "epoch,step,train_loss\n1,10,0.9\n3,20,%.2f\n3,30,%.2f\n" % (last - 0.1, last + 0.1))
     group = study.find(study.load_groups(runs), init="random", label_fraction=1.0)
     assert study.final_train_loss(group) == pytest.approx(0.6)
+
+
+def test_a_settings_precision_is_read_from_what_its_runs_resolved(runs):
+    """amp "auto" is bf16 on one processor and fp32 on another: the design table says which each setting ran in."""
+    for folder in runs.iterdir():
+        (folder / "summary.json").write_text(json.dumps({"epochs": 3}))  # no fast_path: before it was recorded, fp32
+    for name, amp in (("r0", "bfloat16"), ("r1", None), ("r2", None), ("g0", "bfloat16"), ("g1", "bfloat16"), ("g2", "bfloat16")):
+        (runs / name / "summary.json").write_text(json.dumps({"epochs": 3, "fast_path": {"amp": amp}}))
+    groups = study.load_groups(runs)
+    design = study.finetuning_design(groups)
+    assert design[study.setting_label(study.find(groups, init="random", label_fraction=1.0))]["precision"] == "bf16 autocast 1, fp32 2"
+    assert design[study.setting_label(study.find(groups, init="GAN"))]["precision"] == "bf16 autocast"
+    assert study.precision_text([]) == "" and study.precision({"fast_path": {"amp": "float16"}}) == "fp16 autocast"
