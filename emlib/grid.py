@@ -253,7 +253,22 @@ def config_changes(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
     config_class = loop.PretrainConfig if run.kind == "pretrain" else loop.FinetuneConfig
     ran = config_class.from_dict(json.loads(path.read_text())).to_dict()
     wanted, place = full_config(run, run_dir, toy), set(loop.RESUME_IGNORED) - ASKED_OF_A_RUN
-    return {name: (ran.get(name), value) for name, value in wanted.items() if name not in place and ran.get(name) != value}
+    fast_path = json.loads((Path(run_dir) / "summary.json").read_text()).get("fast_path")
+    return {name: (ran.get(name), value) for name, value in wanted.items()
+            if name not in place and ran.get(name) != value and not _ran_in_mode(name, value, fast_path)}
+
+
+def _ran_in_mode(name: str, wanted, fast_path: dict | None) -> bool:
+    """Whether a run whose config spelt amp / channels_last otherwise (e.g. "auto") ran in the mode the spec now
+    names outright (True / False), as its summary's fast_path records it."""
+    if not fast_path or wanted not in (True, False):
+        return False
+    if name == "amp":
+        return (fast_path.get("amp") is not None) == wanted
+    if name == "channels_last":
+        layouts = list((fast_path.get("channels_last") or {}).values())
+        return bool(layouts) and all(layout == wanted for layout in layouts)
+    return False
 
 
 def run_change(run: GridRun, run_dir: Path, toy: bool = False) -> str:
@@ -292,9 +307,13 @@ def extended_runs(runs, runs_dir, toy: bool = False) -> set:
     return {run.run_id for run in runs if run_change(run, Path(runs_dir) / run.run_id, toy) == "extend"}
 
 
-def grown_fields(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
-    """{field: the spec's value} of the fields an extended run grows (its new cap)."""
-    return {name: new for name, (_, new) in config_changes(run, run_dir, toy).items()}
+def resume_fields(run: GridRun, run_dir: Path, toy: bool = False) -> dict:
+    """{field: the spec's value} that a resumed run is given on its command line: its numeric mode (amp,
+    channels_last: a config.json that says "auto" would resolve otherwise on another processor, and the
+    checkpoint's mode is what counts), and for an extended run the fields it grows (its new cap)."""
+    wanted = full_config(run, run_dir, toy)
+    grown = {name: new for name, (_, new) in config_changes(run, run_dir, toy).items()}
+    return {"amp": wanted["amp"], "channels_last": wanted["channels_last"], **grown}
 
 
 def _loop(run: GridRun):

@@ -41,8 +41,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from emlib import atomic, bioimageio, data, run_folder
-from emlib.grid import (changed_runs, check_configs, expand_grid, extended_runs, format_listing, full_config, grown_fields,
-                        load_spec, segmentation_data, select)
+from emlib.grid import (changed_runs, check_configs, expand_grid, extended_runs, format_listing, full_config, load_spec,
+                        resume_fields, segmentation_data, select)
 from emlib.paths import REPO_ROOT
 from emlib.pooling import group_runs, load_runs, summary_table
 from emlib.results import RESTORATION_COLUMNS, SEGMENTATION_COLUMNS, read_rows
@@ -80,9 +80,9 @@ def build_command(run, run_dir: Path, resume: bool, toy: bool = False, runner: s
     if run.gpus > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={run.gpus}"]
     argv = launcher + ["-m", "emlib", run.kind, "--config", str(run_dir / "config.json"), "--output-dir", str(run_dir)]
-    if resume and run_status(run_dir) == "finished":  # extended: its config.json changes once the run has checked it
-        for name, value in grown_fields(run, run_dir, toy).items():
-            argv += [f"--{name.replace('_', '-')}", str(value)]
+    if resume:  # the spec's mode and an extension's cap: config.json changes only once the run has checked them
+        for name, value in resume_fields(run, run_dir, toy).items():
+            argv += [f"--{name.replace('_', '-')}", str(value).lower()]
     return argv + (["--resume"] if resume else []) + (["--toy"] if toy else [])
 
 

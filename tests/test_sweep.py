@@ -379,3 +379,30 @@ def test_a_run_that_stopped_at_its_plateau_is_the_same_run_under_a_higher_cap(sp
     assert grid.changed_runs([run], runs_dir, toy=True) == {run.run_id: [f"epochs: {config['epochs'] + 1} -> {config['epochs']}"]}
     (run_dir / "config.json").write_text(json.dumps({**config, "epochs": config["epochs"] - 1, "crop": 32}))
     assert grid.run_change(run, run_dir, toy=True) == "changed"  # longer, but also another run
+
+
+def test_a_run_asked_for_a_mode_outright_is_the_run_that_resolved_auto_to_it(tmp_path):
+    """The spec pins amp / channels_last (so that runs resume alike on any processor): a finished run whose
+    config said "auto" is the same run if it resolved to that mode (its summary's fast_path), else changed; a
+    resumed run is told the spec's mode, whatever its config.json says."""
+    runs_dir = tmp_path / "runs"
+    run = next(r for r in grid.expand_grid(grid.load_spec(REAL_SMALL), toy=True, runs_dir=runs_dir)
+               if r.run_id.startswith("seg-"))
+    run = dataclasses.replace(run, config={**run.config, "amp": False, "channels_last": False})
+    run_dir = runs_dir / run.run_id
+    run_dir.mkdir(parents=True)
+    config = grid.full_config(run, run_dir, toy=True)
+    (run_dir / "config.json").write_text(json.dumps({**config, "amp": "auto", "channels_last": "auto"}))
+    fp32 = {"amp": None, "channels_last": {"model": False}}
+    (run_dir / "summary.json").write_text(json.dumps({"fast_path": fp32}))
+    assert grid.run_change(run, run_dir, toy=True) == "same"
+    (run_dir / "summary.json").write_text(json.dumps({"fast_path": {**fp32, "amp": "bfloat16"}}))
+    assert grid.changed_runs([run], runs_dir, toy=True) == {run.run_id: ["amp: 'auto' -> False"]}
+    (run_dir / "summary.json").write_text(json.dumps({"fast_path": {**fp32, "channels_last": {"model": True}}}))
+    assert grid.changed_runs([run], runs_dir, toy=True) == {run.run_id: ["channels_last: 'auto' -> False"]}
+
+    (run_dir / "summary.json").unlink()
+    (run_dir / "checkpoint.pt").write_bytes(b"")  # interrupted: resumed in the spec's mode
+    argv = sweep.build_command(run, run_dir, resume=True, toy=True)
+    assert argv[argv.index("--amp") + 1] == "false" and argv[argv.index("--channels-last") + 1] == "false"
+    assert "--amp" not in sweep.build_command(run, run_dir, resume=False, toy=True)
