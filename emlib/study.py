@@ -224,6 +224,11 @@ def setbacks(group) -> dict:
     return out
 
 
+def mean_summary(group, key: str) -> float:
+    """The mean over a group's finished runs of a number in their summary.json (e.g. best_val_dice_percent)."""
+    return statistics.fmean(run.summary[key] for run in group.runs if run.finished)
+
+
 def final_train_loss(group) -> float:
     """Mean over the group's runs of the training loss in each run's last logged epoch: how far its
     step budget fitted its own training images (a larger training set fitted less is underfit, not worse)."""

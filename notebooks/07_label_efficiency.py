@@ -343,6 +343,25 @@ for kind in ("random", "GAN") if real else ():
              if higher and study.final_train_loss(full_group) >= max(study.final_train_loss(g) for g in higher) else ""))
 
 # %% [markdown]
+# Two more things bound what the curve can say. The seeds vary the training (the
+# fresh output head or random weights, the crops, their order), not the labelled
+# images: each fraction is one draw of images (`split_seed`), shared by both
+# initialisations and nested across fractions, so the intervals cover training
+# noise only and the curve's shape carries the luck of three draws of images. And
+# the model is chosen on the validation split (images from EMPS's training
+# papers, held out by source figure) but scored on EMPS's official test split,
+# whose images come from other papers: where the two splits disagree, the best
+# validation score is a weaker guide to the test score. Below, both, per fraction.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for kind in ("random", "GAN") if real else ():
+    members = sorted((g for g in real if study.describe(g)["init"] == kind), key=lambda g: study.describe(g)["label_fraction"])
+    cells = [f"{study.describe(g)['label_fraction']:.0%}: validation {study.mean_summary(g, 'best_val_dice_percent'):.1f}, "
+             f"test {study.mean_summary(g, 'test_dice_percent'):.1f}" for g in members]
+    print(f"{kind}, mean over the seeds of the chosen model's Dice (%): " + "; ".join(cells))
+
+# %% [markdown]
 # The verdicts printed above are computed from the committed runs (see
 # `emlib.study` for the rule: seed-paired differences and their 95% intervals). A
 # fraction whose runs were still learning when they stopped (best validation score

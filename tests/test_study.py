@@ -246,3 +246,11 @@ def test_a_settings_precision_is_read_from_what_its_runs_resolved(runs):
     assert design[study.setting_label(study.find(groups, init="random", label_fraction=1.0))]["precision"] == "bf16 autocast 1, fp32 2"
     assert design[study.setting_label(study.find(groups, init="GAN"))]["precision"] == "bf16 autocast"
     assert study.precision_text([]) == "" and study.precision({"fast_path": {"amp": "float16"}}) == "fp16 autocast"
+
+
+def test_a_summary_number_is_averaged_over_the_groups_finished_runs(runs):
+    for name, score in (("r0", 60.0), ("r1", 70.0), ("r2", 71.0)):
+        (runs / name / "summary.json").write_text(json.dumps({"best_val_dice_percent": score}))
+    (runs / "r2" / "summary.json").unlink()  # r2 not finished: left out
+    group = study.find(study.load_groups(runs), init="random", label_fraction=1.0)
+    assert study.mean_summary(group, "best_val_dice_percent") == 65.0
