@@ -279,22 +279,26 @@ def run_change(run: GridRun, run_dir: Path, toy: bool = False) -> str:
     exactly as a run started under the longer schedule would have. One that stopped at its own plateau
     (summary `stopped_at_plateau`) would have stopped there under any higher cap: "same". Any other
     difference, or a run to extend without its checkpoint, is "changed"."""
+    return _change(run, run_dir, toy)[0]
+
+
+def _change(run: GridRun, run_dir: Path, toy: bool) -> tuple:
+    """(`run_change`'s answer, the `config_changes` it rests on)."""
     changes = config_changes(run, run_dir, toy)
     if not changes:
-        return "same"
+        return "same", changes
     grown_only = all(name in _loop(run).RESUME_MAY_GROW and run_folder.grows(old, new) for name, (old, new) in changes.items())
     if not grown_only:
-        return "changed"
+        return "changed", changes
     if json.loads((Path(run_dir) / "summary.json").read_text()).get("stopped_at_plateau"):
-        return "same"
-    return "extend" if (Path(run_dir) / "checkpoint.pt").is_file() else "changed"
+        return "same", changes
+    return ("extend" if (Path(run_dir) / "checkpoint.pt").is_file() else "changed"), changes
 
 
 def changed_fields(run: GridRun, run_dir: Path, toy: bool = False) -> list:
     """["field: its value -> the spec's"] of a finished run the spec changed (`run_change`), else []."""
-    if run_change(run, run_dir, toy) != "changed":
-        return []
-    return [f"{name}: {old!r} -> {new!r}" for name, (old, new) in config_changes(run, run_dir, toy).items()]
+    state, changes = _change(run, run_dir, toy)
+    return [f"{name}: {old!r} -> {new!r}" for name, (old, new) in changes.items()] if state == "changed" else []
 
 
 def changed_runs(runs, runs_dir, toy: bool = False) -> dict:
